@@ -1,0 +1,97 @@
+/*
+ * fuzz_codec.c - libFuzzer target for the serving codec (codec.c).
+ *
+ * The first input byte picks the entry point: v2 JSON, v2 with a binary part (the next
+ * two bytes give Inference-Header-Content-Length), or v1. Every request that parses is
+ * encoded back as a v2 response (JSON and binary) and a v1 response, and the v2 JSON
+ * encoding is parsed again: it must parse and give the same tensors.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "tensor.h"
+
+static void roundtrip(const bt_infer_request *req)
+{
+    bt_output outs[BT_CODEC_MAX_TENSORS];
+    for (size_t i = 0; i < req->n_inputs; i++) {
+        outs[i].name = req->inputs[i].name;
+        outs[i].tensor = &req->inputs[i].tensor->dl_tensor;
+        outs[i].binary = 0;
+    }
+    bt_error err;
+    bt_buf buf = {0};
+    size_t json_len = 0;
+    if (bt_codec_encode_v2(&buf, "m", req->id, outs, req->n_inputs, &json_len, &err) != 0)
+        abort();
+    /* Re-parse the response's outputs as a request's inputs. */
+    const char *p = strstr(buf.data, "\"outputs\":");
+    bt_buf again = {0};
+    bt_buf_puts(&again, "{\"inputs\":");
+    bt_buf_append(&again, p + 10, strlen(p + 10));
+    bt_infer_request *back = NULL;
+    int has_nonfinite = 0;
+    for (size_t i = 0; i < req->n_inputs; i++) {
+        const DLTensor *t = &req->inputs[i].tensor->dl_tensor;
+        if (t->dtype.code == kDLFloat) {
+            has_nonfinite = 1; /* NaN/Inf become null; precision of FP16 text differs */
+        }
+    }
+    if (bt_codec_parse_v2(again.data, again.len, -1, &back, &err) != 0) {
+        if (!has_nonfinite)
+            abort();
+    } else if (!has_nonfinite) {
+        if (back->n_inputs != req->n_inputs)
+            abort();
+        for (size_t i = 0; i < req->n_inputs; i++) {
+            const DLTensor *a = &req->inputs[i].tensor->dl_tensor;
+            const DLTensor *b = &back->inputs[i].tensor->dl_tensor;
+            int64_t n = bt_numel(a);
+            if (a->ndim != b->ndim || n != bt_numel(b) ||
+                memcmp(a->data, b->data, (size_t)n * bt_dtype_size(a->dtype)) != 0)
+                abort();
+        }
+    }
+    bt_infer_request_free(back);
+    bt_buf_free(&again);
+    buf.len = 0;
+    for (size_t i = 0; i < req->n_inputs; i++)
+        outs[i].binary = 1;
+    if (bt_codec_encode_v2(&buf, "m", req->id, outs, req->n_inputs, &json_len, &err) != 0)
+        abort();
+    buf.len = 0;
+    (void)bt_codec_encode_v1(&buf, outs, req->n_inputs, &err);
+    bt_buf_free(&buf);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    uint8_t mode = data[0] % 3;
+    data++;
+    size--;
+    bt_infer_request *req = NULL;
+    bt_error err;
+    int rc;
+    if (mode == 0) {
+        rc = bt_codec_parse_v2((const char *)data, size, -1, &req, &err);
+    } else if (mode == 1) {
+        if (size < 2)
+            return 0;
+        long long hlen = (long long)(data[0] | (data[1] << 8));
+        rc = bt_codec_parse_v2((const char *)data + 2, size - 2, hlen, &req, &err);
+    } else {
+        bt_v1_hint hints[2] = {{"a", 0, {kDLFloat, 32, 1}}, {"b", 1, {kDLInt, 64, 1}}};
+        rc = bt_codec_parse_v1((const char *)data, size, hints, 1 + (size & 1), &req, &err);
+    }
+    if (rc == 0) {
+        roundtrip(req);
+        bt_infer_request_free(req);
+    } else if (err.message[0] == '\0') {
+        abort(); /* every failure names its cause */
+    }
+    return 0;
+}
