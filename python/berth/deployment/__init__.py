@@ -1,0 +1,71 @@
+"""``berth deploy``: from a saved model to a container build context and Kubernetes
+manifests that validate, build and serve.
+
+>>> import berth.deployment, inspect
+>>> list(inspect.signature(berth.deployment.deploy).parameters)[:3]
+['model_path', 'name', 'out']
+
+``deploy(...)`` writes one directory (see ``berth.deployment.context`` for its files):
+a multi-stage ``Dockerfile`` that builds berth from source on Debian bookworm and
+serves the model, ``model/``, ``berth-src/``, ``k8s/`` (Deployment, Service, HPA,
+PodDisruptionBudget, kustomization; optional ServiceMonitor, Grafana dashboard and a
+KServe InferenceService) and a ``README.md`` with the exact commands.
+"""
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cli import main
+from .context import build_files
+from .model_file import inspect_model
+from .names import sanitize_name
+from .options import (DeployOptions, TAG_LENGTH, image_reference, namespace_name,
+                      positive_int, replica_range)
+from .quantities import cpu_quantity, memory_quantity
+from .writer import check_destination, write_tree
+
+__all__ = ["deploy", "main", "BuildContext"]
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What ``deploy`` wrote: the directory, the Kubernetes name, the image and files."""
+    out: Path
+    name: str
+    image: str
+    model_sha256: str
+    files: tuple
+
+
+def deploy(model_path, name, out=None, image=None, replicas=2, cpu="1", memory="1Gi",
+           min_replicas=None, max_replicas=None, target_cpu=70, namespace=None,
+           kserve=False, service_monitor=False, grafana=False, force=False):
+    """Write a build context and manifests for serving ``model_path`` as ``name``.
+
+    ``name`` is made an RFC 1123 label (``my_model`` -> ``my-model``, noted on stderr).
+    ``image`` defaults to ``NAME:<first 12 hex digits of the model's sha256>``; a
+    repository without a tag gets that tag; ``:latest`` is refused. ``out`` defaults to
+    ``./NAME-deploy``; an existing non-empty directory is replaced only with ``force``.
+    All checks run before anything is written, and the directory appears whole or not
+    at all. Returns a :class:`BuildContext`.
+    """
+    k8s_name = sanitize_name(name)
+    if k8s_name != name:
+        print(f"berth deploy: name {name!r} is not a valid Kubernetes name (RFC 1123 label); "
+              f"using {k8s_name!r}", file=sys.stderr)
+    replicas, low, high = replica_range(replicas, min_replicas, max_replicas)
+    opts_partial = dict(
+        name=k8s_name, replicas=replicas, min_replicas=low, max_replicas=high,
+        target_cpu=positive_int(target_cpu, "target_cpu", 1, 100),
+        cpu=cpu_quantity(cpu), memory=memory_quantity(memory),
+        namespace=namespace_name(namespace),
+        kserve=bool(kserve), service_monitor=bool(service_monitor), grafana=bool(grafana))
+    out = Path(out if out is not None else f"{k8s_name}-deploy")
+    check_destination(out, force)
+    model = inspect_model(model_path)
+    opts = DeployOptions(image=image_reference(image, k8s_name, model.sha256),
+                         version=model.sha256[:TAG_LENGTH], **opts_partial)
+    files = build_files(opts, model)
+    written = write_tree(out, files, force=force)
+    return BuildContext(out=written, name=k8s_name, image=opts.image,
+                        model_sha256=model.sha256, files=tuple(sorted(files)))

@@ -1,0 +1,60 @@
+"""The command line: ``python -m berth deploy MODEL --name NAME [options]``."""
+import argparse
+import sys
+
+EXIT_USAGE = 2
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m berth deploy",
+        description="Write a container build context (Dockerfile, model, berth source) and "
+                    "Kubernetes manifests for serving a saved berth model.")
+    parser.add_argument("model_path", metavar="MODEL", help="TorchScript model saved by berth")
+    parser.add_argument("--name", required=True,
+                        help="Kubernetes name (made an RFC 1123 label: my_model -> my-model)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (default: ./NAME-deploy)")
+    parser.add_argument("--image", metavar="REPO/NAME[:TAG]",
+                        help="image reference (default tag: the model's sha256 prefix)")
+    parser.add_argument("--replicas", type=int, default=2, help="initial replicas (default 2)")
+    parser.add_argument("--cpu", default="1", help="CPU request and limit (default 1)")
+    parser.add_argument("--memory", default="1Gi", help="memory request and limit (default 1Gi)")
+    parser.add_argument("--min-replicas", type=int, help="HPA minimum (default: --replicas)")
+    parser.add_argument("--max-replicas", type=int, help="HPA maximum (default: 10)")
+    parser.add_argument("--target-cpu", type=int, default=70,
+                        help="HPA target CPU utilization in percent (default 70)")
+    parser.add_argument("--namespace", help="Kubernetes namespace")
+    parser.add_argument("--kserve", action="store_true",
+                        help="also write a KServe InferenceService (k8s/kserve/)")
+    parser.add_argument("--service-monitor", action="store_true",
+                        help="also write a Prometheus Operator ServiceMonitor")
+    parser.add_argument("--grafana", action="store_true",
+                        help="also write a Grafana dashboard ConfigMap")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing non-empty output directory")
+    return parser
+
+
+def main(argv=None):
+    """Run the deploy CLI; returns the exit code (0, or 2 on bad input)."""
+    from . import deploy  # late: berth.deployment imports this module
+    args = build_parser().parse_args(argv)
+    try:
+        context = deploy(args.model_path, args.name, out=args.out, image=args.image,
+                         replicas=args.replicas, cpu=args.cpu, memory=args.memory,
+                         min_replicas=args.min_replicas, max_replicas=args.max_replicas,
+                         target_cpu=args.target_cpu, namespace=args.namespace,
+                         kserve=args.kserve, service_monitor=args.service_monitor,
+                         grafana=args.grafana, force=args.force)
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+        print(f"berth deploy: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"berth deploy: wrote {context.out} ({len(context.files)} files)")
+    print(f"  image:   {context.image}")
+    print(f"  build:   docker build -t {context.image} {context.out}")
+    print(f"  apply:   kubectl apply -k {context.out}/k8s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Assembling a build context: every file's bytes, decided before anything is written."""
+import hashlib
+
+from . import dockerfile, grafana, manifests
+from .collect_runtime_libs import __file__ as _collector_path
+from .context_readme import render_readme
+from .source_tree import find_source_root, source_files
+from .yaml_text import dump
+
+MODEL_FILENAME = "model.pt"
+
+
+def berth_version():
+    """The version of the berth package doing the deploy."""
+    try:
+        import berth
+        version = getattr(berth, "__version__", None)
+        if version:
+            return str(version)
+    except ImportError:
+        pass
+    try:
+        from importlib.metadata import version
+        return version("berth")
+    except Exception:  # not installed: running from a checkout without metadata
+        return "0+unknown"
+
+
+def k8s_documents(opts):
+    """(file name, object) pairs for k8s/, in kustomization order."""
+    docs = [("deployment.yaml", manifests.deployment(opts)),
+            ("service.yaml", manifests.service(opts)),
+            ("hpa.yaml", manifests.horizontal_pod_autoscaler(opts)),
+            ("pdb.yaml", manifests.pod_disruption_budget(opts))]
+    if opts.service_monitor:
+        docs.append(("servicemonitor.yaml", manifests.service_monitor(opts)))
+    if opts.grafana:
+        labels = manifests.common_labels(opts.name, opts.version)
+        docs.append(("grafana-dashboard.yaml", grafana.dashboard_config_map(opts, labels)))
+    return docs
+
+
+def build_files(opts, model):
+    """{relative path: bytes} for the whole context."""
+    version = berth_version()
+    files = {}
+    k8s = k8s_documents(opts)
+    for filename, doc in k8s:
+        files[f"k8s/{filename}"] = dump(doc).encode()
+    names = [filename for filename, _ in k8s]
+    files["k8s/kustomization.yaml"] = dump(manifests.kustomization(names, opts.namespace)).encode()
+    kserve_files = []
+    if opts.kserve:
+        files["k8s/kserve/inferenceservice.yaml"] = dump(manifests.inference_service(opts)).encode()
+        files["k8s/kserve/kustomization.yaml"] = dump(
+            manifests.kustomization(["inferenceservice.yaml"], opts.namespace)).encode()
+        kserve_files = ["kserve/inferenceservice.yaml"]
+    files["Dockerfile"] = dockerfile.render_dockerfile(
+        name=opts.name, model_filename=MODEL_FILENAME, model_sha256=model.sha256,
+        berth_version=version).encode()
+    files[".dockerignore"] = dockerfile.DOCKERIGNORE.encode()
+    with open(_collector_path, "rb") as handle:
+        files["build/collect_runtime_libs.py"] = handle.read()
+    with open(model.path, "rb") as handle:
+        model_bytes = handle.read()
+    if hashlib.sha256(model_bytes).hexdigest() != model.sha256:
+        raise RuntimeError(f"model_path: expected {model.path!r} to stay unchanged while "
+                           "deploying, got different bytes on the second read")
+    files[f"model/{MODEL_FILENAME}"] = model_bytes
+    for relative, full in source_files(find_source_root()):
+        with open(full, "rb") as handle:
+            files[f"berth-src/{relative}"] = handle.read()
+    files["README.md"] = render_readme(
+        opts=opts, model=model, model_filename=MODEL_FILENAME, berth_version=version,
+        k8s_files=names + ["kustomization.yaml"], kserve_files=kserve_files).encode()
+    return files

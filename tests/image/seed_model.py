@@ -1,0 +1,36 @@
+"""The seed MLP (10 -> 128 -> 64 -> 1, ReLU) saved as a berth TorchScript model.
+
+Shared by the deploy tests, the reference output in deploy/ and the image test. The
+weights come from a fixed seed so the file, and so its sha256, is reproducible.
+"""
+import io
+import json
+import sys
+
+SIGNATURE = {
+    "berth_format": 1,
+    "inputs": [{"name": "dense_input", "dtype": "float32", "shape": [-1, 10]}],
+    "outputs": [{"name": "output_0", "dtype": "float32", "shape": [-1, 1]}],
+}
+
+
+def seed_module(seed=0):
+    import torch
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(10, 128), torch.nn.ReLU(),
+        torch.nn.Linear(128, 64), torch.nn.ReLU(),
+        torch.nn.Linear(64, 1)).eval()
+
+
+def save_seed_model(path, seed=0):
+    """Script the seed MLP and save it with its berth.json signature; returns path."""
+    import torch
+    scripted = torch.jit.script(seed_module(seed))
+    extra = {"berth.json": json.dumps(SIGNATURE, sort_keys=True)}
+    torch.jit.save(scripted, str(path), _extra_files=extra)
+    return path
+
+
+if __name__ == "__main__":
+    save_seed_model(sys.argv[1])
