@@ -1,0 +1,246 @@
+/* model.c - loading a model through the shim, its signature, input checks, forward. */
+#define _GNU_SOURCE
+#include "model.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "tensor.h"
+#include "threads.h"
+#include "torch_api.h"
+
+static atomic_int threads_in_effect;
+
+const char *bt_torch_version(void) {
+    const berth_torch_api *t = bt_torch_loaded();
+    return t ? t->torch_version : NULL;
+}
+
+int bt_num_threads(void) { return atomic_load(&threads_in_effect); }
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void free_specs(bt_spec *specs, size_t n) {
+    for (size_t i = 0; specs && i < n; ++i) {
+        free(specs[i].name);
+        free(specs[i].shape);
+    }
+    free(specs);
+}
+
+void bt_model_free(bt_model *m) {
+    if (!m) return;
+    const berth_torch_api *t = bt_torch_loaded();
+    if (t && m->handle) t->model_free(m->handle);
+    free_specs(m->inputs, m->n_inputs);
+    free_specs(m->outputs, m->n_outputs);
+    free(m->metadata);
+    free(m->path);
+    free(m);
+}
+
+/* Fills spec from one {"name","dtype","shape"} object of berth.json. */
+static int parse_spec(json_t *obj, const char *where, size_t index, bt_spec *spec, const char *path,
+                      bt_error *err) {
+    if (!json_is_object(obj))
+        return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu] is not an object", path, where, index);
+    json_t *name = json_object_get(obj, "name"), *dtype = json_object_get(obj, "dtype"),
+           *shape = json_object_get(obj, "shape");
+    if (name && json_is_string(name)) {
+        free(spec->name);
+        spec->name = strdup(json_string_value(name));
+        if (!spec->name) return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+    }
+    if (dtype && !json_is_null(dtype)) {
+        if (!json_is_string(dtype) || bt_dtype_from_name(json_string_value(dtype), &spec->dtype) != 0)
+            return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu].dtype is not one of float16, "
+                                "float32, float64, int8, int16, int32, int64, uint8, bool", path, where, index);
+        spec->has_dtype = 1;
+    }
+    if (shape && !json_is_null(shape)) {
+        if (!json_is_array(shape) || json_array_size(shape) > 32)
+            return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu].shape is not a list of integers",
+                                path, where, index);
+        size_t nd = json_array_size(shape);
+        spec->shape = calloc(nd ? nd : 1, sizeof(int64_t));
+        if (!spec->shape) return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+        for (size_t d = 0; d < nd; ++d) {
+            json_t *v = json_array_get(shape, d);
+            if (json_is_null(v)) { spec->shape[d] = -1; continue; }
+            if (!json_is_integer(v) || json_integer_value(v) < -1)
+                return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu].shape[%zu] must be an integer >= -1",
+                                    path, where, index, d);
+            spec->shape[d] = json_integer_value(v);
+        }
+        spec->ndim = (int)nd;
+    }
+    return 0;
+}
+
+static int parse_metadata(bt_model *m, bt_error *err) {
+    json_error_t jerr;
+    json_t *root = json_loadb(m->metadata, m->metadata_len, 0, &jerr);
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s' is not a JSON object: %s (line %d)", m->path,
+                            root ? "top level is not an object" : jerr.text, jerr.line);
+    }
+    int rc = 0;
+    json_t *inputs = json_object_get(root, "inputs"), *outputs = json_object_get(root, "outputs");
+    if (inputs && json_is_array(inputs)) {
+        if (json_array_size(inputs) != m->n_inputs) {
+            rc = bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s' lists %zu inputs but forward takes %zu",
+                              m->path, json_array_size(inputs), m->n_inputs);
+            goto done;
+        }
+        for (size_t i = 0; i < m->n_inputs && rc == 0; ++i)
+            rc = parse_spec(json_array_get(inputs, i), "inputs", i, &m->inputs[i], m->path, err);
+    }
+    if (rc == 0 && outputs && json_is_array(outputs) && json_array_size(outputs) <= BT_MAX_OUTPUTS) {
+        size_t n = json_array_size(outputs);
+        m->outputs = calloc(n ? n : 1, sizeof(bt_spec));
+        if (!m->outputs) { rc = bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory"); goto done; }
+        m->n_outputs = n;
+        for (size_t i = 0; i < n; ++i) m->outputs[i].ndim = -1;
+        for (size_t i = 0; i < n && rc == 0; ++i) {
+            char fallback[32];
+            snprintf(fallback, sizeof fallback, "output_%zu", i);
+            m->outputs[i].name = strdup(fallback);
+            if (!m->outputs[i].name) rc = bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+            else rc = parse_spec(json_array_get(outputs, i), "outputs", i, &m->outputs[i], m->path, err);
+        }
+    }
+done:
+    json_decref(root);
+    return rc;
+}
+
+static int leading_any(const bt_spec *s) { return s->ndim >= 1 && s->shape[0] == -1; }
+
+/* Turns the shim's load failure into words a user can act on. */
+static int load_failure(const char *path, const char *detail, bt_error *err) {
+    FILE *f = fopen(path, "rb");
+    unsigned char magic[4] = {0};
+    size_t got = f ? fread(magic, 1, 4, f) : 0;
+    if (f) fclose(f);
+    if (got < 4 || memcmp(magic, "PK\x03\x04", 4) != 0)
+        return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': not a TorchScript file (it is not a zip "
+                            "archive); save models with berth's model.save(path) or "
+                            "torch.jit.save(torch.jit.script(model), path)", path);
+    return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': not a readable TorchScript archive (%s); save "
+                        "models with berth's model.save(path) or torch.jit.save(torch.jit.script(model), path)",
+                        path, detail);
+}
+
+int bt_model_load(const char *path, bt_model **out, bt_error *err) {
+    double start = now_seconds();
+    *out = NULL;
+    struct stat st;
+    if (!path || stat(path, &st) != 0)
+        return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s", path ? path : "(null)",
+                            path ? strerror(errno) : "no path given");
+    if (S_ISDIR(st.st_mode))
+        return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': it is a directory, expected a TorchScript file", path);
+    const berth_torch_api *t = bt_torch(err);
+    if (!t) return -1;
+    if (atomic_load(&threads_in_effect) == 0) {
+        int want = bt_default_num_threads(err);
+        if (want < 0) return -1;
+        atomic_store(&threads_in_effect, t->set_num_threads(want));
+    }
+    bt_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+    }
+    berth_status *s = t->model_load(path, &m->handle);
+    if (s || !m->handle) {
+        if (s && t->status_code(s) == BERTH_E_NO_MEMORY) bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory loading '%s'", path);
+        else load_failure(path, s ? t->status_message(s) : "out of memory", err);
+        t->status_free(s);
+        bt_model_free(m);
+        return -1;
+    }
+    m->n_inputs = t->model_num_args(m->handle);
+    m->n_required = t->model_num_required_args(m->handle);
+    m->inputs = calloc(m->n_inputs ? m->n_inputs : 1, sizeof(bt_spec));
+    if (!m->inputs) goto oom;
+    for (size_t i = 0; i < m->n_inputs; ++i) {
+        m->inputs[i].ndim = -1;
+        const char *name = t->model_arg_name(m->handle, i);
+        if (!(m->inputs[i].name = strdup(name ? name : "input"))) goto oom;
+    }
+    size_t len = 0;
+    const char *meta = t->model_metadata(m->handle, &len);
+    if (meta) {
+        if (!(m->metadata = malloc(len + 1))) goto oom;
+        memcpy(m->metadata, meta, len);
+        m->metadata[len] = '\0';
+        m->metadata_len = len;
+        if (parse_metadata(m, err) != 0) {
+            bt_model_free(m);
+            return -1;
+        }
+    }
+    m->batchable = m->n_inputs > 0 && m->n_outputs > 0;
+    for (size_t i = 0; i < m->n_inputs; ++i) m->batchable &= leading_any(&m->inputs[i]);
+    for (size_t i = 0; i < m->n_outputs; ++i) m->batchable &= leading_any(&m->outputs[i]);
+    m->load_seconds = now_seconds() - start;
+    *out = m;
+    return 0;
+oom:
+    bt_model_free(m);
+    return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+}
+
+int bt_model_check_input(const bt_model *m, size_t index, const DLTensor *t, DLDataType *cast_to, bt_error *err) {
+    if (index >= m->n_inputs)
+        return bt_error_set(err, BT_ERR_VALUE, "the model takes %zu inputs, got more", m->n_inputs);
+    const bt_spec *s = &m->inputs[index];
+    if (!bt_dtype_size(t->dtype))
+        return bt_error_set(err, BT_ERR_TYPE, "input '%s' has dtype %s, which berth cannot pass to libtorch "
+                            "(expected one of float16/32/64, int8/16/32/64, uint8, bool)",
+                            s->name, bt_dtype_str(t->dtype));
+    if (s->ndim >= 0) {
+        int ok = t->ndim == s->ndim;
+        for (int d = 0; ok && d < s->ndim; ++d) ok = s->shape[d] == -1 || s->shape[d] == t->shape[d];
+        if (!ok) {
+            char want[256], got[256];
+            return bt_error_set(err, BT_ERR_VALUE, "input '%s' expects shape %s, got %s", s->name,
+                                bt_shape_str(want, sizeof want, s->shape, s->ndim),
+                                bt_shape_str(got, sizeof got, t->shape, t->ndim));
+        }
+    }
+    if (s->has_dtype && !bt_dtype_equal(s->dtype, t->dtype)) {
+        if (!bt_cast_allowed(t->dtype, s->dtype))
+            return bt_error_set(err, BT_ERR_TYPE, "input '%s' expects dtype %s, got %s, and that conversion "
+                                "could lose information; convert it yourself (e.g. x.astype('%s')) if that is intended",
+                                s->name, bt_dtype_str(s->dtype), bt_dtype_str(t->dtype), bt_dtype_str(s->dtype));
+        *cast_to = s->dtype;
+        return 1;
+    }
+    return 0;
+}
+
+int bt_model_forward(bt_model *m, DLManagedTensor *const *in, size_t n, DLManagedTensor **out, size_t max_out,
+                     size_t *n_out, int *is_tuple, bt_error *err) {
+    const berth_torch_api *t = bt_torch_loaded();
+    berth_status *s = t->model_forward(m->handle, in, n, out, max_out, n_out, is_tuple);
+    if (!s) return 0;
+    berth_code code = t->status_code(s);
+    bt_error_set(err, code == BERTH_E_NO_MEMORY ? BT_ERR_NO_MEMORY
+                      : code == BERTH_E_INFERENCE ? BT_ERR_INFERENCE : BT_ERR_INTERNAL,
+                 "%s", t->status_message(s));
+    t->status_free(s);
+    return -1;
+}

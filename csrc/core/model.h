@@ -1,0 +1,64 @@
+/*
+ * model.h - a loaded model as the C core sees it: the shim's handle plus the signature
+ * (from the embedded berth.json, else the forward schema), input checks and casts.
+ * Plain C, no Python: the HTTP server and the batcher use it without the GIL.
+ */
+#ifndef BERTH_MODEL_H
+#define BERTH_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "berth_dlpack.h"
+#include "error.h"
+
+#define BT_MAX_OUTPUTS 64
+
+/* One input or output of the signature. Unknown parts: has_dtype == 0, ndim == -1. */
+typedef struct bt_spec {
+    char *name;      /* owned */
+    int has_dtype;   /* dtype below is meaningful */
+    DLDataType dtype;
+    int ndim;        /* -1 when the shape is unknown */
+    int64_t *shape;  /* owned, ndim entries; -1 = any extent */
+} bt_spec;
+
+typedef struct bt_model {
+    struct berth_torch_model *handle; /* the shim's model, owned */
+    char *path;                       /* owned copy of the file path */
+    size_t n_inputs;                  /* forward's argument count */
+    size_t n_required;                /* arguments without a default */
+    bt_spec *inputs;                  /* n_inputs entries, owned */
+    size_t n_outputs;                 /* 0 when unknown (no metadata) */
+    bt_spec *outputs;                 /* n_outputs entries, owned */
+    int batchable;                    /* every input and output has a leading -1 dim */
+    char *metadata;                   /* berth.json text (NUL-terminated), owned; NULL if none */
+    size_t metadata_len;
+    double load_seconds;              /* wall time spent in bt_model_load */
+} bt_model;
+
+/* Loads path (TorchScript). On failure returns -1 with err set (BT_ERR_LOAD, ...). */
+int bt_model_load(const char *path, bt_model **out, bt_error *err);
+
+/* NULL-tolerant. */
+void bt_model_free(bt_model *model);
+
+/* The libtorch version string of the loaded shim, or NULL before any load. */
+const char *bt_torch_version(void);
+
+/* The intra-op thread count in effect (0 before the first load). */
+int bt_num_threads(void);
+
+/* Checks one input against the signature, before forward.
+ * Returns 0 if usable as is, 1 if it must be cast to *cast_to (see bt_tensor_cast),
+ * -1 with err set (BT_ERR_TYPE for dtype, BT_ERR_VALUE for rank/shape) otherwise. */
+int bt_model_check_input(const bt_model *model, size_t index, const DLTensor *t,
+                         DLDataType *cast_to, bt_error *err);
+
+/* Runs forward. Takes ownership of the n inputs on every path. On success fills
+ * out[0..*n_out) (caller owns them) and *is_tuple. -1 with err set on failure. */
+int bt_model_forward(bt_model *model, DLManagedTensor *const *in, size_t n,
+                     DLManagedTensor **out, size_t max_out, size_t *n_out, int *is_tuple,
+                     bt_error *err);
+
+#endif /* BERTH_MODEL_H */

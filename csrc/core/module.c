@@ -1,0 +1,73 @@
+/* module.c - berth._core: exceptions, the Model type, thread policy helpers. */
+#include "py_convert.h"
+#include "py_model.h"
+#include "serving_init.h"
+#include "threads.h"
+
+static PyObject *core_cgroup_cpu_limit(PyObject *self, PyObject *args) {
+    const char *root, *path;
+    if (!PyArg_ParseTuple(args, "ss:cgroup_cpu_limit", &root, &path)) return NULL;
+    return PyLong_FromLong(bt_cgroup_cpu_limit(root, path));
+}
+
+static PyObject *core_default_num_threads(PyObject *self, PyObject *unused) {
+    bt_error err = {0};
+    int n = bt_default_num_threads(&err);
+    return n < 0 ? bt_py_raise(&err) : PyLong_FromLong(n);
+}
+
+static PyObject *core_num_threads(PyObject *self, PyObject *unused) { return PyLong_FromLong(bt_num_threads()); }
+
+static PyObject *core_torch_version(PyObject *self, PyObject *unused) {
+    const char *v = bt_torch_version();
+    if (!v) Py_RETURN_NONE;
+    return PyUnicode_FromString(v);
+}
+
+static PyMethodDef core_methods[] = {
+    {"cgroup_cpu_limit", core_cgroup_cpu_limit, METH_VARARGS,
+     "cgroup_cpu_limit(root, path)\n--\n\nCPUs allowed by the cgroup quota at root/path (0 = no limit)."},
+    {"default_num_threads", core_default_num_threads, METH_NOARGS,
+     "default_num_threads()\n--\n\nIntra-op threads berth will use: BERTH_NUM_THREADS, cgroup quota, or CPUs."},
+    {"num_threads", core_num_threads, METH_NOARGS,
+     "num_threads()\n--\n\nIntra-op threads in effect (0 before the first load)."},
+    {"torch_version", core_torch_version, METH_NOARGS,
+     "torch_version()\n--\n\nlibtorch's version, or None before the first load."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT, "berth._core", "berth's C inference core.", -1, core_methods, NULL, NULL, NULL, NULL,
+};
+
+static int add_exception(PyObject *m, PyObject **slot, const char *name, const char *doc, PyObject *base) {
+    char qualified[64];
+    snprintf(qualified, sizeof qualified, "berth.%s", name);
+    *slot = PyErr_NewExceptionWithDoc(qualified, doc, base, NULL);
+    if (!*slot) return -1;
+    Py_INCREF(*slot);
+    return PyModule_AddObject(m, name, *slot) == 0 ? 0 : (Py_DECREF(*slot), -1);
+}
+
+PyMODINIT_FUNC PyInit__core(void) {
+    if (bt_py_import_numpy() != 0) return NULL;
+    if (PyType_Ready(&bt_ModelType) != 0) return NULL;
+    PyObject *m = PyModule_Create(&core_module);
+    if (!m) return NULL;
+    if (add_exception(m, &bt_BerthError, "BerthError", "Base class of berth's errors.", NULL) != 0 ||
+        add_exception(m, &bt_ModelLoadError, "ModelLoadError",
+                      "The model file is missing, not TorchScript, or corrupt.", bt_BerthError) != 0 ||
+        add_exception(m, &bt_InferenceError, "InferenceError", "The model's forward failed.", bt_BerthError) != 0 ||
+        add_exception(m, &bt_Overloaded, "Overloaded", "The batcher's queue is full: retry later.", bt_BerthError) != 0)
+        goto fail;
+    Py_INCREF(&bt_ModelType);
+    if (PyModule_AddObject(m, "Model", (PyObject *)&bt_ModelType) != 0) {
+        Py_DECREF(&bt_ModelType);
+        goto fail;
+    }
+    if (bt_serving_init(m) != 0) goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

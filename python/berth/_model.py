@@ -1,0 +1,73 @@
+"""The Python face of a model run by the C core: ``berth.load`` and ``berth.Model``."""
+import json
+import os
+from typing import NamedTuple, Optional, Tuple
+
+from . import _core
+
+
+class TensorSpec(NamedTuple):
+    """One input or output of a model's signature; ``None`` where unknown.
+
+    >>> TensorSpec("dense_input", "float32", (-1, 10))
+    TensorSpec(name='dense_input', dtype='float32', shape=(-1, 10))
+    """
+
+    name: str
+    dtype: Optional[str]
+    shape: Optional[Tuple[int, ...]]
+
+
+class Model(_core.Model):
+    """A TorchScript model run by berth's C core; make one with :func:`berth.load`.
+
+    ``predict(*inputs)`` takes NumPy arrays (or any buffer) and returns an ndarray, or a
+    tuple for tuple outputs. Inputs are not copied; outputs own libtorch's memory. Where
+    the model carries berth metadata, inputs are checked before forward, and float64 input
+    to a float32 input is cast. Safe to call from many threads at once.
+    """
+
+    @property
+    def inputs(self):
+        """Tuple of :class:`TensorSpec`, from berth.json or else forward's argument names."""
+        return tuple(TensorSpec(*spec) for spec in self._signature[0])
+
+    @property
+    def outputs(self):
+        """Tuple of :class:`TensorSpec` from berth.json; empty when the model has none."""
+        return tuple(TensorSpec(*spec) for spec in self._signature[1])
+
+    @property
+    def metadata(self):
+        """The model's embedded berth.json as a dict; ``{}`` when it has none."""
+        text = self._metadata_json
+        return json.loads(text) if text else {}
+
+    def batcher(self, **options):
+        """A dynamic batcher over this model; see :func:`berth.serving.batcher`."""
+        from .serving import batcher
+        return batcher(self, **options)
+
+    def __repr__(self):
+        ins = ", ".join(_spec_text(s) for s in self.inputs)
+        return f"<berth.Model {os.path.basename(self.path)!r} inputs=({ins})>"
+
+
+def _spec_text(spec):
+    shape = "?" if spec.shape is None else "(" + ", ".join(map(str, spec.shape)) + ")"
+    return f"{spec.name}: {spec.dtype or '?'} {shape}"
+
+
+def load(path):
+    """Load a TorchScript file (scripted or traced) into berth's C core.
+
+    Raises :class:`berth.ModelLoadError` for a missing, non-TorchScript or corrupt file.
+
+    >>> load(42)
+    Traceback (most recent call last):
+    ...
+    TypeError: berth.load(path): expected a file path (str or os.PathLike), got int
+    """
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"berth.load(path): expected a file path (str or os.PathLike), got {type(path).__name__}")
+    return Model(os.fsdecode(path))
