@@ -111,7 +111,7 @@ def _serving_module(model, directory):
         spec = importlib.util.spec_from_file_location(f"berth_serving_{name}", source)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        wrapper = module.BerthServing(model.body)
+        wrapper = module.BerthServing(model.body).eval()
         try:
             return torch.jit.script(wrapper), {"method": "script"}
         except Exception as error:  # a user's torch module TorchScript cannot compile

@@ -305,17 +305,17 @@ class Sequential(nn.Module):
         self.history = history
         names = ["loss"] + [m.name for m in metric_fns]
 
-        cbs.on_train_begin()
+        cbs.on_train_begin({})
         logs = {}
         for epoch in range(initial_epoch, epochs):
-            cbs.on_epoch_begin(epoch)
+            cbs.on_epoch_begin(epoch, {})
             self.train()
             order = torch.randperm(n, device=device) if shuffle else None
             totals = [0.0] * len(names)
             seen = 0
             for step in range(steps):
                 if batch_logs_needed:
-                    cbs.on_train_batch_begin(step)
+                    cbs.on_train_batch_begin(step, {})
                 if order is None:
                     xb, yb = x_train[step * batch_size:(step + 1) * batch_size], y_train[step * batch_size:(step + 1) * batch_size]
                 else:
