@@ -341,11 +341,12 @@ class Sequential(nn.Module):
             if x_val is not None:
                 val = self._evaluate_tensors(x_val, y_val, batch_size)
                 logs.update({f"val_{k}": v for k, v in val.items()})
+            # Checkpoints saved by callbacks record the epoch they were taken at.
+            self._fit_record = {"epochs": epoch + 1, "metrics": logs}
             cbs.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
         cbs.on_train_end(logs)
-        self._fit_record = {"epochs": len(history.epoch), "metrics": dict(logs)}
         return history
 
     def _evaluate_tensors(self, x, y, batch_size):
