@@ -93,7 +93,7 @@ core = Extension(
     sources=sorted(glob.glob("csrc/core/*.c")),
     include_dirs=["csrc/include", "csrc/shim", "csrc/core", numpy.get_include()],
     libraries=["jansson", "microhttpd", "pthread", "dl"],
-    extra_compile_args=["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
+    extra_compile_args=["-std=c11", "-Wall", "-Wextra",
                         "-fvisibility=hidden"] + (SANITIZE_FLAGS + ["-O1", "-g"] if SANITIZE else ["-O2"]),
     extra_link_args=SANITIZE_FLAGS if SANITIZE else [],
     depends=sorted(glob.glob("csrc/core/*.h") + glob.glob("csrc/include/*.h") + glob.glob("csrc/shim/*.h")),

@@ -5,20 +5,26 @@
 #include "threads.h"
 
 static PyObject *core_cgroup_cpu_limit(PyObject *self, PyObject *args) {
+    (void)self;
     const char *root, *path;
     if (!PyArg_ParseTuple(args, "ss:cgroup_cpu_limit", &root, &path)) return NULL;
     return PyLong_FromLong(bt_cgroup_cpu_limit(root, path));
 }
 
 static PyObject *core_default_num_threads(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
     bt_error err = {0};
     int n = bt_default_num_threads(&err);
     return n < 0 ? bt_py_raise(&err) : PyLong_FromLong(n);
 }
 
-static PyObject *core_num_threads(PyObject *self, PyObject *unused) { return PyLong_FromLong(bt_num_threads()); }
+static PyObject *core_num_threads(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    return PyLong_FromLong(bt_num_threads());
+}
 
 static PyObject *core_torch_version(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
     const char *v = bt_torch_version();
     if (!v) Py_RETURN_NONE;
     return PyUnicode_FromString(v);

@@ -206,12 +206,14 @@ static PyObject *spec_tuple(const bt_spec *specs, size_t n) {
 }
 
 static PyObject *Model_get_signature(bt_ModelObject *self, void *closure) {
+    (void)closure;
     bt_model *m = bt_py_model_get((PyObject *)self);
     if (!m) return NULL;
     return Py_BuildValue("(NN)", spec_tuple(m->inputs, m->n_inputs), spec_tuple(m->outputs, m->n_outputs));
 }
 
 static PyObject *Model_get_metadata_json(bt_ModelObject *self, void *closure) {
+    (void)closure;
     bt_model *m = bt_py_model_get((PyObject *)self);
     if (!m) return NULL;
     if (!m->metadata) Py_RETURN_NONE;
@@ -219,21 +221,25 @@ static PyObject *Model_get_metadata_json(bt_ModelObject *self, void *closure) {
 }
 
 static PyObject *Model_get_path(bt_ModelObject *self, void *closure) {
+    (void)closure;
     bt_model *m = bt_py_model_get((PyObject *)self);
     return m ? PyUnicode_DecodeFSDefault(m->path) : NULL;
 }
 
 static PyObject *Model_get_batchable(bt_ModelObject *self, void *closure) {
+    (void)closure;
     bt_model *m = bt_py_model_get((PyObject *)self);
     return m ? PyBool_FromLong(m->batchable) : NULL;
 }
 
 static PyObject *Model_get_required(bt_ModelObject *self, void *closure) {
+    (void)closure;
     bt_model *m = bt_py_model_get((PyObject *)self);
     return m ? PyLong_FromSize_t(m->n_required) : NULL;
 }
 
 static PyObject *Model_get_load_seconds(bt_ModelObject *self, void *closure) {
+    (void)closure;
     bt_model *m = bt_py_model_get((PyObject *)self);
     return m ? PyFloat_FromDouble(m->load_seconds) : NULL;
 }

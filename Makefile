@@ -1,0 +1,51 @@
+# berth's build and checks. Use ./dev.sh TARGET on a fresh machine: it installs what is
+# missing, then calls make.
+PYTHON_SYS := /usr/bin/python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ASAN_DIR := build/asan
+SOURCES := $(wildcard csrc/core/*.c csrc/core/*.h csrc/include/*.h csrc/shim/*.cpp csrc/shim/*.h csrc/shim/CMakeLists.txt) setup.py pyproject.toml
+STAMP := $(VENV)/.berth-built
+
+.PHONY: all build demo test test-core sanitize bench clean
+
+all: build
+
+$(PY):
+	$(PYTHON_SYS) -m venv --system-site-packages $(VENV)
+
+# Editable install: the native parts are built in place under python/berth/.
+$(STAMP): $(PY) $(SOURCES)
+	$(PY) -m pip install -q --no-build-isolation --no-deps --no-index -e .
+	touch $@
+
+build: $(STAMP)
+
+demo: build
+	$(PY) -m berth demo
+
+test: build
+	$(PY) -m pytest -q --doctest-modules tests python/berth
+
+test-core: build
+	$(PY) -m pytest -q tests/test_core_*.py
+
+# The C core and the shim built with AddressSanitizer + UBSan, running the core tests.
+# Python itself is not instrumented, so the runtime is preloaded and leak checking is off
+# (CPython keeps its interned objects until exit).
+sanitize: $(PY)
+	rm -rf $(ASAN_DIR)/berth && mkdir -p $(ASAN_DIR) && cp -r python/berth $(ASAN_DIR)/berth
+	find $(ASAN_DIR)/berth -name '*.so' -delete
+	BERTH_SANITIZE=1 $(PY) setup.py -q build_ext -b $(ASAN_DIR) -t build/asan-obj
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_odr_violation=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 BERTH_SANITIZED=1 \
+	PYTHONPATH=$(ASAN_DIR) $(PY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS)
+
+SANITIZE_TESTS ?= tests/test_core_*.py
+
+bench: build
+	$(PY) benchmarks/bench_core.py
+
+clean:
+	rm -rf build python/berth/*.so

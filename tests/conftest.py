@@ -1,0 +1,64 @@
+"""Shared fixtures: TorchScript files made with torch at test time (nothing downloaded)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def seed_metadata():
+    """berth.json for the seed MLP (10 -> 128 -> 64 -> 1)."""
+    return {"berth_format": 1,
+            "inputs": [{"name": "dense_input", "dtype": "float32", "shape": [-1, 10]}],
+            "outputs": [{"name": "dense_2", "dtype": "float32", "shape": [-1, 1]}],
+            "batch_dim": 0}
+
+
+def save_script(module, path, metadata=None, trace_inputs=None):
+    """Script (or trace with trace_inputs) module in eval mode and save it to path."""
+    import torch
+    module = module.eval()
+    scripted = torch.jit.trace(module, trace_inputs, check_trace=False) if trace_inputs is not None else torch.jit.script(module)
+    extra = {"berth.json": json.dumps(metadata)} if metadata is not None else {}
+    torch.jit.save(scripted, str(path), _extra_files=extra)
+    return str(path)
+
+
+def seed_mlp():
+    import torch
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(10, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
+                               torch.nn.ReLU(), torch.nn.Linear(64, 1))
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def seed_model_path(models_dir):
+    """The seed MLP with its berth.json signature."""
+    return save_script(seed_mlp(), models_dir / "seed.pt", seed_metadata())
+
+
+@pytest.fixture(scope="session")
+def identity_model_path(models_dir):
+    import torch
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    return save_script(Identity(), models_dir / "identity.pt")
+
+
+def run_python(code, env=None, timeout=120):
+    """Runs code in a fresh interpreter (this venv's), returning the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env,
+                          timeout=timeout)
