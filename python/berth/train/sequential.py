@@ -330,14 +330,15 @@ class Sequential(nn.Module):
                 seen += count
                 totals[0] += loss.item() * count
                 if metric_fns:
+                    # Summed as tensors: one conversion per epoch unless a callback needs batch logs.
                     with torch.no_grad():
                         for i, metric in enumerate(metric_fns, 1):
-                            totals[i] += float(metric(yb, output)) * count
+                            totals[i] += metric(yb, output).detach() * count
                 if batch_logs_needed:
-                    cbs.on_train_batch_end(step, {k: t / seen for k, t in zip(names, totals)})
+                    cbs.on_train_batch_end(step, {k: float(t) / seen for k, t in zip(names, totals)})
                     if self.stop_training:
                         break
-            logs = {k: t / seen for k, t in zip(names, totals)}
+            logs = {k: float(t) / seen for k, t in zip(names, totals)}
             if x_val is not None:
                 val = self._evaluate_tensors(x_val, y_val, batch_size)
                 logs.update({f"val_{k}": v for k, v in val.items()})
