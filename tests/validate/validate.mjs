@@ -12,8 +12,10 @@
 // model's sha256 is the one baked into the image, ...).
 //
 // Usage: node validate.mjs CONTEXT_DIR [--kubectl PATH]
-// Prints one line per problem, tagged with the tool that found it, and a summary line;
-// exits 0 when there is none, 1 otherwise, 2 on usage errors.
+//        node validate.mjs --json CONTEXT_DIR... [--kubectl PATH]
+// Prints one line per problem, tagged with the tool that found it, and a summary line
+// (or, with --json, {dir: {manifests, problems}} for many contexts in one run);
+// exits 0 when there is no problem, 1 otherwise, 2 on usage errors.
 import { createHash } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
@@ -107,7 +109,7 @@ function checkInferenceService(doc, file) {
     "spec.predictor as a PodSpec: ");
   walkType(podSpec, "V1PodSpec", "spec.predictor", file);
   walkType(doc.metadata, "V1ObjectMeta", "metadata", file);
-  const containers = predictor.containers || [];
+  const containers = arr(predictor.containers);
   if (containers.length !== 1 || containers[0].name !== "kserve-container") {
     report("berth-rules", file, "spec.predictor.containers: expected one container named kserve-container");
   }
@@ -118,6 +120,7 @@ function checkInferenceService(doc, file) {
 }
 
 // ---------------------------------------------------------------- berth rules
+const arr = (x) => (Array.isArray(x) ? x : []);
 const subset = (sel, labels) =>
   Object.entries(sel || {}).every(([k, v]) => labels && labels[k] === v);
 
@@ -147,8 +150,8 @@ function checkMetadata(doc, file) {
 }
 
 function checkContainer(c, file, where, podSpec) {
-  const ports = new Set((c.ports || []).map((p) => p.name).filter(Boolean));
-  const numbers = new Set((c.ports || []).map((p) => p.containerPort));
+  const ports = new Set(arr(c.ports).map((p) => p.name).filter(Boolean));
+  const numbers = new Set(arr(c.ports).map((p) => p.containerPort));
   for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) {
     const port = c[probe]?.httpGet?.port;
     if (!c[probe]) report("berth-rules", file, `${where}.${c.name}: ${probe} missing`);
@@ -160,13 +163,13 @@ function checkContainer(c, file, where, podSpec) {
   const last = image.split("@")[0].split("/").pop();
   if (!image.includes("@") && !last.includes(":")) report("berth-rules", file, `${where}.${c.name}: image ${JSON.stringify(image)} has no tag`);
   if (/:latest$/.test(image)) report("berth-rules", file, `${where}.${c.name}: image ${JSON.stringify(image)} uses :latest`);
-  for (const env of c.env || []) {
+  for (const env of arr(c.env)) {
     const ref = env.valueFrom?.resourceFieldRef;
     if (ref && ref.containerName && ref.containerName !== c.name) {
       report("berth-rules", file, `${where}.${c.name}: env ${env.name} reads resources of unknown container ${ref.containerName}`);
     }
   }
-  if (!(c.env || []).some((e) => e.name === "BERTH_NUM_THREADS" && e.valueFrom?.resourceFieldRef?.resource === "limits.cpu")) {
+  if (!arr(c.env).some((e) => e.name === "BERTH_NUM_THREADS" && e.valueFrom?.resourceFieldRef?.resource === "limits.cpu")) {
     report("berth-rules", file, `${where}.${c.name}: BERTH_NUM_THREADS must come from limits.cpu`);
   }
   for (const kind of ["cpu", "memory"]) {
@@ -179,14 +182,14 @@ function checkContainer(c, file, where, podSpec) {
   if (!(sc.runAsNonRoot ?? pod.runAsNonRoot)) report("berth-rules", file, `${where}.${c.name}: runAsNonRoot is not true`);
   if (sc.readOnlyRootFilesystem !== true) report("berth-rules", file, `${where}.${c.name}: readOnlyRootFilesystem is not true`);
   if (sc.allowPrivilegeEscalation !== false) report("berth-rules", file, `${where}.${c.name}: allowPrivilegeEscalation is not false`);
-  if (!(sc.capabilities?.drop || []).includes("ALL")) report("berth-rules", file, `${where}.${c.name}: capabilities.drop lacks ALL`);
+  if (!arr(sc.capabilities?.drop).includes("ALL")) report("berth-rules", file, `${where}.${c.name}: capabilities.drop lacks ALL`);
   if ((sc.seccompProfile ?? pod.seccompProfile)?.type !== "RuntimeDefault") report("berth-rules", file, `${where}.${c.name}: seccompProfile is not RuntimeDefault`);
   const sleep = c.lifecycle?.preStop?.exec?.command;
   const pause = Array.isArray(sleep) && /sleep$/.test(sleep[0]) ? Number(sleep[1]) : 0;
   const grace = podSpec?.terminationGracePeriodSeconds ?? 30;
   if (!(grace > pause)) report("berth-rules", file, `${where}.${c.name}: terminationGracePeriodSeconds ${grace} leaves no time after the preStop pause ${pause}`);
-  const mounts = new Set((podSpec?.volumes || []).map((v) => v.name));
-  for (const m of c.volumeMounts || []) {
+  const mounts = new Set(arr(podSpec?.volumes).map((v) => v.name));
+  for (const m of arr(c.volumeMounts)) {
     if (!mounts.has(m.name)) report("berth-rules", file, `${where}.${c.name}: volumeMount ${m.name} has no volume`);
   }
 }
@@ -206,17 +209,17 @@ function crossCheck(docs) {
       report("berth-rules", file, "spec.strategy must be RollingUpdate with maxUnavailable 0");
     }
     const podSpec = doc.spec?.template?.spec || {};
-    for (const c of podSpec.containers || []) checkContainer(c, file, "spec.template.spec.containers", podSpec);
+    for (const c of arr(podSpec.containers)) checkContainer(c, file, "spec.template.spec.containers", podSpec);
   }
   const podLabels = deployments.map(({ doc }) => doc.spec?.template?.metadata?.labels || {});
   const containerPorts = new Set(deployments.flatMap(({ doc }) =>
-    (doc.spec?.template?.spec?.containers || []).flatMap((c) => (c.ports || []).flatMap((p) => [p.name, p.containerPort]))));
+    arr(doc.spec?.template?.spec?.containers).flatMap((c) => arr(c.ports).flatMap((p) => [p.name, p.containerPort]))));
   for (const { doc, file } of services) {
     const sel = doc.spec?.selector;
     if (!sel || !podLabels.some((l) => subset(sel, l))) {
       report("berth-rules", file, "spec.selector matches no Deployment's pod labels");
     }
-    for (const p of doc.spec?.ports || []) {
+    for (const p of arr(doc.spec?.ports)) {
       if (!containerPorts.has(p.targetPort ?? p.port)) {
         report("berth-rules", file, `port ${p.name}: targetPort ${JSON.stringify(p.targetPort)} is no container port`);
       }
@@ -242,8 +245,8 @@ function crossCheck(docs) {
     const sel = doc.spec?.selector?.matchLabels;
     const svc = services.find(({ doc: s }) => subset(sel, s.metadata?.labels) && sel && Object.keys(sel).length);
     if (!svc) { report("berth-rules", file, "spec.selector matches no Service's labels"); continue; }
-    const names = new Set((svc.doc.spec?.ports || []).map((p) => p.name));
-    for (const ep of doc.spec?.endpoints || []) {
+    const names = new Set(arr(svc.doc.spec?.ports).map((p) => p.name));
+    for (const ep of arr(doc.spec?.endpoints)) {
       if (!names.has(ep.port)) report("berth-rules", file, `endpoint port ${JSON.stringify(ep.port)} is no Service port name`);
     }
   }
@@ -271,7 +274,7 @@ function loadYaml(file, rel) {
 function checkKustomizationDir(dir, rel, kubectl) {
   const kfile = path.join(dir, "kustomization.yaml");
   const [kust] = loadYaml(kfile, `${rel}/kustomization.yaml`);
-  const listed = new Set(kust?.resources || []);
+  const listed = new Set(arr(kust?.resources));
   const present = fs.readdirSync(dir).filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml");
   for (const f of present) if (!listed.has(f)) report("berth-rules", `${rel}/kustomization.yaml`, `${f} is not listed in resources`);
   const docs = [];
@@ -336,22 +339,14 @@ function checkDockerfile(context) {
   }
 }
 
-function main(argv) {
-  const args = argv.slice(2);
-  let kubectl = path.join(here, "node_modules", ".berth", "kubectl");
-  const k = args.indexOf("--kubectl");
-  if (k >= 0) { kubectl = args[k + 1]; args.splice(k, 2); }
-  if (args.length !== 1 || !fs.existsSync(path.join(args[0], "k8s", "kustomization.yaml"))) {
-    console.error("usage: node validate.mjs CONTEXT_DIR [--kubectl PATH]  (CONTEXT_DIR: output of berth deploy)");
-    return 2;
-  }
-  const context = args[0];
+function validateContext(context, kubectl) {
+  problems.length = 0;
   const docs = checkKustomizationDir(path.join(context, "k8s"), "k8s", kubectl);
   const kserveDir = path.join(context, "k8s", "kserve");
   if (fs.existsSync(kserveDir)) docs.push(...checkKustomizationDir(kserveDir, "k8s/kserve", kubectl));
   for (const { doc, file } of docs) {
-    const entry = KINDS[`${doc.apiVersion}/${doc.kind}`];
-    if (!entry) { report("berth-rules", file, `unexpected object ${doc.apiVersion}/${doc.kind}`); continue; }
+    const entry = KINDS[`${doc?.apiVersion}/${doc?.kind}`];
+    if (!entry) { report("berth-rules", file, `unexpected object ${doc?.apiVersion}/${doc?.kind}`); continue; }
     const [ModelClass, rootType] = entry;
     checkMetadata(doc, file);
     if (doc.kind === "InferenceService") { checkInferenceService(doc, file); continue; }
@@ -359,11 +354,36 @@ function main(argv) {
     if (rootType) walkType(doc, rootType, doc.kind, file);
     else walkType(doc.metadata, "V1ObjectMeta", "metadata", file);
   }
-  crossCheck(docs);
-  checkDockerfile(context);
-  for (const p of problems) console.log(p);
-  console.log(`validate: ${docs.length} manifests and the Dockerfile checked, ${problems.length} problem(s)`);
-  return problems.length ? 1 : 0;
+  // The cross-checks assume the shapes the schemas check; where a shape is wrong they
+  // may throw: that is reported as a problem, not a crash.
+  try { crossCheck(docs); } catch (err) { report("berth-rules", "k8s/", `cross-checks stopped: ${err.message}`); }
+  try { checkDockerfile(context); } catch (err) { report("berth-rules", "Dockerfile", `checks stopped: ${err.message}`); }
+  return { manifests: docs.length, problems: [...problems] };
+}
+
+function main(argv) {
+  const args = argv.slice(2);
+  let kubectl = path.join(here, "node_modules", ".berth", "kubectl");
+  const k = args.indexOf("--kubectl");
+  if (k >= 0) { kubectl = args[k + 1]; args.splice(k, 2); }
+  const json = args.includes("--json");
+  const dirs = args.filter((a) => a !== "--json");
+  const usable = (d) => fs.existsSync(path.join(d, "k8s", "kustomization.yaml"));
+  if (!dirs.length || !dirs.every(usable) || (!json && dirs.length !== 1)) {
+    console.error("usage: node validate.mjs CONTEXT_DIR [--kubectl PATH]\n" +
+                  "       node validate.mjs --json CONTEXT_DIR... [--kubectl PATH]\n" +
+                  "(CONTEXT_DIR: a directory written by berth deploy)");
+    return 2;
+  }
+  if (json) {
+    const results = Object.fromEntries(dirs.map((d) => [d, validateContext(d, kubectl)]));
+    console.log(JSON.stringify(results, null, 1));
+    return Object.values(results).some((r) => r.problems.length) ? 1 : 0;
+  }
+  const result = validateContext(dirs[0], kubectl);
+  for (const p of result.problems) console.log(p);
+  console.log(`validate: ${result.manifests} manifests and the Dockerfile checked, ${result.problems.length} problem(s)`);
+  return result.problems.length ? 1 : 0;
 }
 
 process.exitCode = main(process.argv);

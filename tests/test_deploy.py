@@ -1,0 +1,281 @@
+"""berth deploy: the files it writes, their determinism, and its refusals."""
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml  # Debian's python3-yaml: an independent YAML reader for the emitter's output
+
+import berth
+from berth.deployment import deploy, main
+from berth.deployment import manifests, writer
+from berth.deployment.yaml_text import dump
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _seed_model_module():
+    spec = importlib.util.spec_from_file_location("seed_model", REPO / "tests/image/seed_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return _seed_model_module().save_seed_model(tmp_path_factory.mktemp("model") / "seed.pt")
+
+
+def _tree(root):
+    """{relative path: (mode, bytes)} of every file under root."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): (p.stat().st_mode & 0o777, p.read_bytes())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _leftovers(parent):
+    return sorted(p.name for p in Path(parent).iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+
+
+def test_context_has_every_file_and_sanitizes_the_name(model_path, tmp_path, capsys):
+    out = tmp_path / "ctx"
+    result = deploy(model_path, "my_model", out=out, kserve=True, service_monitor=True,
+                    grafana=True, namespace="ml")
+    err = capsys.readouterr().err
+    assert "'my_model'" in err and "'my-model'" in err and "RFC 1123" in err
+    sha = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    assert result.name == "my-model" and result.model_sha256 == sha
+    assert result.image == f"my-model:{sha[:12]}"
+    files = set(_tree(out))
+    for expected in ["Dockerfile", ".dockerignore", "README.md", "model/model.pt",
+                     "build/collect_runtime_libs.py", "k8s/deployment.yaml", "k8s/service.yaml",
+                     "k8s/hpa.yaml", "k8s/pdb.yaml", "k8s/kustomization.yaml",
+                     "k8s/servicemonitor.yaml", "k8s/grafana-dashboard.yaml",
+                     "k8s/kserve/inferenceservice.yaml", "k8s/kserve/kustomization.yaml",
+                     "berth-src/setup.py", "berth-src/pyproject.toml",
+                     "berth-src/python/berth/__init__.py",
+                     "berth-src/python/berth/deployment/__init__.py"]:
+        assert expected in files, expected
+    assert (out / "model/model.pt").read_bytes() == Path(model_path).read_bytes()
+    # berth's source, without build outputs
+    assert any(f.startswith("berth-src/csrc/") and f.endswith(".c") for f in files)
+    assert not [f for f in files if f.endswith((".so", ".pyc", ".o")) or "__pycache__" in f]
+    dockerfile = (out / "Dockerfile").read_text()
+    assert f"BERTH_MODEL_SHA256={sha}" in dockerfile
+    assert f'dev.berth.version="{berth.__version__}"' in dockerfile
+    entry = json.loads(dockerfile.split("\nENTRYPOINT ", 1)[1].splitlines()[0])
+    assert entry[:5] == ["python3", "-m", "berth", "serve", "/opt/berth/model/model.pt"]
+    assert entry[entry.index("--name") + 1] == "my-model"
+    assert "latest" not in dockerfile and "USER 10001:10001" in dockerfile
+    # the runtime stage installs no compiler and no libtorch package
+    runtime = dockerfile.split("# ---- runtime", 1)[1].split("\nFROM ", 1)[1]
+    install = runtime.split("apt-get install -y --no-install-recommends", 1)[1]
+    packages = install.split("&&", 1)[0].replace("\\", " ").split()
+    assert packages == ["python3", "python3-numpy", "libjansson4", "libmicrohttpd12",
+                        "libopenblas0-pthread"]
+    assert runtime.count("apt-get install") == 1
+    readme = (out / "README.md").read_text()
+    for command in (f"docker build -t {result.image} .", f"docker push {result.image}",
+                    "kubectl apply -k k8s/", "kubectl apply -k k8s/kserve/",
+                    "/v2/models/my-model/infer"):
+        assert command in readme
+
+
+def test_manifests_read_back_as_the_objects_emitted(model_path, tmp_path):
+    out = tmp_path / "ctx"
+    deploy(model_path, "fraud", out=out, replicas=3, min_replicas=2, max_replicas=7,
+           cpu="1500m", memory="2Gi", target_cpu=60, service_monitor=True, grafana=True)
+    dep = yaml.safe_load((out / "k8s/deployment.yaml").read_text())
+    assert dep["metadata"]["name"] == "fraud" and dep["spec"]["replicas"] == 3
+    pod = dep["spec"]["template"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    container = pod["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"cpu": "1500m", "memory": "2Gi"}
+    env = {e["name"]: e["valueFrom"]["resourceFieldRef"] for e in container["env"]}
+    assert env["BERTH_NUM_THREADS"] == {"containerName": "fraud", "resource": "limits.cpu",
+                                        "divisor": "1"}
+    assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["terminationGracePeriodSeconds"] > 5 + 20
+    hpa = yaml.safe_load((out / "k8s/hpa.yaml").read_text())
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 7)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    cm = yaml.safe_load((out / "k8s/grafana-dashboard.yaml").read_text())
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    board = json.loads(cm["data"]["berth-fraud.json"])
+    titles = " ".join(p["title"] for p in board["panels"]).lower()
+    for topic in ("request rate", "latency", "queue", "batch", "error"):
+        assert topic in titles
+    kust = yaml.safe_load((out / "k8s/kustomization.yaml").read_text())
+    assert kust["resources"] == ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml",
+                                 "servicemonitor.yaml", "grafana-dashboard.yaml"]
+
+
+@pytest.mark.parametrize("value", [
+    "plain", "true", "False", "yes", "null", "~", "1Gi", "500m", "0755", "1e3", "", " x",
+    "a: b", "#x", "x #y", "- item", "it's", 'say "hi"', "tab\there", "ünïcode", "x:",
+    "line one\nline two\n", "no newline\nat end", "two\n\n", "[1, 2]", "{a: 1}", "*ref",
+    "&anchor", "!tag", "%dir", "@at", "`tick`", "back\\slash", "0x1F", ".5", "-1",
+])
+def test_yaml_emitter_round_trips_every_awkward_string(value):
+    doc = {"key": value, "list": [value, {"nested": value}], value or "empty": 1}
+    assert yaml.safe_load(dump(doc)) == doc
+
+
+def test_yaml_emitter_types_and_layout():
+    doc = {"i": 3, "b": False, "n": None, "e": [], "d": {}, "l": [[1, 2], {"a": 1, "b": [3]}]}
+    assert yaml.safe_load(dump(doc)) == doc
+    with pytest.raises(TypeError, match="value: expected str, int, bool, None, dict or list"):
+        dump({"f": 1.5})
+
+
+def test_same_inputs_give_byte_identical_contexts(model_path, tmp_path):
+    one = deploy(model_path, "m", out=tmp_path / "a", kserve=True, grafana=True,
+                 service_monitor=True).out
+    old = os.umask(0o077)
+    try:
+        two = deploy(model_path, "m", out=tmp_path / "b", kserve=True, grafana=True,
+                     service_monitor=True).out
+    finally:
+        os.umask(old)
+    assert _tree(one) == _tree(two)
+    assert {mode for mode, _ in _tree(one).values()} == {0o644}
+
+
+def test_out_dir_needs_force_and_force_replaces_it(model_path, tmp_path):
+    out = tmp_path / "ctx"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match=r"out: expected a new or empty directory.*--force"):
+        deploy(model_path, "m", out=out)
+    assert (out / "keep.txt").read_text() == "user data" and len(list(out.iterdir())) == 1
+    deploy(model_path, "m", out=out, force=True)
+    assert not (out / "keep.txt").exists() and (out / "Dockerfile").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    deploy(model_path, "m", out=empty)
+    assert (empty / "Dockerfile").is_file()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(FileExistsError, match="out: expected a directory to create"):
+        deploy(model_path, "m", out=a_file, force=True)
+    assert _leftovers(tmp_path) == []
+
+
+def _write_zip(path, entries):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("case, kwargs, error, message", [
+    ("missing model", {"model_path": "nope.pt"}, FileNotFoundError,
+     r"model_path: expected an existing TorchScript model file, got '.*nope.pt'"),
+    ("text file", {"model_path": "text"}, ValueError,
+     r"model_path: expected a TorchScript model .* not a zip archive"),
+    ("other zip", {"model_path": "zip"}, ValueError,
+     r"model_path: expected a TorchScript model .* no <archive>/data.pkl"),
+    ("no signature", {"model_path": "nosig"}, ValueError,
+     r"model_path: expected a berth model with an embedded berth.json"),
+    ("bad memory", {"memory": "1GBx"}, ValueError,
+     r"memory: expected a Kubernetes quantity such as '500m', '2' or '1Gi', got '1GBx'"),
+    ("fractional memory", {"memory": "0.5Gi5"}, ValueError, r"memory: expected"),
+    ("tiny memory", {"memory": "1Mi"}, ValueError, r"memory: expected at least 64Mi .*got '1Mi'"),
+    ("zero cpu", {"cpu": "0"}, ValueError, r"cpu: expected a CPU quantity of at least 1m"),
+    ("cpu type", {"cpu": 2}, TypeError, r"cpu: expected a Kubernetes quantity string .* got int 2"),
+    ("min > max", {"min_replicas": 5, "max_replicas": 3}, ValueError,
+     r"min_replicas: expected at most max_replicas \(3\), got 5"),
+    ("replicas outside", {"replicas": 1, "min_replicas": 2, "max_replicas": 5}, ValueError,
+     r"replicas: expected a count between min_replicas \(2\) and max_replicas \(5\), got 1"),
+    ("zero replicas", {"replicas": 0}, ValueError, r"replicas: expected an integer at least 1, got 0"),
+    ("target cpu", {"target_cpu": 150}, ValueError,
+     r"target_cpu: expected an integer between 1 and 100, got 150"),
+    ("bool replicas", {"replicas": True}, TypeError, r"replicas: expected an integer, got bool"),
+    ("hopeless name", {"name": "__!!__"}, ValueError,
+     r"name: expected a name with at least one letter or digit \(RFC 1123 label\), got '__!!__'"),
+    ("long name", {"name": "x" * 64}, ValueError, r"name: expected at most 63 characters"),
+    ("namespace", {"namespace": "Prod_NS"}, ValueError,
+     r"namespace: expected an RFC 1123 label .* got 'Prod_NS'"),
+    ("latest", {"image": "ghcr.io/acme/m:latest"}, ValueError,
+     r"image: expected an immutable tag .* got 'ghcr.io/acme/m:latest'"),
+    ("bad image", {"image": "Not An Image"}, ValueError,
+     r"image: expected an image reference .* got 'Not An Image'"),
+])
+def test_bad_input_is_refused_clearly_and_nothing_is_written(
+        case, kwargs, error, message, model_path, tmp_path, capsys):
+    inputs = {"text": tmp_path / "model.txt", "zip": tmp_path / "other.zip",
+              "nosig": tmp_path / "nosig.pt"}
+    inputs["text"].write_text("not a model")
+    _write_zip(inputs["zip"], {"a/readme.txt": "hello"})
+    with zipfile.ZipFile(model_path) as archive:
+        _write_zip(inputs["nosig"], {n: archive.read(n) for n in archive.namelist()
+                                     if not n.endswith("extra/berth.json")})
+    args = {"model_path": model_path, "name": "m", "out": tmp_path / "ctx", **kwargs}
+    if args["model_path"] in inputs:
+        args["model_path"] = inputs[args["model_path"]]
+    elif args["model_path"] == "nope.pt":
+        args["model_path"] = tmp_path / "nope.pt"
+    with pytest.raises(error, match=message):
+        deploy(**args)
+    assert not (tmp_path / "ctx").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_failure_while_writing_leaves_nothing(model_path, tmp_path, monkeypatch):
+    real_chmod = os.chmod
+    calls = []
+
+    def failing_chmod(path, mode):
+        calls.append(path)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        real_chmod(path, mode)
+
+    monkeypatch.setattr(writer.os, "chmod", failing_chmod)
+    with pytest.raises(OSError, match="No space left"):
+        deploy(model_path, "m", out=tmp_path / "ctx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_cli_writes_a_context_and_exits_2_with_a_message_on_bad_input(model_path, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
+    ok = subprocess.run([sys.executable, "-m", "berth", "deploy", str(model_path), "--name",
+                         "My_Model", "--out", str(tmp_path / "ctx"), "--kserve", "--grafana",
+                         "--service-monitor", "--namespace", "ml", "--min-replicas", "1",
+                         "--max-replicas", "4", "--cpu", "2", "--memory", "512Mi"],
+                        capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "'My_Model'" in ok.stderr and "'my-model'" in ok.stderr
+    assert "kubectl apply -k" in ok.stdout
+    assert (tmp_path / "ctx/k8s/kserve/inferenceservice.yaml").is_file()
+    bad = subprocess.run([sys.executable, "-m", "berth", "deploy", str(model_path), "--name",
+                          "m", "--out", str(tmp_path / "bad"), "--memory", "1GBx"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2
+    assert "memory: expected a Kubernetes quantity" in bad.stderr and "'1GBx'" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    # in-process, the same function
+    assert main([str(model_path), "--name", "m", "--out", str(tmp_path / "bad"),
+                 "--min-replicas", "4", "--max-replicas", "2"]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_kserve_predictor_runs_the_same_container(model_path, tmp_path):
+    out = deploy(model_path, "m", out=tmp_path / "ctx", kserve=True).out
+    isvc = yaml.safe_load((out / "k8s/kserve/inferenceservice.yaml").read_text())
+    dep = yaml.safe_load((out / "k8s/deployment.yaml").read_text())
+    (predictor_container,) = isvc["spec"]["predictor"]["containers"]
+    (deployment_container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert predictor_container["name"] == manifests.KSERVE_CONTAINER
+    assert predictor_container["image"] == deployment_container["image"]
+    assert predictor_container["env"][0]["valueFrom"]["resourceFieldRef"]["containerName"] \
+        == manifests.KSERVE_CONTAINER
+    # not in the plain kustomization: applying both would run the model twice
+    assert "inferenceservice.yaml" not in (out / "k8s/kustomization.yaml").read_text()
