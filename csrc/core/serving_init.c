@@ -1,7 +1,6 @@
-/* serving_init.c - the serving parts register themselves here (see serving_init.h). */
+/* serving_init.c - the serving parts register themselves in berth._core here. */
 #include "serving_init.h"
 
-int bt_serving_init(PyObject *module) {
-    (void)module;
-    return 0;
-}
+#include "py_serving.h"
+
+int bt_serving_init(PyObject *module) { return bt_py_serving_add_types(module); }

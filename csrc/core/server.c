@@ -1,0 +1,1166 @@
+/*
+ * server.c - the service (routes, auth, codec, batcher, metrics, readiness) and the
+ * libmicrohttpd transport around it. No Python anywhere on this path.
+ */
+#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
+#include "server.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tensor.h"
+
+#ifndef BERTH_SERVER_VERSION
+#define BERTH_SERVER_VERSION "0.1.0"
+#endif
+
+/* ------------------------------------------------------------------ endpoints */
+
+enum {
+    EP_LIVE,
+    EP_READY,
+    EP_SERVER_META,
+    EP_MODEL_META,
+    EP_MODEL_READY,
+    EP_INFER,
+    EP_V1_META,
+    EP_V1_PREDICT,
+    EP_METRICS,
+    EP_OTHER,
+    N_EP
+};
+
+static const char *const EP_NAMES[N_EP] = {
+    "health_live", "health_ready", "server_metadata", "model_metadata", "model_ready",
+    "infer",       "v1_metadata",  "v1_predict",      "metrics",        "other"};
+
+#define N_CODES 600
+
+enum { STATE_STARTING = 0, STATE_READY = 1, STATE_DRAINING = 2 };
+
+struct bt_service {
+    bt_model *model;
+    char *name;
+    char *token;
+    size_t token_len;
+    int log_requests;
+    double timeout_ms;
+    bt_batcher_params bp;
+    bt_batcher *batcher;
+    _Atomic int state;
+    _Atomic int64_t pending;
+    _Atomic uint64_t warmup_bits; /* seconds, as the bits of a double */
+    _Atomic uint64_t counts[N_EP][N_CODES];
+    bt_histogram latency[N_EP];
+};
+
+struct bt_job {
+    bt_service *svc;
+    int endpoint;
+    double start;
+    char *log_line; /* "POST /v2/..." for the request log; NULL when not logging */
+    char *id;
+    bt_output_request *outs;
+    size_t n_outs;
+    int binary_all;
+    DLManagedTensor *in[BT_BATCH_MAX_INPUTS];
+    size_t n_in;
+    bt_response_fn done;
+    void *ctx;
+};
+
+/* ------------------------------------------------------------------ helpers */
+
+static void response_init(bt_http_response *r)
+{
+    memset(r, 0, sizeof *r);
+    r->status = 200;
+    r->content_type = "application/json";
+    r->header_length = -1;
+}
+
+static void set_error(bt_http_response *r, int status, const char *message)
+{
+    r->status = status;
+    r->content_type = "application/json";
+    r->header_length = -1;
+    r->body.len = 0;
+    bt_codec_encode_error(&r->body, message);
+}
+
+static void set_errorf(bt_http_response *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_errorf(bt_http_response *r, int status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    set_error(r, status, msg);
+}
+
+static int status_for(bt_error_kind kind)
+{
+    switch (kind) {
+    case BT_ERR_TYPE:
+    case BT_ERR_VALUE:
+    case BT_ERR_INFERENCE: /* the model rejected this input: the client's to fix */
+        return 400;
+    case BT_ERR_OVERLOADED:
+    case BT_ERR_TIMEOUT:
+        return 503;
+    default:
+        return 500;
+    }
+}
+
+static void set_from_error(bt_http_response *r, const bt_error *err)
+{
+    set_error(r, status_for(err->kind), err->message);
+    if (err->kind == BT_ERR_OVERLOADED || err->kind == BT_ERR_TIMEOUT)
+        r->retry_after = 1;
+}
+
+static void record(bt_service *svc, int ep, int status, double seconds)
+{
+    if (status < 0 || status >= N_CODES)
+        status = 0;
+    atomic_fetch_add_explicit(&svc->counts[ep][status], 1, memory_order_relaxed);
+    bt_histogram_observe(&svc->latency[ep], seconds);
+}
+
+static void log_request(const char *line, int status, double seconds)
+{
+    fprintf(stderr, "berth: %s -> %d (%.2f ms)\n", line, status, seconds * 1000.0);
+}
+
+/* Ends a request answered without a forward. */
+static int finish_sync(bt_service *svc, int ep, double start, const bt_http_request *req,
+                       const bt_http_response *resp)
+{
+    double t = bt_now() - start;
+    record(svc, ep, resp->status, t);
+    if (svc->log_requests) {
+        char line[600];
+        snprintf(line, sizeof line, "%.16s %.500s", req->method, req->path);
+        log_request(line, resp->status, t);
+    }
+    atomic_fetch_sub(&svc->pending, 1);
+    return 0;
+}
+
+static const char *output_name(const bt_model *m, size_t k, char *scratch, size_t size)
+{
+    if (k < m->n_outputs && m->outputs[k].name)
+        return m->outputs[k].name;
+    snprintf(scratch, size, "output_%zu", k);
+    return scratch;
+}
+
+static int token_ok(const bt_service *svc, const char *auth)
+{
+    if (!svc->token)
+        return 1;
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+        return 0;
+    auth += 7;
+    while (*auth == ' ')
+        auth++;
+    size_t n = strlen(auth);
+    while (n > 0 && (auth[n - 1] == ' ' || auth[n - 1] == '\t'))
+        n--;
+    unsigned char diff = (unsigned char)(n != svc->token_len);
+    for (size_t i = 0; i < svc->token_len; i++)
+        diff |= (unsigned char)(svc->token[i] ^ (i < n ? auth[i] : 0));
+    return diff == 0;
+}
+
+/* ------------------------------------------------------------------ service */
+
+int bt_service_create(bt_model *model, const bt_service_params *params, bt_service **out,
+                      bt_error *err)
+{
+    *out = NULL;
+    if (!params->name || !params->name[0] || strlen(params->name) > 200 ||
+        strpbrk(params->name, "/:?#% \t\r\n\"\\"))
+        return bt_error_set(err, BT_ERR_VALUE,
+                            "model name must be 1-200 characters without / : ? # %% spaces or "
+                            "quotes, got '%.200s'",
+                            params->name ? params->name : "");
+    bt_service *svc = calloc(1, sizeof *svc);
+    if (!svc)
+        return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+    svc->model = model;
+    svc->name = strdup(params->name);
+    if (params->auth_token && params->auth_token[0]) {
+        svc->token = strdup(params->auth_token);
+        svc->token_len = svc->token ? strlen(svc->token) : 0;
+    }
+    if (!svc->name || (params->auth_token && params->auth_token[0] && !svc->token)) {
+        bt_service_free(svc);
+        return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+    }
+    svc->log_requests = params->log_requests;
+    svc->timeout_ms = params->timeout_ms;
+    svc->bp = params->batch;
+    for (int e = 0; e < N_EP; e++)
+        bt_histogram_init(&svc->latency[e], BT_SECONDS_BOUNDS, BT_SECONDS_N);
+    if (bt_batcher_create(model, &svc->bp, &svc->batcher, err) != 0) {
+        bt_service_free(svc);
+        return -1;
+    }
+    *out = svc;
+    return 0;
+}
+
+void bt_service_free(bt_service *svc)
+{
+    if (!svc)
+        return;
+    bt_batcher_free(svc->batcher);
+    free(svc->name);
+    free(svc->token);
+    free(svc);
+}
+
+void bt_service_set_ready(bt_service *svc, int ready)
+{
+    if (ready) {
+        atomic_store(&svc->state, STATE_READY);
+    } else {
+        int expect = STATE_READY;
+        atomic_compare_exchange_strong(&svc->state, &expect, STATE_DRAINING);
+    }
+}
+
+int bt_service_ready(const bt_service *svc) { return atomic_load(&svc->state) == STATE_READY; }
+int bt_service_batching(const bt_service *svc) { return bt_batcher_is_batching(svc->batcher); }
+bt_batcher *bt_service_batcher(bt_service *svc) { return svc->batcher; }
+int64_t bt_service_pending(const bt_service *svc) { return atomic_load(&svc->pending); }
+
+void bt_service_record(bt_service *svc, const char *path, int status, double seconds)
+{
+    int ep = strncmp(path, "/v2/models/", 11) == 0 ? EP_INFER
+             : strncmp(path, "/v1/models/", 11) == 0 ? EP_V1_PREDICT
+                                                    : EP_OTHER;
+    record(svc, ep, status, seconds);
+}
+
+int bt_service_warmup(bt_service *svc, int rounds, double *seconds, bt_error *err)
+{
+    const bt_model *m = svc->model;
+    double start = bt_now();
+    *seconds = 0;
+    size_t n = m->n_required ? m->n_required : m->n_inputs;
+    if (n == 0 || n > BT_BATCH_MAX_INPUTS)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!m->inputs[i].has_dtype || m->inputs[i].ndim < 0)
+            return 0;
+    int sizes[2] = {1, bt_service_batching(svc) ? svc->bp.max_batch_size : 0};
+    for (int s = 0; s < 2; s++) {
+        if (sizes[s] == 0 || (s == 1 && sizes[1] == 1))
+            continue;
+        for (int r = 0; r < rounds; r++) {
+            DLManagedTensor *in[BT_BATCH_MAX_INPUTS] = {0};
+            for (size_t i = 0; i < n; i++) {
+                const bt_spec *sp = &m->inputs[i];
+                int64_t shape[64];
+                int nd = sp->ndim < 64 ? sp->ndim : 64;
+                for (int d = 0; d < nd; d++)
+                    shape[d] = sp->shape[d] >= 0 ? sp->shape[d] : (d == 0 ? sizes[s] : 1);
+                in[i] = bt_tensor_new(sp->dtype, nd, shape, err);
+                if (!in[i]) {
+                    for (size_t k = 0; k < i; k++)
+                        in[k]->deleter(in[k]);
+                    return -1;
+                }
+                memset(in[i]->dl_tensor.data, 0,
+                       (size_t)bt_numel(&in[i]->dl_tensor) * bt_dtype_size(sp->dtype));
+            }
+            DLManagedTensor *outs[BT_MAX_OUTPUTS];
+            size_t n_out = 0;
+            int is_tuple;
+            if (bt_batcher_run(svc->batcher, in, n, 0, outs, BT_MAX_OUTPUTS, &n_out, &is_tuple,
+                               err) != 0) {
+                char msg[sizeof err->message];
+                snprintf(msg, sizeof msg, "%s", err->message);
+                return bt_error_set(err, err->kind,
+                                    "warm-up with batches of %d zero rows failed: %s", sizes[s],
+                                    msg);
+            }
+            for (size_t k = 0; k < n_out; k++)
+                outs[k]->deleter(outs[k]);
+        }
+    }
+    *seconds = bt_now() - start;
+    uint64_t bits;
+    memcpy(&bits, seconds, sizeof bits);
+    atomic_store(&svc->warmup_bits, bits);
+    return 1;
+}
+
+/* Splits the path into an endpoint and a model name (pointer into path, length). */
+static int route(const char *path, const char **name, size_t *name_len)
+{
+    *name = NULL;
+    *name_len = 0;
+    if (strcmp(path, "/v2/health/live") == 0)
+        return EP_LIVE;
+    if (strcmp(path, "/v2/health/ready") == 0)
+        return EP_READY;
+    if (strcmp(path, "/v2") == 0 || strcmp(path, "/v2/") == 0)
+        return EP_SERVER_META;
+    if (strcmp(path, "/metrics") == 0)
+        return EP_METRICS;
+    if (strncmp(path, "/v2/models/", 11) == 0) {
+        const char *p = path + 11;
+        const char *slash = strchr(p, '/');
+        *name = p;
+        *name_len = slash ? (size_t)(slash - p) : strlen(p);
+        if (*name_len == 0)
+            return EP_OTHER;
+        const char *rest = slash ? slash : "";
+        if (strncmp(rest, "/versions/", 10) == 0) {
+            const char *v = rest + 10;
+            const char *vs = strchr(v, '/');
+            if (vs == v)
+                return EP_OTHER;
+            rest = vs ? vs : "";
+        }
+        if (rest[0] == '\0')
+            return EP_MODEL_META;
+        if (strcmp(rest, "/ready") == 0)
+            return EP_MODEL_READY;
+        if (strcmp(rest, "/infer") == 0)
+            return EP_INFER;
+        return EP_OTHER;
+    }
+    if (strncmp(path, "/v1/models/", 11) == 0) {
+        const char *p = path + 11;
+        if (strchr(p, '/'))
+            return EP_OTHER;
+        size_t n = strlen(p);
+        *name = p;
+        if (n > 8 && strcmp(p + n - 8, ":predict") == 0) {
+            *name_len = n - 8;
+            return EP_V1_PREDICT;
+        }
+        *name_len = n;
+        return n ? EP_V1_META : EP_OTHER;
+    }
+    return EP_OTHER;
+}
+
+static void spec_json(bt_buf *b, const bt_spec *s, const char *name)
+{
+    bt_buf_puts(b, "{\"name\":");
+    bt_buf_json_string(b, name);
+    if (s && s->has_dtype && bt_codec_datatype_name(s->dtype))
+        bt_buf_printf(b, ",\"datatype\":\"%s\"", bt_codec_datatype_name(s->dtype));
+    if (s && s->ndim >= 0) {
+        bt_buf_puts(b, ",\"shape\":[");
+        for (int d = 0; d < s->ndim; d++)
+            bt_buf_printf(b, d ? ",%lld" : "%lld", (long long)s->shape[d]);
+        bt_buf_puts(b, "]");
+    }
+    bt_buf_puts(b, "}");
+}
+
+static void model_metadata(bt_service *svc, bt_buf *b)
+{
+    const bt_model *m = svc->model;
+    char scratch[32];
+    bt_buf_puts(b, "{\"name\":");
+    bt_buf_json_string(b, svc->name);
+    bt_buf_puts(b, ",\"versions\":[\"1\"],\"platform\":\"pytorch_torchscript\",\"inputs\":[");
+    for (size_t i = 0; i < m->n_inputs; i++) {
+        if (i)
+            bt_buf_puts(b, ",");
+        spec_json(b, &m->inputs[i], m->inputs[i].name);
+    }
+    bt_buf_puts(b, "],\"outputs\":[");
+    for (size_t k = 0; k < m->n_outputs; k++) {
+        if (k)
+            bt_buf_puts(b, ",");
+        spec_json(b, &m->outputs[k], output_name(m, k, scratch, sizeof scratch));
+    }
+    bt_buf_printf(b, "],\"parameters\":{\"batching\":%s,\"max_batch_size\":%d}}",
+                  bt_service_batching(svc) ? "true" : "false",
+                  bt_service_batching(svc) ? svc->bp.max_batch_size : 1);
+}
+
+static const char *ready_reason(const bt_service *svc)
+{
+    return atomic_load(&svc->state) == STATE_DRAINING ? "not ready: the server is shutting down"
+                                                      : "not ready: the model is warming up";
+}
+
+static void job_free(bt_job *job)
+{
+    if (!job)
+        return;
+    for (size_t i = 0; i < job->n_in; i++)
+        if (job->in[i] && job->in[i]->deleter)
+            job->in[i]->deleter(job->in[i]);
+    for (size_t i = 0; i < job->n_outs; i++)
+        free(job->outs[i].name);
+    free(job->outs);
+    free(job->id);
+    free(job->log_line);
+    free(job);
+}
+
+/* Moves the parsed request's tensors into model order; -1 with resp set on mismatch. */
+static int bind_inputs(bt_service *svc, bt_infer_request *req, bt_job *job,
+                       bt_http_response *resp)
+{
+    const bt_model *m = svc->model;
+    if (req->n_inputs > m->n_inputs || m->n_inputs > BT_BATCH_MAX_INPUTS) {
+        set_errorf(resp, 400, "the model takes %zu inputs, the request has %zu", m->n_inputs,
+                   req->n_inputs);
+        return -1;
+    }
+    char names[512] = "";
+    for (size_t i = 0; i < m->n_inputs; i++) {
+        size_t l = strlen(names);
+        snprintf(names + l, sizeof names - l, "%s'%.64s'", i ? ", " : "", m->inputs[i].name);
+    }
+    for (size_t r = 0; r < req->n_inputs; r++) {
+        size_t i = 0;
+        while (i < m->n_inputs && strcmp(m->inputs[i].name, req->inputs[r].name) != 0)
+            i++;
+        if (i == m->n_inputs) {
+            set_errorf(resp, 400, "unknown input '%.64s': the model's inputs are %s",
+                       req->inputs[r].name, names);
+            return -1;
+        }
+        job->in[i] = req->inputs[r].tensor;
+        req->inputs[r].tensor = NULL;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_inputs; i++)
+        if (job->in[i])
+            n = i + 1;
+    for (size_t i = 0; i < m->n_inputs; i++) {
+        if (!job->in[i] && (i < m->n_required || i < n)) {
+            set_errorf(resp, 400, "missing input '%.64s': the model's inputs are %s",
+                       m->inputs[i].name, names);
+            job->n_in = m->n_inputs;
+            return -1;
+        }
+    }
+    job->n_in = n;
+    return 0;
+}
+
+static int check_content_type(const bt_http_request *req, int binary, bt_http_response *resp)
+{
+    const char *ct = req->content_type;
+    if (!ct || !ct[0])
+        return 0;
+    size_t n = strcspn(ct, ";");
+    while (n > 0 && ct[n - 1] == ' ')
+        n--;
+    if ((n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
+        (binary && n == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0))
+        return 0;
+    set_errorf(resp, 415,
+               "unsupported Content-Type '%.100s': expected application/json%s", ct,
+               binary ? " or application/octet-stream" : "");
+    return -1;
+}
+
+int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_response *resp,
+                     bt_job **job_out)
+{
+    *job_out = NULL;
+    response_init(resp);
+    double start = bt_now();
+    atomic_fetch_add(&svc->pending, 1);
+    const char *name;
+    size_t name_len;
+    int ep = route(req->path, &name, &name_len);
+    int is_get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+    int is_post = strcmp(req->method, "POST") == 0;
+
+    if (ep == EP_OTHER) {
+        set_errorf(resp, 404,
+                   "no such endpoint: %.16s %.200s (see /v2, /v2/models/%s, "
+                   "/v2/models/%s/infer, /v1/models/%s:predict)",
+                   req->method, req->path, svc->name, svc->name, svc->name);
+        return finish_sync(svc, ep, start, req, resp);
+    }
+    int open_ep = ep == EP_LIVE || ep == EP_READY || ep == EP_MODEL_READY;
+    if (!open_ep && !token_ok(svc, req->authorization)) {
+        set_error(resp, 401,
+                  req->authorization ? "the bearer token is not valid"
+                                     : "missing Authorization: Bearer <token> header");
+        resp->www_authenticate = 1;
+        return finish_sync(svc, ep, start, req, resp);
+    }
+    int wants_post = ep == EP_INFER || ep == EP_V1_PREDICT;
+    if (wants_post ? !is_post : !is_get) {
+        set_errorf(resp, 405, "method %.16s is not allowed on %.200s: use %s", req->method,
+                   req->path, wants_post ? "POST" : "GET");
+        resp->allow = wants_post ? "POST" : "GET, HEAD";
+        return finish_sync(svc, ep, start, req, resp);
+    }
+    if (name && (name_len != strlen(svc->name) || memcmp(name, svc->name, name_len) != 0)) {
+        set_errorf(resp, 404, "model '%.*s' not found: this server serves '%s'",
+                   (int)(name_len > 200 ? 200 : name_len), name, svc->name);
+        return finish_sync(svc, ep, start, req, resp);
+    }
+
+    switch (ep) {
+    case EP_LIVE:
+        bt_buf_puts(&resp->body, "{\"live\":true}");
+        return finish_sync(svc, ep, start, req, resp);
+    case EP_READY:
+    case EP_MODEL_READY:
+        if (bt_service_ready(svc)) {
+            bt_buf_puts(&resp->body, "{\"ready\":true}");
+        } else {
+            set_error(resp, 503, ready_reason(svc));
+        }
+        return finish_sync(svc, ep, start, req, resp);
+    case EP_SERVER_META:
+        bt_buf_puts(&resp->body, "{\"name\":\"berth\",\"version\":\"" BERTH_SERVER_VERSION
+                                 "\",\"extensions\":[\"binary_tensor_data\"]}");
+        return finish_sync(svc, ep, start, req, resp);
+    case EP_MODEL_META:
+        model_metadata(svc, &resp->body);
+        return finish_sync(svc, ep, start, req, resp);
+    case EP_V1_META:
+        bt_buf_puts(&resp->body, "{\"name\":");
+        bt_buf_json_string(&resp->body, svc->name);
+        bt_buf_printf(&resp->body, ",\"ready\":%s}", bt_service_ready(svc) ? "true" : "false");
+        return finish_sync(svc, ep, start, req, resp);
+    case EP_METRICS:
+        resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+        bt_service_metrics(svc, &resp->body);
+        return finish_sync(svc, ep, start, req, resp);
+    default:
+        break;
+    }
+
+    /* EP_INFER or EP_V1_PREDICT */
+    long long header_len = -1;
+    if (ep == EP_INFER && req->header_length) {
+        char *end;
+        errno = 0;
+        header_len = strtoll(req->header_length, &end, 10);
+        if (errno || end == req->header_length || *end || header_len < 0) {
+            set_errorf(resp, 400,
+                       "Inference-Header-Content-Length must be a non-negative integer, got "
+                       "'%.40s'",
+                       req->header_length);
+            return finish_sync(svc, ep, start, req, resp);
+        }
+    }
+    if (check_content_type(req, header_len >= 0, resp) != 0)
+        return finish_sync(svc, ep, start, req, resp);
+
+    bt_error err = {BT_OK, ""};
+    bt_infer_request *parsed = NULL;
+    int rc;
+    if (ep == EP_INFER) {
+        rc = bt_codec_parse_v2(req->body ? req->body : "", req->body_len, header_len, &parsed,
+                               &err);
+    } else {
+        const bt_model *m = svc->model;
+        size_t nh = m->n_required ? m->n_required : m->n_inputs;
+        bt_v1_hint hints[BT_BATCH_MAX_INPUTS];
+        if (nh > BT_BATCH_MAX_INPUTS)
+            nh = BT_BATCH_MAX_INPUTS;
+        for (size_t i = 0; i < nh; i++) {
+            hints[i].name = m->inputs[i].name;
+            hints[i].has_dtype = m->inputs[i].has_dtype;
+            hints[i].dtype = m->inputs[i].dtype;
+        }
+        rc = bt_codec_parse_v1(req->body ? req->body : "", req->body_len, hints, nh, &parsed,
+                               &err);
+    }
+    if (rc != 0) {
+        set_from_error(resp, &err);
+        return finish_sync(svc, ep, start, req, resp);
+    }
+    bt_job *job = calloc(1, sizeof *job);
+    if (!job) {
+        bt_infer_request_free(parsed);
+        set_error(resp, 500, "out of memory");
+        return finish_sync(svc, ep, start, req, resp);
+    }
+    job->svc = svc;
+    job->endpoint = ep;
+    job->start = start;
+    job->binary_all = parsed->binary_data_output;
+    if (bind_inputs(svc, parsed, job, resp) != 0) {
+        bt_infer_request_free(parsed);
+        job_free(job);
+        return finish_sync(svc, ep, start, req, resp);
+    }
+    /* Requested outputs: check names now when the signature lists them. */
+    const bt_model *m = svc->model;
+    for (size_t o = 0; m->n_outputs > 0 && o < parsed->n_outputs; o++) {
+        size_t k = 0;
+        char scratch[32];
+        while (k < m->n_outputs &&
+               strcmp(output_name(m, k, scratch, sizeof scratch), parsed->outputs[o].name) != 0)
+            k++;
+        if (k == m->n_outputs) {
+            set_errorf(resp, 400, "unknown output '%.64s': the model's outputs are listed at "
+                                  "GET /v2/models/%s",
+                       parsed->outputs[o].name, svc->name);
+            bt_infer_request_free(parsed);
+            job_free(job);
+            return finish_sync(svc, ep, start, req, resp);
+        }
+    }
+    job->id = parsed->id;
+    parsed->id = NULL;
+    job->outs = parsed->outputs;
+    job->n_outs = parsed->n_outputs;
+    parsed->outputs = NULL;
+    parsed->n_outputs = 0;
+    bt_infer_request_free(parsed);
+    if (svc->log_requests) {
+        size_t l = strlen(req->path) + 24;
+        job->log_line = malloc(l);
+        if (job->log_line)
+            snprintf(job->log_line, l, "%.16s %s", req->method, req->path);
+    }
+    *job_out = job;
+    return 1;
+}
+
+/* Encodes the forward's outputs for the job's protocol. */
+static void encode_outputs(bt_job *job, DLManagedTensor **outputs, size_t n_out,
+                           bt_http_response *resp)
+{
+    bt_service *svc = job->svc;
+    const bt_model *m = svc->model;
+    bt_output outs[BT_MAX_OUTPUTS];
+    char scratch[BT_MAX_OUTPUTS][32];
+    size_t n = 0;
+    bt_error err = {BT_OK, ""};
+    if (job->n_outs > 0) {
+        for (size_t o = 0; o < job->n_outs && o < BT_MAX_OUTPUTS; o++) {
+            size_t k = 0;
+            while (k < n_out &&
+                   strcmp(output_name(m, k, scratch[k], sizeof scratch[k]), job->outs[o].name) != 0)
+                k++;
+            if (k == n_out) {
+                set_errorf(resp, 400, "unknown output '%.64s': the model returned %zu outputs "
+                                      "(output_0 ... output_%zu)",
+                           job->outs[o].name, n_out, n_out ? n_out - 1 : 0);
+                return;
+            }
+            outs[n].name = output_name(m, k, scratch[k], sizeof scratch[k]);
+            outs[n].tensor = &outputs[k]->dl_tensor;
+            outs[n].binary = job->outs[o].binary >= 0 ? job->outs[o].binary : job->binary_all;
+            n++;
+        }
+    } else {
+        for (size_t k = 0; k < n_out; k++) {
+            outs[n].name = output_name(m, k, scratch[k], sizeof scratch[k]);
+            outs[n].tensor = &outputs[k]->dl_tensor;
+            outs[n].binary = job->binary_all;
+            n++;
+        }
+    }
+    int rc;
+    if (job->endpoint == EP_INFER) {
+        size_t json_len = 0;
+        int any_binary = 0;
+        for (size_t i = 0; i < n; i++)
+            any_binary |= outs[i].binary;
+        rc = bt_codec_encode_v2(&resp->body, svc->name, job->id, outs, n, &json_len, &err);
+        if (rc == 0 && any_binary) {
+            resp->content_type = "application/octet-stream";
+            resp->header_length = (long long)json_len;
+        }
+    } else {
+        rc = bt_codec_encode_v1(&resp->body, outs, n, &err);
+    }
+    if (rc != 0)
+        set_from_error(resp, &err);
+}
+
+static void job_done(void *ctx, int status, DLManagedTensor **outputs, size_t n_outputs,
+                     int is_tuple, const bt_error *err)
+{
+    (void)is_tuple;
+    bt_job *job = ctx;
+    bt_service *svc = job->svc;
+    bt_http_response resp;
+    response_init(&resp);
+    if (status == 0) {
+        encode_outputs(job, outputs, n_outputs, &resp);
+        for (size_t k = 0; k < n_outputs; k++)
+            if (outputs[k]->deleter)
+                outputs[k]->deleter(outputs[k]);
+    } else {
+        set_from_error(&resp, err);
+    }
+    if (resp.body.oom)
+        set_error(&resp, 500, "out of memory encoding the response");
+    double t = bt_now() - job->start;
+    record(svc, job->endpoint, resp.status, t);
+    if (job->log_line)
+        log_request(job->log_line, resp.status, t);
+    atomic_fetch_sub(&svc->pending, 1);
+    bt_response_fn done = job->done;
+    void *dctx = job->ctx;
+    job_free(job);
+    done(dctx, &resp);
+    bt_buf_free(&resp.body); /* done took the body; this frees whatever it left */
+}
+
+void bt_service_submit(bt_service *svc, bt_job *job, bt_response_fn done, void *ctx)
+{
+    job->done = done;
+    job->ctx = ctx;
+    bt_error err = {BT_OK, ""};
+    size_t n = job->n_in;
+    job->n_in = 0; /* the batcher owns the tensors from here on, on every path */
+    if (bt_batcher_submit(svc->batcher, job->in, n, svc->timeout_ms, job_done, job, &err) != 0)
+        job_done(job, -1, NULL, 0, 0, &err);
+}
+
+typedef struct sync_ctx {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int finished;
+    bt_http_response *resp;
+} sync_ctx;
+
+static void sync_done(void *ctx, bt_http_response *resp)
+{
+    sync_ctx *s = ctx;
+    pthread_mutex_lock(&s->mu);
+    *s->resp = *resp;
+    memset(&resp->body, 0, sizeof resp->body);
+    s->finished = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void bt_service_handle_sync(bt_service *svc, const bt_http_request *req,
+                            bt_http_response *resp)
+{
+    bt_job *job;
+    if (bt_service_begin(svc, req, resp, &job) == 0)
+        return;
+    sync_ctx s;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    s.resp = resp;
+    bt_service_submit(svc, job, sync_done, &s);
+    pthread_mutex_lock(&s.mu);
+    while (!s.finished)
+        pthread_cond_wait(&s.cv, &s.mu);
+    pthread_mutex_unlock(&s.mu);
+    pthread_cond_destroy(&s.cv);
+    pthread_mutex_destroy(&s.mu);
+}
+
+void bt_service_metrics(bt_service *svc, bt_buf *out)
+{
+    bt_buf_puts(out, "# HELP berth_requests_total HTTP requests by endpoint and status code.\n"
+                     "# TYPE berth_requests_total counter\n");
+    for (int e = 0; e < N_EP; e++)
+        for (int c = 0; c < N_CODES; c++) {
+            uint64_t v = atomic_load_explicit(&svc->counts[e][c], memory_order_relaxed);
+            if (v)
+                bt_buf_printf(out, "berth_requests_total{endpoint=\"%s\",code=\"%d\"} %llu\n",
+                              EP_NAMES[e], c, (unsigned long long)v);
+        }
+    int first = 1;
+    for (int e = 0; e < N_EP; e++) {
+        uint64_t counts[BT_HIST_MAX_BOUNDS + 1], total = 0;
+        bt_histogram_counts(&svc->latency[e], counts);
+        for (size_t i = 0; i <= svc->latency[e].n_bounds; i++)
+            total += counts[i];
+        if (!total)
+            continue;
+        char labels[64];
+        snprintf(labels, sizeof labels, "endpoint=\"%s\"", EP_NAMES[e]);
+        bt_histogram_render(out, &svc->latency[e], "berth_request_duration_seconds",
+                            first ? "Time from request to response, by endpoint." : NULL,
+                            labels);
+        first = 0;
+    }
+    bt_buf_printf(out,
+                  "# HELP berth_inflight_requests Requests received and not yet answered.\n"
+                  "# TYPE berth_inflight_requests gauge\nberth_inflight_requests %lld\n",
+                  (long long)atomic_load(&svc->pending));
+    bt_batcher *b = svc->batcher;
+    bt_histogram_render(out, bt_batcher_queue_seconds(b), "berth_queue_seconds",
+                        "Time requests waited in the batcher's queue.", "");
+    bt_histogram_render(out, bt_batcher_compute_seconds(b), "berth_compute_seconds",
+                        "Time per forward (one batch).", "");
+    bt_histogram_render(out, bt_batcher_batch_sizes(b), "berth_batch_size",
+                        "Rows per forward.", "");
+    bt_batcher_stats st;
+    bt_batcher_get_stats(b, &st);
+    bt_buf_printf(out,
+                  "# HELP berth_batcher_queued Requests waiting in the batcher's queue.\n"
+                  "# TYPE berth_batcher_queued gauge\nberth_batcher_queued %llu\n"
+                  "# HELP berth_batcher_overloaded_total Requests refused: queue full.\n"
+                  "# TYPE berth_batcher_overloaded_total counter\n"
+                  "berth_batcher_overloaded_total %llu\n"
+                  "# HELP berth_batcher_timeouts_total Requests that timed out in the queue.\n"
+                  "# TYPE berth_batcher_timeouts_total counter\n"
+                  "berth_batcher_timeouts_total %llu\n",
+                  (unsigned long long)st.queued, (unsigned long long)st.overloaded,
+                  (unsigned long long)st.timeouts);
+    uint64_t bits = atomic_load(&svc->warmup_bits);
+    double warm;
+    memcpy(&warm, &bits, sizeof warm);
+    bt_buf_printf(out,
+                  "# HELP berth_model_load_seconds Time spent loading the model.\n"
+                  "# TYPE berth_model_load_seconds gauge\nberth_model_load_seconds %.6f\n"
+                  "# HELP berth_model_warmup_seconds Time spent warming the model up.\n"
+                  "# TYPE berth_model_warmup_seconds gauge\nberth_model_warmup_seconds %.6f\n"
+                  "# HELP berth_ready Whether the server is ready (1) or not (0).\n"
+                  "# TYPE berth_ready gauge\nberth_ready %d\n",
+                  svc->model->load_seconds, warm, bt_service_ready(svc));
+}
+
+/* ------------------------------------------------------------------ libmicrohttpd */
+
+struct bt_server {
+    bt_service *svc;
+    struct MHD_Daemon *daemon;
+    bt_server_params params;
+    char *cert;
+    char *key;
+    int port;
+    _Atomic int64_t inflight;
+    _Atomic int draining;
+    int quiesced;
+    pthread_mutex_t mu; /* drain and free */
+};
+
+typedef struct conn_ctx {
+    bt_server *srv;
+    struct MHD_Connection *conn;
+    bt_buf body;
+    int too_large;
+    _Atomic int state; /* 0 receiving, 1 waiting for the batch, 2 response ready */
+    bt_http_response resp;
+    double start;
+} conn_ctx;
+
+static enum MHD_Result send_response(conn_ctx *c)
+{
+    bt_http_response *r = &c->resp;
+    struct MHD_Response *mr =
+        MHD_create_response_from_buffer(r->body.len, r->body.len ? r->body.data : NULL,
+                                        r->body.len ? MHD_RESPMEM_MUST_FREE
+                                                    : MHD_RESPMEM_PERSISTENT);
+    if (!mr)
+        return MHD_NO;
+    if (r->body.len)
+        memset(&r->body, 0, sizeof r->body); /* MHD frees it now */
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+    if (r->header_length >= 0) {
+        char v[32];
+        snprintf(v, sizeof v, "%lld", r->header_length);
+        MHD_add_response_header(mr, "Inference-Header-Content-Length", v);
+    }
+    if (r->retry_after > 0) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", r->retry_after);
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_RETRY_AFTER, v);
+    }
+    if (r->www_authenticate)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (r->allow)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, r->allow);
+    if (atomic_load(&c->srv->draining) || c->too_large)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ok = MHD_queue_response(c->conn, (unsigned)r->status, mr);
+    MHD_destroy_response(mr);
+    return ok;
+}
+
+static void too_large(conn_ctx *c, const char *url, unsigned long long got)
+{
+    response_init(&c->resp);
+    if (got)
+        set_errorf(&c->resp, 413, "request body of %llu bytes is over the limit of %zu bytes "
+                                  "(--max-body-mb)",
+                   got, c->srv->params.max_body_bytes);
+    else
+        set_errorf(&c->resp, 413, "request body is over the limit of %zu bytes (--max-body-mb)",
+                   c->srv->params.max_body_bytes);
+    bt_service_record(c->srv->svc, url, 413, bt_now() - c->start);
+}
+
+static void on_job_done(void *ctx, bt_http_response *resp)
+{
+    conn_ctx *c = ctx;
+    c->resp = *resp;
+    memset(&resp->body, 0, sizeof resp->body);
+    atomic_store(&c->state, 2);
+    MHD_resume_connection(c->conn);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    bt_server *srv = cls;
+    conn_ctx *c = *con_cls;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c)
+            return MHD_NO;
+        c->srv = srv;
+        c->conn = conn;
+        c->start = bt_now();
+        *con_cls = c;
+        atomic_fetch_add(&srv->inflight, 1);
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            unsigned long long n = strtoull(cl, NULL, 10);
+            if (n > srv->params.max_body_bytes) {
+                c->too_large = 1;
+                too_large(c, url, n);
+                atomic_store(&c->state, 2);
+                return send_response(c);
+            }
+            if (n > 0) {
+                c->body.data = malloc((size_t)n + 1);
+                c->body.cap = c->body.data ? (size_t)n + 1 : 0;
+            }
+        }
+        return MHD_YES;
+    }
+    if (atomic_load(&c->state) == 2)
+        return send_response(c);
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (c->too_large)
+            return MHD_YES;
+        if (c->body.len + n > srv->params.max_body_bytes) {
+            c->too_large = 1;
+            bt_buf_free(&c->body);
+            return MHD_YES;
+        }
+        bt_buf_append(&c->body, upload_data, n);
+        return MHD_YES;
+    }
+    if (c->too_large) {
+        too_large(c, url, 0);
+        atomic_store(&c->state, 2);
+        return send_response(c);
+    }
+    if (c->body.oom) {
+        response_init(&c->resp);
+        set_error(&c->resp, 503, "out of memory reading the request body");
+        c->resp.retry_after = 1;
+        atomic_store(&c->state, 2);
+        return send_response(c);
+    }
+    bt_http_request req = {
+        .method = method,
+        .path = url,
+        .content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                    MHD_HTTP_HEADER_CONTENT_TYPE),
+        .authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_AUTHORIZATION),
+        .header_length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     "Inference-Header-Content-Length"),
+        .body = c->body.data,
+        .body_len = c->body.len,
+    };
+    bt_job *job;
+    if (bt_service_begin(srv->svc, &req, &c->resp, &job) == 0) {
+        atomic_store(&c->state, 2);
+        return send_response(c);
+    }
+    bt_buf_free(&c->body); /* the job holds its own tensors */
+    atomic_store(&c->state, 1);
+    MHD_suspend_connection(conn);
+    bt_service_submit(srv->svc, job, on_job_done, c);
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    (void)toe;
+    bt_server *srv = cls;
+    conn_ctx *c = *con_cls;
+    if (!c)
+        return;
+    bt_buf_free(&c->body);
+    bt_buf_free(&c->resp.body);
+    free(c);
+    *con_cls = NULL;
+    atomic_fetch_sub(&srv->inflight, 1);
+}
+
+static void read_pem_free(bt_server *srv)
+{
+    free(srv->cert);
+    free(srv->key);
+}
+
+int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server **out,
+                    bt_error *err)
+{
+    *out = NULL;
+    if (params->port < 0 || params->port > 65535)
+        return bt_error_set(err, BT_ERR_VALUE, "port must be between 0 and 65535, got %d",
+                            params->port);
+    if (params->threads < 1 || params->threads > 1024)
+        return bt_error_set(err, BT_ERR_VALUE, "threads must be between 1 and 1024, got %d",
+                            params->threads);
+    if (!params->tls_cert != !params->tls_key)
+        return bt_error_set(err, BT_ERR_VALUE,
+                            "HTTPS needs both a certificate and a key (--tls-cert and --tls-key)");
+    bt_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+    srv->svc = svc;
+    srv->params = *params;
+    srv->params.host = NULL;
+    if (params->tls_cert) {
+        srv->cert = strdup(params->tls_cert);
+        srv->key = strdup(params->tls_key);
+        if (!srv->cert || !srv->key) {
+            read_pem_free(srv);
+            free(srv);
+            return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+        }
+    }
+    pthread_mutex_init(&srv->mu, NULL);
+
+    char port[16];
+    snprintf(port, sizeof port, "%d", params->port);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    const char *host = params->host && params->host[0] ? params->host : "0.0.0.0";
+    int gai = getaddrinfo(host, port, &hints, &res);
+    if (gai != 0 || !res) {
+        pthread_mutex_destroy(&srv->mu);
+        read_pem_free(srv);
+        free(srv);
+        return bt_error_set(err, BT_ERR_VALUE, "cannot use host '%.200s': %s", host,
+                            gai_strerror(gai));
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    if (res->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    if (srv->cert)
+        flags |= MHD_USE_TLS;
+    struct MHD_OptionItem opts[12];
+    int k = 0;
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, res->ai_addr};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
+                                        params->connection_limit > 0 ? params->connection_limit
+                                                                     : 1024,
+                                        NULL};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
+                                        params->idle_timeout_s > 0 ? params->idle_timeout_s : 60,
+                                        NULL};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+    if (params->threads > 1)
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, params->threads, NULL};
+    if (srv->cert) {
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, srv->cert};
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, srv->key};
+    }
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_ARRAY,
+                                   opts, MHD_OPTION_END);
+    freeaddrinfo(res);
+    if (!srv->daemon) {
+        int e = errno;
+        pthread_mutex_destroy(&srv->mu);
+        read_pem_free(srv);
+        free(srv);
+        return bt_error_set(err, BT_ERR_VALUE,
+                            "cannot listen on %.200s:%d%s%s%s", host, params->port,
+                            e ? " (" : "", e ? strerror(e) : "",
+                            params->tls_cert ? "; or the TLS certificate/key is not valid PEM)"
+                                             : (e ? ")" : ""));
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon,
+                                                           MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = info ? info->port : params->port;
+    *out = srv;
+    return 0;
+}
+
+int bt_server_port(const bt_server *srv) { return srv->port; }
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+void bt_server_drain(bt_server *srv, double grace_s)
+{
+    pthread_mutex_lock(&srv->mu);
+    bt_service_set_ready(srv->svc, 0);
+    atomic_store(&srv->draining, 1);
+    double deadline = bt_now() + (grace_s > 0 ? grace_s : 0);
+    while (atomic_load(&srv->inflight) > 0 && bt_now() < deadline)
+        sleep_ms(5);
+    if (!srv->quiesced) {
+        MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
+        if (fd != MHD_INVALID_SOCKET)
+            close(fd);
+        srv->quiesced = 1;
+    }
+    /* Forwards already running finish; their connections get their answers. */
+    while (bt_service_pending(srv->svc) > 0)
+        sleep_ms(5);
+    double flush = bt_now() + 1.0;
+    while (atomic_load(&srv->inflight) > 0 && bt_now() < flush)
+        sleep_ms(5);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+void bt_server_free(bt_server *srv)
+{
+    if (!srv)
+        return;
+    pthread_mutex_lock(&srv->mu);
+    while (bt_service_pending(srv->svc) > 0)
+        sleep_ms(5); /* no connection may stay suspended when the daemon stops */
+    MHD_stop_daemon(srv->daemon);
+    pthread_mutex_unlock(&srv->mu);
+    pthread_mutex_destroy(&srv->mu);
+    read_pem_free(srv);
+    free(srv);
+}

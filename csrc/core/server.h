@@ -1,0 +1,123 @@
+/*
+ * server.h - serving one model over HTTP: the service (routing, auth, codec, batcher,
+ * metrics, readiness; no transport) and the libmicrohttpd server around it.
+ *
+ * The service is shared by both transports: the C server calls bt_service_begin and
+ * bt_service_submit from libmicrohttpd's threads and suspends the connection while the
+ * batch runs; the Flask/FastAPI adapters call bt_service_handle_sync from a worker
+ * thread with the GIL released.
+ *
+ * Endpoints (Open Inference Protocol v2, KServe v1, Prometheus):
+ *   GET  /v2/health/live, /v2/health/ready, /v2, /v2/models/{name}, /v2/models/{name}/ready
+ *   POST /v2/models/{name}/infer          (also under /v2/models/{name}/versions/{v}/)
+ *   GET  /v1/models/{name}; POST /v1/models/{name}:predict
+ *   GET  /metrics
+ * Every error body is {"error": "..."}. Bad input is always a 4xx.
+ */
+#ifndef BERTH_SERVER_H
+#define BERTH_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "batcher.h"
+#include "codec.h"
+#include "error.h"
+#include "model.h"
+
+typedef struct bt_service bt_service;
+typedef struct bt_job bt_job;
+typedef struct bt_server bt_server;
+
+typedef struct bt_service_params {
+    const char *name;          /* model name in URLs (copied) */
+    bt_batcher_params batch;   /* batcher settings */
+    const char *auth_token;    /* bearer token (copied); NULL or "": no auth */
+    int log_requests;          /* one line per request on stderr */
+    double timeout_ms;         /* queue timeout per request; <= 0: none */
+} bt_service_params;
+
+/* A request as a transport sees it. Header values are NULL when absent. */
+typedef struct bt_http_request {
+    const char *method;
+    const char *path;          /* without the query string */
+    const char *content_type;
+    const char *authorization;
+    const char *header_length; /* Inference-Header-Content-Length */
+    const char *body;
+    size_t body_len;
+} bt_http_request;
+
+typedef struct bt_http_response {
+    int status;
+    const char *content_type;  /* static string */
+    long long header_length;   /* Inference-Header-Content-Length to send; -1: none */
+    int retry_after;           /* seconds for Retry-After; 0: none */
+    int www_authenticate;      /* send WWW-Authenticate: Bearer */
+    const char *allow;         /* Allow header for 405; NULL: none */
+    bt_buf body;               /* owned by whoever holds the response */
+} bt_http_response;
+
+/* Receives the finished response of a submitted job; takes ownership of resp->body. */
+typedef void (*bt_response_fn)(void *ctx, bt_http_response *resp);
+
+int bt_service_create(bt_model *model, const bt_service_params *params, bt_service **out,
+                      bt_error *err);
+/* Stops the batcher (finishing queued work) and frees. NULL-tolerant. */
+void bt_service_free(bt_service *svc);
+
+void bt_service_set_ready(bt_service *svc, int ready);
+int bt_service_ready(const bt_service *svc);
+int bt_service_batching(const bt_service *svc);
+bt_batcher *bt_service_batcher(bt_service *svc);
+/* Requests begun and not yet answered. */
+int64_t bt_service_pending(const bt_service *svc);
+
+/* Runs batches of the signature's shape through the batcher: batch 1 and max_batch_size,
+ * `rounds` times each. Returns 1 when it ran, 0 when the signature lacks dtypes or shapes
+ * (nothing to warm up with), -1 with err set when forward failed. *seconds gets the time. */
+int bt_service_warmup(bt_service *svc, int rounds, double *seconds, bt_error *err);
+
+/* Routes req. Returns 0 when *resp holds the answer, or 1 when the answer needs a
+ * forward: pass *job to bt_service_submit. The request's strings need only live for
+ * this call. */
+int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_response *resp,
+                     bt_job **job);
+
+/* Queues job; done(ctx, resp) is called exactly once: from this thread when the job
+ * cannot be queued (overload), else from the batcher's thread. */
+void bt_service_submit(bt_service *svc, bt_job *job, bt_response_fn done, void *ctx);
+
+/* begin + submit + wait. Blocks the calling thread. */
+void bt_service_handle_sync(bt_service *svc, const bt_http_request *req,
+                            bt_http_response *resp);
+
+/* Appends the Prometheus text of /metrics. */
+void bt_service_metrics(bt_service *svc, bt_buf *out);
+
+/* Records a response the transport produced itself (413 during upload, say). */
+void bt_service_record(bt_service *svc, const char *path, int status, double seconds);
+
+typedef struct bt_server_params {
+    const char *host;        /* "0.0.0.0", "127.0.0.1", "::" or a name */
+    int port;                /* 0: any free port (see bt_server_port) */
+    int threads;             /* HTTP threads, >= 1 */
+    size_t max_body_bytes;   /* larger bodies get 413 */
+    const char *tls_cert;    /* PEM text; NULL: plain HTTP */
+    const char *tls_key;     /* PEM text */
+    int connection_limit;    /* open connections at most */
+    int idle_timeout_s;      /* close idle keep-alive connections after this */
+} bt_server_params;
+
+/* Starts listening (readiness stays as the service says). */
+int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server **out,
+                    bt_error *err);
+int bt_server_port(const bt_server *srv);
+/* Graceful stop: readiness fails at once, accepted requests finish (answers carry
+ * Connection: close), then the listener closes; returns when no request is in flight or
+ * grace_s has passed (then waits only for forwards already running). Idempotent. */
+void bt_server_drain(bt_server *srv, double grace_s);
+/* Stops the daemon (after drain when called first). NULL-tolerant. */
+void bt_server_free(bt_server *srv);
+
+#endif /* BERTH_SERVER_H */

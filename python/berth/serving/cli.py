@@ -1,0 +1,218 @@
+"""``python -m berth serve MODEL ...``: the C server, started and stopped from Python.
+
+Python parses the arguments, checks the model file, loads it, starts the C server, warms
+the model up, turns readiness on and waits for SIGTERM/SIGINT. No Python runs on the
+request path.
+
+>>> args = build_parser().parse_args(["model.pt", "--port", "9000"])
+>>> (args.host, args.port, args.max_batch_size, args.max_delay_ms, args.grace_period)
+('0.0.0.0', 9000, 64, 2.0, 20.0)
+>>> model_name_from_path("/models/seed-v2.pt")
+'seed-v2'
+"""
+import argparse
+import hashlib
+import os
+import signal
+import sys
+import threading
+
+EXIT_USAGE = 2  # bad arguments, checksum mismatch, unreadable files
+EXIT_LOAD = 1   # the model or the server could not start
+
+
+def build_parser():
+    """The argument parser of ``python -m berth serve``."""
+    p = argparse.ArgumentParser(
+        prog="python -m berth serve",
+        description="Serve a TorchScript model over the Open Inference Protocol v2 and "
+                    "KServe v1 from berth's C HTTP server, with dynamic batching.")
+    p.add_argument("model", help="TorchScript file (.pt)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free)")
+    p.add_argument("--name", help="model name in URLs (default: the file name without .pt)")
+    p.add_argument("--max-batch-size", type=int, default=64, help="rows per forward (default 64)")
+    p.add_argument("--max-delay-ms", type=float, default=2.0,
+                   help="longest wait for more rows after the first (default 2)")
+    p.add_argument("--max-queue", type=int, default=1024,
+                   help="queued requests before 503 Overloaded (default 1024)")
+    p.add_argument("--no-batching", action="store_true", help="run one request per forward")
+    p.add_argument("--threads", type=int,
+                   help="libtorch intra-op threads (default: BERTH_NUM_THREADS, else the "
+                        "cgroup CPU quota, else the CPU count)")
+    p.add_argument("--http-threads", type=int,
+                   help="HTTP threads (default: as many as intra-op threads, at least 2)")
+    p.add_argument("--max-body-mb", type=float, default=64.0,
+                   help="largest request body in MiB; larger get 413 (default 64)")
+    p.add_argument("--timeout-ms", type=float, default=0.0,
+                   help="fail requests that wait longer in the queue (default: no limit)")
+    p.add_argument("--grace-period", type=float, default=20.0,
+                   help="seconds to finish in-flight requests after SIGTERM (default 20)")
+    p.add_argument("--sha256", help="refuse to start unless the model file has this sha256 "
+                                    "(or set BERTH_MODEL_SHA256)")
+    p.add_argument("--log-level", choices=("info", "debug"), default="info",
+                   help="debug logs one line per request")
+    p.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
+    p.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    p.add_argument("--auth-token-file",
+                   help="file holding a bearer token required on every endpoint but health")
+    return p
+
+
+def model_name_from_path(path):
+    """The default model name: the file's base name without its extension."""
+    return os.path.splitext(os.path.basename(path))[0] or "model"
+
+
+def file_sha256(path):
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class StartupError(Exception):
+    """A reason not to start, with the exit status to use."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
+def check_arguments(args):
+    """Validates args beyond argparse; raises StartupError."""
+    if args.max_body_mb <= 0:
+        raise StartupError(f"--max-body-mb must be positive, got {args.max_body_mb}", EXIT_USAGE)
+    if args.grace_period < 0:
+        raise StartupError(f"--grace-period must be >= 0, got {args.grace_period}", EXIT_USAGE)
+    for flag, value in (("--threads", args.threads), ("--http-threads", args.http_threads)):
+        if value is not None and value < 1:
+            raise StartupError(f"{flag} must be at least 1, got {value}", EXIT_USAGE)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise StartupError("HTTPS needs both --tls-cert and --tls-key", EXIT_USAGE)
+    if not os.path.isfile(args.model):
+        raise StartupError(f"model file {args.model!r} does not exist", EXIT_USAGE)
+    expected = args.sha256 or os.environ.get("BERTH_MODEL_SHA256")
+    if expected:
+        expected = expected.strip().lower()
+        actual = file_sha256(args.model)
+        if actual != expected:
+            raise StartupError(f"refusing to start: {args.model} has sha256 {actual}, "
+                               f"expected {expected}", EXIT_USAGE)
+
+
+def read_text(path, what):
+    """Contents of a small text file, or StartupError naming the flag."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise StartupError(f"cannot read {what} {path!r}: {e.strerror}", EXIT_USAGE) from None
+
+
+def start(args):
+    """Loads the model and starts listening; returns (model, service, server)."""
+    import berth
+    from .. import _core
+
+    if args.threads:
+        os.environ["BERTH_NUM_THREADS"] = str(args.threads)
+    token = None
+    if args.auth_token_file:
+        token = read_text(args.auth_token_file, "--auth-token-file").strip()
+        if not token:
+            raise StartupError(f"--auth-token-file {args.auth_token_file!r} is empty", EXIT_USAGE)
+    cert = read_text(args.tls_cert, "--tls-cert") if args.tls_cert else None
+    key = read_text(args.tls_key, "--tls-key") if args.tls_key else None
+    try:
+        model = berth.load(args.model)
+    except berth.ModelLoadError as e:
+        raise StartupError(str(e), EXIT_LOAD) from None
+    name = args.name or model_name_from_path(args.model)
+    try:
+        service = _core.Service(model, name, max_batch_size=args.max_batch_size,
+                                max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
+                                batching=False if args.no_batching else None,
+                                auth_token=token, log_requests=args.log_level == "debug",
+                                timeout_ms=args.timeout_ms)
+    except ValueError as e:
+        raise StartupError(str(e), EXIT_USAGE) from None
+    http_threads = args.http_threads or max(2, _core.num_threads())
+    try:
+        server = _core.Server(service, host=args.host, port=args.port, threads=http_threads,
+                              max_body_bytes=int(args.max_body_mb * (1 << 20)),
+                              tls_cert=cert, tls_key=key)
+    except ValueError as e:
+        service.close()
+        raise StartupError(str(e), EXIT_LOAD) from None
+    return model, service, server, http_threads
+
+
+def signature_text(model):
+    """"dense_input: float32 (-1, 10) -> dense_2: float32 (-1, 1)" style summary."""
+    def one(spec):
+        shape = "?" if spec.shape is None else "(" + ", ".join(map(str, spec.shape)) + ")"
+        return f"{spec.name}: {spec.dtype or '?'} {shape}"
+    ins = ", ".join(one(s) for s in model.inputs) or "?"
+    outs = ", ".join(one(s) for s in model.outputs) or "?"
+    return f"{ins} -> {outs}"
+
+
+def log(message):
+    print(f"berth: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv):
+    """Runs ``python -m berth serve``; returns the exit status (0 after a clean SIGTERM)."""
+    args = build_parser().parse_args(argv)
+    stop = threading.Event()
+    received = []
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            check_arguments(args)
+            model, service, server, http_threads = start(args)
+        except StartupError as e:
+            log(f"error: {e}")
+            return e.status
+        from .. import _core
+        scheme = "https" if args.tls_cert else "http"
+        log(f"serving {args.model} as '{service_name(args)}': {signature_text(model)}; "
+            f"libtorch threads {_core.num_threads()}, http threads {http_threads}; batching "
+            + (f"on (max {args.max_batch_size} rows, {args.max_delay_ms:g} ms)"
+               if service.batching else "off")
+            + f"; listening on {scheme}://{args.host}:{server.port}"
+            + ("; bearer token required" if args.auth_token_file else ""))
+        if not stop.is_set():
+            try:
+                seconds = service.warmup()
+            except Exception as e:  # forward failed on zeros: serve anyway, say so
+                log(f"warning: warm-up failed, serving without it: {e}")
+                seconds = None
+            log("warm-up skipped: the signature has no dtypes/shapes" if seconds is None
+                else f"warmed up in {seconds * 1000:.0f} ms")
+            service.set_ready(True)
+            log("ready")
+        while not stop.wait(0.5):
+            pass
+        log(f"received {signal.Signals(received[0]).name}: not ready; finishing in-flight "
+            f"requests (grace period {args.grace_period:g} s)")
+        server.drain(max(0.0, args.grace_period - 1.0))
+        server.close()
+        service.close()
+        log("stopped")
+        return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def service_name(args):
+    return args.name or model_name_from_path(args.model)
