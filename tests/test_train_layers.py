@@ -213,3 +213,28 @@ def test_embedding_model_declares_int64_input(tmp_path):
     assert read_metadata(path)["inputs"][0]["dtype"] == "int64"
     with pytest.raises(ValueError, match="expects integer ids"):
         model.predict(np.full((2, 4), 0.5))
+
+
+class NamedTorchOp(torch.nn.Module):
+    """A user's module TorchScript cannot compile (it looks the op up by name at run time)."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+
+    def forward(self, x):
+        return getattr(torch, self.op)(x)
+
+
+def test_unscriptable_user_module_is_traced_and_says_so(tmp_path):
+    set_seed(0)
+    model = Sequential([layers.Dense(4, input_shape=(3,)), NamedTorchOp("sin"), layers.Dense(1)])
+    path = tmp_path / "traced.pt"
+    with pytest.warns(UserWarning, match="saving a trace instead"):
+        model.save(path)
+    export = read_metadata(path)["export"]
+    assert export["method"] == "trace" and export["reason"]
+    loaded = torch.jit.load(str(path))
+    x = RNG.standard_normal((5, 3)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(dense_input=torch.as_tensor(x)).numpy(), model.predict(x), atol=1e-6)

@@ -51,8 +51,8 @@ class Sequential(nn.Module):
 
     def __init__(self, layers=None, name="sequential"):
         super().__init__()
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"name must be an identifier-like string, got {name!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
         self.name = name
         self.body = nn.Sequential()
         self.input_shape = None
@@ -382,8 +382,11 @@ class Sequential(nn.Module):
         values = list(results.values())
         return values[0] if len(values) == 1 else values
 
-    def predict(self, x, batch_size=None):
-        """Outputs for ``x`` (NumPy, float32), computed in inference mode in batches of ``batch_size``."""
+    def predict(self, x, batch_size=None, verbose=0):
+        """Outputs for ``x`` (NumPy, float32), computed in inference mode in batches of ``batch_size``.
+
+        ``verbose`` is accepted for Keras compatibility; predict prints nothing.
+        """
         batch_size = 32 if batch_size is None else _check_int(batch_size, "batch_size", 1)
         x_tensor = self._inputs(x)
         device = self._device()
