@@ -202,3 +202,12 @@ def test_set_seed_and_optimizer_arguments():
         _model(metrics="mae")
     with pytest.raises(ValueError, match=r"EarlyStopping: mode must be 'auto', 'min' or 'max', got 'down'"):
         callbacks.EarlyStopping(mode="down")
+
+
+def test_checkpoint_filepath_field_missing_from_logs(tmp_path):
+    checkpoint = callbacks.ModelCheckpoint(str(tmp_path / "m-{val_loss:.2f}.pt"))
+    with pytest.raises(ValueError, match=r"filepath '.*m-\{val_loss:.2f\}.pt' uses 'val_loss' which is not in the logs"):
+        _model().fit(X, Y, epochs=1, verbose=0, callbacks=[checkpoint])
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(TypeError, match=r"layers: expected a list of layers, got str"):
+        Sequential("dense")

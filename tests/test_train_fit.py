@@ -313,3 +313,18 @@ def test_saved_metadata_records_training(tmp_path):
     assert meta["model"] == {"class": "Sequential", "config": model.get_config()}
     assert meta["torch_version"] == torch.__version__
     assert meta["created"].endswith("Z")
+
+
+def test_sparse_labels_per_timestep():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 5, 3)).astype(np.float32)
+    y = (x[..., 0] > 0).astype(np.int64)  # one label per timestep
+    set_seed(0)
+    model = Sequential([layers.LSTM(8, return_sequences=True, input_shape=(5, 3)),
+                        layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    p = model.predict(x)
+    expected = -np.mean(np.log(np.take_along_axis(p, y[..., None], axis=-1)))
+    assert model.evaluate(x, y, verbose=0)[0] == pytest.approx(expected, rel=1e-5)
+    assert history.history["accuracy"][0] <= 1.0

@@ -180,7 +180,13 @@ class ModelCheckpoint(Callback):
             if self.verbose:
                 print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to {current:.5f}")
             self.best = current
-        path = self.filepath.format(epoch=epoch + 1, **logs)
+        try:
+            path = self.filepath.format(epoch=epoch + 1, **logs)
+        except KeyError as error:
+            raise ValueError(
+                f"ModelCheckpoint: filepath '{self.filepath}' uses {error} which is not in the logs "
+                f"(available: epoch, {', '.join(sorted(logs))})"
+            ) from None
         if self.save_weights_only:
             self.model.save_weights(path)
         else:

@@ -104,7 +104,9 @@ class SparseCategoricalCrossentropy(_Crossentropy):
     target = "sparse"
 
     def __call__(self, y_true, y_pred):
-        return F.nll_loss(_log_probabilities(y_pred, self.from_logits), y_true)
+        log_p = _log_probabilities(y_pred, self.from_logits)
+        # One class axis last, any number of leading axes (e.g. one label per timestep).
+        return F.nll_loss(log_p.reshape(-1, log_p.shape[-1]), y_true.reshape(-1))
 
 
 class CallableLoss(Loss):

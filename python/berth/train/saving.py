@@ -96,7 +96,7 @@ class BerthServing(torch.nn.Module):
 '''
 
 
-def _serving_module(model, directory):
+def _serving_module(model):
     """Wrap the model's layers in a module whose forward argument is the input's name.
 
     TorchScript compiles from source, so the wrapper is written to a scratch file.
@@ -104,7 +104,7 @@ def _serving_module(model, directory):
     name = model._input_name()
     if not name.isidentifier():
         raise ValueError(f"input name must be a Python identifier, got {name!r}")
-    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+    with tempfile.TemporaryDirectory() as scratch:
         source = os.path.join(scratch, "berth_serving.py")
         with open(source, "w") as handle:
             handle.write(textwrap.dedent(_SERVING_SOURCE).format(name=name))
@@ -166,8 +166,7 @@ def save_model(model, path):
             model_for_export = copy.deepcopy(model).cpu()
         else:
             model_for_export = model
-        with tempfile.TemporaryDirectory() as scratch:
-            scripted, export = _serving_module(model_for_export, scratch)
+        scripted, export = _serving_module(model_for_export)
         text = json.dumps(metadata(model, export), indent=1, sort_keys=False)
         _atomic_write(path, directory, lambda temp: torch.jit.save(scripted, temp, _extra_files={METADATA_FILE: text}))
     finally:

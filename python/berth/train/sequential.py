@@ -64,7 +64,7 @@ class Sequential(nn.Module):
         self._optimizer = None
         self._fit_record = None
         if layers is not None:
-            if isinstance(layers, (nn.Module, layer_module.Input)) or not hasattr(layers, "__iter__"):
+            if isinstance(layers, (nn.Module, layer_module.Input, str)) or not hasattr(layers, "__iter__"):
                 raise TypeError(f"layers: expected a list of layers, got {type(layers).__name__}")
             for index, layer in enumerate(layers):
                 self.add(layer, _argument=f"layers[{index}]")
