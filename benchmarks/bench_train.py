@@ -86,7 +86,8 @@ def _train(model, optimizer, loss_fn, x, y, epochs, batch_size):
             loss.backward()
             optimizer.step()
             running += loss.item() * len(xb)
-        _epoch_loss = running / n
+        epoch_loss = running / n  # what a hand-written loop reports each epoch
+    return epoch_loss
 
 
 def main():

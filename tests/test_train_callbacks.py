@@ -4,7 +4,6 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 
 from berth.train import Sequential, callbacks, layers, load_model, optimizers
 from berth.train.saving import read_metadata

@@ -11,7 +11,6 @@ accuracy that fits the loss (binary, categorical or sparse categorical).
 ('accuracy', 0.5)
 """
 
-import torch
 import torch.nn.functional as F
 
 from .naming import lookup

@@ -24,7 +24,6 @@ import tempfile
 import textwrap
 import warnings
 
-import numpy as np
 import torch
 
 __all__ = ["save_model", "save_weights", "load_weights", "load_model", "read_metadata", "metadata", "BERTH_FORMAT"]
