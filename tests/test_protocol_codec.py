@@ -1,0 +1,358 @@
+"""The C protocol codec (Open Inference Protocol v2, binary extension, KServe v1), driven
+in-process through berth._core.Service.handle: bytes in, status + bytes out, numbers
+compared with berth.load(...).predict."""
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import berth
+from berth import _core
+from conftest import save_script
+
+JSON = "application/json"
+
+
+@pytest.fixture(scope="module")
+def seed(seed_model_path):
+    model = berth.load(seed_model_path)
+    service = _core.Service(model, "seed")
+    service.set_ready(True)
+    yield model, service
+    service.close()
+
+
+def spec_model():
+    """The model of the protocol spec's examples: two inputs, two named outputs."""
+    import torch
+
+    class Spec(torch.nn.Module):
+        def forward(self, input0, input1):
+            flags = input1.to(torch.float32)
+            return torch.stack([flags + 1.0, flags + 1.1], dim=1), input0.to(torch.float32)
+
+    return Spec()
+
+
+SPEC_META = {"inputs": [{"name": "input0", "dtype": "int32", "shape": [2, 2]},
+                        {"name": "input1", "dtype": "bool", "shape": [3]}],
+             "outputs": [{"name": "output0", "dtype": "float32", "shape": [3, 2]},
+                         {"name": "output1", "dtype": "float32", "shape": [2, 2]}]}
+
+
+@pytest.fixture(scope="module")
+def spec(models_dir):
+    path = save_script(spec_model(), models_dir / "spec.pt", SPEC_META)
+    service = _core.Service(berth.load(path), "mymodel")
+    yield service
+    service.close()
+
+
+@pytest.fixture(scope="module")
+def identity(identity_model_path):
+    service = _core.Service(berth.load(identity_model_path), "identity")
+    yield service
+    service.close()
+
+
+def infer(service, name, body, content_type=JSON, header_length=None):
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+    return service.handle("POST", f"/v2/models/{name}/infer", body, content_type, None,
+                          None if header_length is None else str(header_length))
+
+
+def binary_request(header, *chunks):
+    head = json.dumps(header).encode()
+    return head + b"".join(chunks), len(head)
+
+
+def split_binary(headers, body):
+    length = int(dict(headers)["Inference-Header-Content-Length"])
+    return json.loads(body[:length]), body[length:]
+
+
+def test_spec_json_example(spec):
+    """The request/response example of the spec (JSON data), with supported types."""
+    status, headers, body = infer(spec, "mymodel", {
+        "id": "42",
+        "inputs": [{"name": "input0", "shape": [2, 2], "datatype": "INT32", "data": [1, 2, 3, 4]},
+                   {"name": "input1", "shape": [3], "datatype": "BOOL", "data": [True, False, True]}],
+        "outputs": [{"name": "output0"}]})
+    assert status == 200, body
+    assert dict(headers)["Content-Type"] == JSON
+    reply = json.loads(body)
+    assert reply["id"] == "42" and reply["model_name"] == "mymodel"
+    assert [o["name"] for o in reply["outputs"]] == ["output0"]
+    out = reply["outputs"][0]
+    assert out["shape"] == [3, 2] and out["datatype"] == "FP32"
+    np.testing.assert_allclose(out["data"], [2.0, 2.1, 1.0, 1.1, 2.0, 2.1], rtol=1e-6)
+
+
+def test_spec_binary_example(spec):
+    """The binary tensor data extension example: binary in, one output binary, one JSON."""
+    a = np.array([[1, 2], [3, 4]], dtype=np.int32)
+    flags = np.array([True, True, False])
+    body, length = binary_request({
+        "model_name": "mymodel",
+        "inputs": [{"name": "input0", "shape": [2, 2], "datatype": "INT32",
+                    "parameters": {"binary_data_size": 16}},
+                   {"name": "input1", "shape": [3], "datatype": "BOOL",
+                    "parameters": {"binary_data_size": 3}}],
+        "outputs": [{"name": "output0", "parameters": {"binary_data": True}}, {"name": "output1"}]},
+        a.tobytes(), flags.tobytes())
+    status, headers, reply = infer(spec, "mymodel", body, "application/octet-stream", length)
+    assert status == 200, reply
+    assert dict(headers)["Content-Type"] == "application/octet-stream"
+    head, tail = split_binary(headers, reply)
+    out0, out1 = head["outputs"]
+    assert out0 == {"name": "output0", "datatype": "FP32", "shape": [3, 2],
+                    "parameters": {"binary_data_size": 24}}
+    assert len(tail) == 24
+    np.testing.assert_allclose(np.frombuffer(tail, np.float32).reshape(3, 2),
+                               [[2.0, 2.1], [2.0, 2.1], [1.0, 1.1]], rtol=1e-6)
+    assert out1["data"] == [1, 2, 3, 4] and out1["shape"] == [2, 2]
+
+
+def test_seed_numbers_match_predict(seed):
+    model, service = seed
+    x = np.random.default_rng(0).standard_normal((5, 10)).astype(np.float32)
+    expected = model.predict(x)
+    flat = {"inputs": [{"name": "dense_input", "shape": [5, 10], "datatype": "FP32",
+                        "data": x.ravel().tolist()}]}
+    nested = {"inputs": [{"name": "dense_input", "shape": [5, 10], "datatype": "FP32",
+                          "data": x.tolist()}]}
+    for req in (flat, nested):
+        status, _, body = infer(service, "seed", req)
+        assert status == 200, body
+        out = json.loads(body)["outputs"][0]
+        assert out["name"] == "dense_2" and out["shape"] == [5, 1]
+        np.testing.assert_array_equal(np.float32(out["data"]), expected.ravel())
+    # binary in, binary out (binary_data_output), bit-exact
+    body, length = binary_request({"inputs": [{"name": "dense_input", "shape": [5, 10],
+                                               "datatype": "FP32",
+                                               "parameters": {"binary_data_size": 200}}],
+                                   "parameters": {"binary_data_output": True}}, x.tobytes())
+    status, headers, reply = infer(service, "seed", body, "application/octet-stream", length)
+    assert status == 200, reply
+    head, tail = split_binary(headers, reply)
+    assert head["outputs"][0]["parameters"] == {"binary_data_size": 20}
+    np.testing.assert_array_equal(np.frombuffer(tail, np.float32).reshape(5, 1), expected)
+
+
+def test_float64_json_data_is_cast_for_a_float32_model(seed):
+    model, service = seed
+    x = np.linspace(-1, 1, 10).reshape(1, 10)
+    status, _, body = infer(service, "seed", {"inputs": [{"name": "dense_input", "shape": [1, 10],
+                                                          "datatype": "FP64", "data": x.ravel().tolist()}]})
+    assert status == 200, body
+    np.testing.assert_allclose(json.loads(body)["outputs"][0]["data"],
+                               model.predict(x.astype(np.float32)).ravel(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("datatype,dtype,values", [
+    ("BOOL", np.bool_, [True, False, True, True]),
+    ("UINT8", np.uint8, [0, 7, 200, 255]),
+    ("INT8", np.int8, [-128, -1, 0, 127]),
+    ("INT16", np.int16, [-32768, 5, 300, 32767]),
+    ("INT32", np.int32, [-2147483648, 0, 1, 2147483647]),
+    ("INT64", np.int64, [-9223372036854775808, -1, 1 << 40, 9223372036854775807]),
+    ("FP16", np.float16, [0.5, -2.0, 65504.0, 0.0999755859375]),
+    ("FP32", np.float32, [0.1, -3.5, 1e30, 1.17549435e-38]),
+    ("FP64", np.float64, [0.1, -1e300, 2.5, 5e-324]),
+])
+def test_every_datatype_round_trips(identity, datatype, dtype, values):
+    """JSON and binary in, JSON and binary out, through an identity model: exact."""
+    x = np.array(values, dtype=dtype).reshape(2, 2)
+    status, _, body = infer(identity, "identity", {"inputs": [
+        {"name": "x", "shape": [2, 2], "datatype": datatype, "data": x.tolist()}]})
+    assert status == 200, body
+    out = json.loads(body)["outputs"][0]
+    assert out["datatype"] == datatype and out["shape"] == [2, 2]
+    np.testing.assert_array_equal(np.array(out["data"], dtype=dtype).reshape(2, 2), x)
+    req, length = binary_request({"inputs": [{"name": "x", "shape": [2, 2], "datatype": datatype,
+                                              "parameters": {"binary_data_size": x.nbytes}}],
+                                  "outputs": [{"name": "output_0",
+                                               "parameters": {"binary_data": True}}]}, x.tobytes())
+    status, headers, reply = infer(identity, "identity", req, "application/octet-stream", length)
+    assert status == 200, reply
+    head, tail = split_binary(headers, reply)
+    assert head["outputs"][0]["datatype"] == datatype
+    assert tail == x.tobytes()
+
+
+def test_v1_predict(seed, spec, models_dir):
+    model, service = seed
+    x = np.random.default_rng(1).standard_normal((3, 10)).astype(np.float32)
+    status, _, body = service.handle("POST", "/v1/models/seed:predict",
+                                     json.dumps({"instances": x.tolist()}).encode(), JSON)
+    assert status == 200, body
+    np.testing.assert_array_equal(np.float32(json.loads(body)["predictions"]), model.predict(x))
+    # several inputs: instances keyed by input name; several outputs: one object per row
+    import torch
+
+    class Two(torch.nn.Module):
+        def forward(self, a, b):
+            return a + b, a * 2.0
+
+    meta = {"inputs": [{"name": "a", "dtype": "float32", "shape": [-1, 2]},
+                       {"name": "b", "dtype": "float32", "shape": [-1, 2]}],
+            "outputs": [{"name": "sum", "dtype": "float32", "shape": [-1, 2]},
+                        {"name": "double", "dtype": "float32", "shape": [-1, 2]}]}
+    two = _core.Service(berth.load(save_script(Two(), models_dir / "two.pt", meta)), "two")
+    try:
+        status, _, body = two.handle("POST", "/v1/models/two:predict", json.dumps(
+            {"instances": [{"a": [1, 2], "b": [10, 20]}, {"a": [3, 4], "b": [30, 40]}]}).encode(), JSON)
+        assert status == 200, body
+        assert json.loads(body) == {"predictions": [{"sum": [11, 22], "double": [2, 4]},
+                                                    {"sum": [33, 44], "double": [6, 8]}]}
+        status, _, body = two.handle("POST", "/v1/models/two:predict",
+                                     b'{"instances": [[1, 2]]}', JSON)
+        assert status == 400 and "object keyed by input name" in json.loads(body)["error"]
+    finally:
+        two.close()
+
+
+def test_metadata_and_health(seed):
+    _, service = seed
+    status, _, body = service.handle("GET", "/v2/models/seed", b"")
+    assert status == 200
+    meta = json.loads(body)
+    assert meta["name"] == "seed" and meta["platform"] == "pytorch_torchscript"
+    assert meta["inputs"] == [{"name": "dense_input", "datatype": "FP32", "shape": [-1, 10]}]
+    assert meta["outputs"] == [{"name": "dense_2", "datatype": "FP32", "shape": [-1, 1]}]
+    status, _, body = service.handle("GET", "/v2", b"")
+    assert status == 200 and "binary_tensor_data" in json.loads(body)["extensions"]
+    assert service.handle("GET", "/v2/health/live", b"")[0] == 200
+    assert service.handle("GET", "/v2/models/seed/ready", b"")[0] == 200
+    assert service.handle("GET", "/v2/models/seed/versions/1/ready", b"")[0] == 200
+    assert json.loads(service.handle("GET", "/v1/models/seed", b"")[2]) == {"name": "seed", "ready": True}
+
+
+def test_readiness_is_a_status_code(seed_model_path):
+    service = _core.Service(berth.load(seed_model_path), "seed")
+    try:
+        status, _, body = service.handle("GET", "/v2/health/ready", b"")
+        assert status == 503 and "warming up" in json.loads(body)["error"]
+        service.set_ready(True)
+        assert service.handle("GET", "/v2/health/ready", b"")[0] == 200
+        service.set_ready(False)
+        status, _, body = service.handle("GET", "/v2/health/ready", b"")
+        assert status == 503 and "shutting down" in json.loads(body)["error"]
+    finally:
+        service.close()
+
+
+SEED_INPUT = {"name": "dense_input", "shape": [1, 10], "datatype": "FP32", "data": [0.0] * 10}
+
+BAD_BODIES = [
+    # (body, content type, header length, expected status, words the error must contain)
+    (b"{not json", JSON, None, 400, "not valid JSON"),
+    (b"[1, 2]", JSON, None, 400, "must be a JSON object"),
+    (b"{}", JSON, None, 400, "non-empty 'inputs' list"),
+    ({"inputs": "x"}, JSON, None, 400, "non-empty 'inputs' list"),
+    ({"inputs": [{"shape": [1, 10], "datatype": "FP32", "data": [0] * 10}]}, JSON, None, 400, "string 'name'"),
+    ({"inputs": [dict(SEED_INPUT, datatype="FP8")]}, JSON, None, 400, "unsupported datatype 'FP8'"),
+    ({"inputs": [dict(SEED_INPUT, datatype="BYTES")]}, JSON, None, 400, "expected one of BOOL"),
+    ({"inputs": [dict(SEED_INPUT, shape=[1, 9])]}, JSON, None, 400, "needs 9 elements but 'data' holds 10"),
+    ({"inputs": [dict(SEED_INPUT, shape=[1, -10])]}, JSON, None, 400, "non-negative integer"),
+    ({"inputs": [dict(SEED_INPUT, shape=[1 << 40, 1 << 40])]}, JSON, None, 400, "elements but 'data' holds 10"),
+    ({"inputs": [dict(SEED_INPUT, shape=[1 << 31] * 8)]}, JSON, None, 400, "more than"),
+    ({"inputs": [dict(SEED_INPUT, data=["a"] * 10)]}, JSON, None, 400, "expected numbers for FP32 data, got a string"),
+    ({"inputs": [dict(SEED_INPUT, data=[1e39] + [0] * 9)]}, JSON, None, 400, "out of range for FP32"),
+    ({"inputs": [SEED_INPUT, SEED_INPUT]}, JSON, None, 400, "appears twice"),
+    ({"inputs": [dict(SEED_INPUT, name="x")]}, JSON, None, 400, "unknown input 'x'"),
+    ({"inputs": [dict(SEED_INPUT, shape=[1, 5], data=[0] * 5)]}, JSON, None, 400, "expects shape (-1, 10), got (1, 5)"),
+    ({"inputs": [dict(SEED_INPUT, datatype="INT64", data=[0] * 10)]}, JSON, None, 400, "expects dtype float32, got int64"),
+    ({"inputs": [SEED_INPUT], "outputs": [{"name": "nope"}]}, JSON, None, 400, "unknown output 'nope'"),
+    ({"inputs": [SEED_INPUT], "id": 5}, JSON, None, 400, "'id' must be a string"),
+    ({"inputs": [SEED_INPUT]}, "text/plain", None, 415, "unsupported Content-Type 'text/plain'"),
+    ({"inputs": [dict(SEED_INPUT, data=None, parameters={"binary_data_size": 40})]}, JSON, None, 400,
+     "both 'data' and"),
+    ({"inputs": [{"name": "dense_input", "shape": [1, 10], "datatype": "FP32",
+                  "parameters": {"binary_data_size": 40}}]}, "application/octet-stream", 0, 400, "not valid JSON"),
+    ({"inputs": [SEED_INPUT]}, JSON, "12x", 400, "Inference-Header-Content-Length must be"),
+    ({"inputs": [SEED_INPUT]}, JSON, 100000, 400, "but the body has only"),
+]
+
+
+@pytest.mark.parametrize("body,content_type,header_length,status,words", BAD_BODIES)
+def test_bad_requests_get_a_clear_4xx(seed, body, content_type, header_length, status, words):
+    _, service = seed
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+    got_status, headers, reply = infer(service, "seed", body, content_type, header_length)
+    assert got_status == status, reply
+    assert dict(headers)["Content-Type"] == JSON
+    assert words in json.loads(reply)["error"]
+
+
+def test_binary_size_checks(seed):
+    _, service = seed
+    x = np.zeros((1, 10), np.float32)
+    header = {"inputs": [{"name": "dense_input", "shape": [1, 10], "datatype": "FP32",
+                          "parameters": {"binary_data_size": 40}}]}
+    for tail, words in ((x.tobytes()[:39], "only 39 bytes of binary data remain"),
+                        (x.tobytes() + b"!", "41 bytes follow the JSON header")):
+        body, length = binary_request(header, tail)
+        status, _, reply = infer(service, "seed", body, "application/octet-stream", length)
+        assert status == 400 and words in json.loads(reply)["error"], reply
+    header["inputs"][0]["parameters"]["binary_data_size"] = 36
+    body, length = binary_request(header, x.tobytes()[:36])
+    status, _, reply = infer(service, "seed", body, "application/octet-stream", length)
+    assert status == 400 and "needs 40 bytes" in json.loads(reply)["error"]
+
+
+def test_routing_errors(seed):
+    _, service = seed
+    status, _, body = infer(service, "other", {"inputs": [SEED_INPUT]})
+    assert status == 404 and "model 'other' not found" in json.loads(body)["error"]
+    status, headers, body = service.handle("GET", "/v2/models/seed/infer", b"")
+    assert status == 405 and dict(headers)["Allow"] == "POST"
+    status, _, body = service.handle("GET", "/nowhere", b"")
+    assert status == 404 and "no such endpoint" in json.loads(body)["error"]
+
+
+def test_auth_token(seed_model_path):
+    service = _core.Service(berth.load(seed_model_path), "seed", auth_token="s3cret")
+    service.set_ready(True)
+    try:
+        body = json.dumps({"inputs": [SEED_INPUT]}).encode()
+        path = "/v2/models/seed/infer"
+        status, headers, reply = service.handle("POST", path, body, JSON)
+        assert status == 401 and dict(headers)["WWW-Authenticate"] == "Bearer"
+        assert "missing Authorization" in json.loads(reply)["error"]
+        assert service.handle("POST", path, body, JSON, "Bearer wrong")[0] == 401
+        assert service.handle("POST", path, body, JSON, "Bearer s3cret")[0] == 200
+        assert service.handle("GET", "/metrics", b"")[0] == 401
+        for open_path in ("/v2/health/live", "/v2/health/ready", "/v2/models/seed/ready"):
+            assert service.handle("GET", open_path, b"")[0] == 200
+    finally:
+        service.close()
+
+
+def test_metrics_count_requests(seed_model_path):
+    service = _core.Service(berth.load(seed_model_path), "seed")
+    try:
+        body = json.dumps({"inputs": [SEED_INPUT]}).encode()
+        for _ in range(3):
+            assert infer(service, "seed", body)[0] == 200
+        assert infer(service, "seed", b"{")[0] == 400
+        text = service.metrics()
+        assert 'berth_requests_total{endpoint="infer",code="200"} 3\n' in text
+        assert 'berth_requests_total{endpoint="infer",code="400"} 1\n' in text
+        assert 'berth_request_duration_seconds_count{endpoint="infer"} 4\n' in text
+        assert "berth_batch_size_count{} 3\n" in text
+        assert "# TYPE berth_queue_seconds histogram" in text
+        assert "berth_model_load_seconds " in text and "berth_ready 0\n" in text
+    finally:
+        service.close()
+
+
+def test_nan_outputs_are_null(identity):
+    body, length = binary_request({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32",
+                                               "parameters": {"binary_data_size": 8}}]},
+                                  struct.pack("<2f", float("nan"), 1.5))
+    status, _, reply = infer(identity, "identity", body, "application/octet-stream", length)
+    assert status == 200 and json.loads(reply)["outputs"][0]["data"] == [None, 1.5]

@@ -1,0 +1,116 @@
+"""The Flask blueprint and the FastAPI router: the same C codec behind each app's own
+test client, answers compared with berth.load(...).predict."""
+import json
+
+import numpy as np
+import pytest
+
+import berth
+from berth.serving import fastapi_router, flask_blueprint
+
+
+def infer_body(x):
+    return json.dumps({"inputs": [{"name": "dense_input", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.tolist()}]})
+
+
+@pytest.fixture(scope="module")
+def fastapi_client(seed_model_path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    app = FastAPI()
+
+    @app.get("/hello")
+    def hello():
+        return {"app": "still mine"}
+
+    app.include_router(fastapi_router(seed_model_path))
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def flask_client(seed_model_path):
+    from flask import Flask
+
+    app = Flask("host_app")
+
+    @app.route("/hello")
+    def hello():
+        return {"app": "still mine"}
+
+    app.register_blueprint(flask_blueprint(berth.load(seed_model_path), name="seed"))
+    return app.test_client()
+
+
+@pytest.fixture(params=["fastapi", "flask"])
+def client(request, fastapi_client, flask_client):
+    return fastapi_client if request.param == "fastapi" else flask_client
+
+
+def send(client, method, path, body=b"", headers=None):
+    headers = headers or {}
+    if method == "GET":
+        r = client.get(path, headers=headers)
+    elif hasattr(client, "application"):  # Flask
+        r = client.post(path, data=body, headers=headers)
+    else:
+        r = client.post(path, content=body, headers=headers)
+    content = r.data if hasattr(r, "data") and not hasattr(r, "content") else r.content
+    return r.status_code, r.headers, content
+
+
+def test_infer_json_and_binary(client, seed_model_path):
+    model = berth.load(seed_model_path)
+    x = np.random.default_rng(5).standard_normal((3, 10)).astype(np.float32)
+    status, headers, body = send(client, "POST", "/v2/models/seed/infer", infer_body(x).encode(),
+                                 {"Content-Type": "application/json"})
+    assert status == 200, body
+    out = json.loads(body)["outputs"][0]
+    np.testing.assert_array_equal(np.float32(out["data"]).reshape(out["shape"]), model.predict(x))
+    head = json.dumps({"inputs": [{"name": "dense_input", "shape": [3, 10], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 120}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    status, headers, body = send(client, "POST", "/v2/models/seed/infer", head + x.tobytes(),
+                                 {"Content-Type": "application/octet-stream",
+                                  "Inference-Header-Content-Length": str(len(head))})
+    assert status == 200, body
+    assert headers["Content-Type"] == "application/octet-stream"
+    n = int(headers["Inference-Header-Content-Length"])
+    np.testing.assert_array_equal(np.frombuffer(body[n:], np.float32).reshape(3, 1), model.predict(x))
+    status, _, body = send(client, "POST", "/v1/models/seed:predict",
+                           json.dumps({"instances": x.tolist()}).encode(), {"Content-Type": "application/json"})
+    assert status == 200
+    np.testing.assert_array_equal(np.float32(json.loads(body)["predictions"]), model.predict(x))
+
+
+def test_probes_metadata_metrics_and_the_host_app(client):
+    assert send(client, "GET", "/v2/health/ready")[0] == 200
+    status, _, body = send(client, "GET", "/v2/models/seed")
+    assert status == 200 and json.loads(body)["name"] == "seed"
+    status, headers, body = send(client, "GET", "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert b"berth_requests_total" in body
+    status, _, body = send(client, "GET", "/hello")
+    assert status == 200 and json.loads(body) == {"app": "still mine"}
+
+
+def test_bad_input_is_a_clear_4xx(client):
+    cases = [(b"{nope", {"Content-Type": "application/json"}, 400, "not valid JSON"),
+             (b"{}", {"Content-Type": "text/plain"}, 415, "Content-Type"),
+             (infer_body(np.zeros((1, 3), np.float32)).encode(), {"Content-Type": "application/json"},
+              400, "expects shape (-1, 10), got (1, 3)")]
+    for body, headers, status, words in cases:
+        got, resp_headers, reply = send(client, "POST", "/v2/models/seed/infer", body, headers)
+        assert got == status and words in json.loads(reply)["error"]
+        assert resp_headers["Content-Type"] == "application/json"
+    status, _, reply = send(client, "POST", "/v2/models/other/infer", b"{}", {"Content-Type": "application/json"})
+    assert status == 404 and "model 'other' not found" in json.loads(reply)["error"]
+
+
+def test_a_wrong_model_argument_is_refused():
+    with pytest.raises(TypeError, match="expected a model file path or a berth.Model, got int"):
+        flask_blueprint(3)
+    with pytest.raises(berth.ModelLoadError):
+        fastapi_router("/nonexistent/model.pt")
