@@ -2,6 +2,7 @@
 import json
 
 from .model_file import sample_request
+from .options import split_image
 
 from .dockerfile import SERVER_PORT
 from .manifests import SERVICE_PORT
@@ -9,7 +10,7 @@ from .manifests import SERVICE_PORT
 
 def render_readme(*, opts, model, model_filename, berth_version, k8s_files, kserve_files):
     ns = f" -n {opts.namespace}" if opts.namespace else ""
-    repo = opts.image.rsplit("@", 1)[0]
+    repo = split_image(opts.image)[0]
     request = json.dumps(sample_request(model.signature), separators=(",", ":"))
     listing = "\n".join(f"- `k8s/{name}`" for name in k8s_files)
     kserve = ""
@@ -61,7 +62,7 @@ docker push {opts.image}
 
 Pushing to another registry: re-run `berth deploy ... --image REGISTRY/PATH/{opts.name}`
 (the tag defaults to the model's sha256 prefix), or retag and set the image in
-`k8s/kustomization.yaml` with `kustomize edit set image {repo}=NEW`.
+`k8s/` with `cd k8s && kustomize edit set image {repo}=NEW:TAG`.
 
 ## Apply
 

@@ -89,9 +89,8 @@ RUN python3 /src/collect_runtime_libs.py --skip-packages /var/lib/berth-runtime-
 FROM {BASE_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \\
-    && apt-get install -y --no-install-recommends \\
+    && apt-get install -y --no-install-recommends -o APT::Keep-Downloaded-Packages=false \\
         {_words(RUNTIME_PACKAGES)} \\
-    && apt-get clean \\
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \\
     && useradd --system --uid {RUNTIME_UID} --user-group --no-create-home \\
         --home-dir /nonexistent --shell /usr/sbin/nologin berth

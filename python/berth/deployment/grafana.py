@@ -9,11 +9,13 @@ import json
 
 METRICS = {
     "requests": "berth_requests_total",                 # counter {endpoint, code}
-    "latency": "berth_request_duration_seconds",        # histogram
-    "queue": "berth_queue_duration_seconds",            # histogram
+    "latency": "berth_request_duration_seconds",        # histogram {endpoint}
+    "queue": "berth_queue_seconds",                     # histogram
     "batch": "berth_batch_size",                        # histogram
     "inflight": "berth_inflight_requests",              # gauge
 }
+# The server's `endpoint` label values of the prediction endpoints (v2 infer, v1 predict).
+PREDICT_ENDPOINTS = "infer|v1_predict"
 
 
 def _panel(panel_id, title, unit, targets, x, y):
@@ -32,16 +34,17 @@ def _panel(panel_id, title, unit, targets, x, y):
 def dashboard(name):
     """The dashboard model (a dict) for the server named ``name``."""
     sel = f'namespace="$namespace", pod=~"{name}-.*"'
+    predict = f'{sel}, endpoint=~"{PREDICT_ENDPOINTS}"'
     req, lat, queue, batch = (METRICS[k] for k in ("requests", "latency", "queue", "batch"))
 
-    def quantiles(metric):
-        return [(f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{{{sel}}}[5m])))",
+    def quantiles(metric, where=sel):
+        return [(f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{{{where}}}[5m])))",
                  f"p{int(q * 100)}") for q in (0.5, 0.9, 0.99)]
 
     panels = [
-        _panel(1, "Request rate", "reqps",
-               [(f"sum by (code) (rate({req}{{{sel}}}[5m]))", "{{code}}")], 0, 0),
-        _panel(2, "Latency percentiles", "s", quantiles(lat), 12, 0),
+        _panel(1, "Request rate (predictions)", "reqps",
+               [(f"sum by (code) (rate({req}{{{predict}}}[5m]))", "{{code}}")], 0, 0),
+        _panel(2, "Latency percentiles (predictions)", "s", quantiles(lat, predict), 12, 0),
         _panel(3, "Queue time percentiles", "s", quantiles(queue), 0, 8),
         _panel(4, "Batch size", "none",
                [(f"sum(rate({batch}_sum{{{sel}}}[5m])) / sum(rate({batch}_count{{{sel}}}[5m]))",
