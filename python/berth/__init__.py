@@ -23,7 +23,7 @@ __all__ = [
     "BerthError", "InferenceError", "Model", "ModelLoadError", "Overloaded", "TensorSpec",
     "__version__", "load",
     # loaded on first use:
-    "Sequential", "layers", "callbacks", "utils", "deploy",
+    "Sequential", "layers", "callbacks", "optimizers", "losses", "metrics", "load_model", "utils", "deploy",
 ]
 
 # name -> (module, attribute or None for the module itself); imported on first access so
@@ -32,6 +32,10 @@ _LAZY = {
     "Sequential": ("berth.train", "Sequential"),
     "layers": ("berth.train.layers", None),
     "callbacks": ("berth.train.callbacks", None),
+    "optimizers": ("berth.train.optimizers", None),
+    "losses": ("berth.train.losses", None),
+    "metrics": ("berth.train.metrics", None),
+    "load_model": ("berth.train", "load_model"),
     "train": ("berth.train", None),
     "utils": ("berth.utils", None),
     "deploy": ("berth.deployment", "deploy"),

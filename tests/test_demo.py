@@ -1,0 +1,17 @@
+"""The README's main command runs the whole seed workflow and says where things went."""
+import os
+import subprocess
+import sys
+
+
+def test_demo_trains_saves_deploys_and_serves(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "berth", "demo", "--out", str(out), "--epochs", "2"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    text = result.stdout
+    assert f"saved TorchScript + berth.json -> {out / 'model.pt'}" in text
+    assert "server answer equals berth.load(...).predict: max |diff| = 0.00e+00" in text
+    assert "exited with status 0" in text
+    assert os.path.isfile(out / "deploy" / "Dockerfile")
+    assert os.path.isfile(out / "deploy" / "k8s" / "deployment.yaml")
