@@ -280,3 +280,38 @@ def test_kserve_predictor_runs_the_same_container(model_path, tmp_path):
         == manifests.KSERVE_CONTAINER
     # not in the plain kustomization: applying both would run the model twice
     assert "inferenceservice.yaml" not in (out / "k8s/kustomization.yaml").read_text()
+
+
+def test_berth_source_dir_names_the_source_to_ship(model_path, tmp_path, monkeypatch):
+    from berth.deployment.source_tree import source_files
+    copy = tmp_path / "src"
+    for rel, full in source_files(REPO):
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        (copy / rel).write_bytes(full.read_bytes())
+    (copy / "csrc" / "marker.h").write_text("/* from BERTH_SOURCE_DIR */\n")
+    monkeypatch.setenv("BERTH_SOURCE_DIR", str(copy))
+    out = deploy(model_path, "m", out=tmp_path / "ctx").out
+    assert (out / "berth-src/csrc/marker.h").read_text() == "/* from BERTH_SOURCE_DIR */\n"
+    monkeypatch.setenv("BERTH_SOURCE_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"BERTH_SOURCE_DIR: expected a berth source "
+                                                r"tree .* got '.*nowhere'"):
+        deploy(model_path, "m", out=tmp_path / "ctx2")
+    assert not (tmp_path / "ctx2").exists()
+
+
+def test_source_bundled_inside_the_package_is_preferred_to_the_checkout(tmp_path, monkeypatch):
+    """A pip-installed berth finds its source in berth/_source/ (put there by setup.py)."""
+    from berth.deployment import source_tree
+    package = tmp_path / "site-packages" / "berth"
+    (package / "deployment").mkdir(parents=True)
+    bundled = package / "_source"
+    for rel, full in source_tree.source_files(REPO):
+        (bundled / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bundled / rel).write_bytes(full.read_bytes())
+    monkeypatch.delenv("BERTH_SOURCE_DIR", raising=False)
+    monkeypatch.setattr(source_tree, "__file__", str(package / "deployment" / "source_tree.py"))
+    assert source_tree.find_source_root() == bundled.resolve()
+    import shutil
+    shutil.rmtree(bundled)
+    with pytest.raises(FileNotFoundError, match="set BERTH_SOURCE_DIR to a berth checkout"):
+        source_tree.find_source_root()

