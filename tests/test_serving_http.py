@@ -227,7 +227,7 @@ def test_sigterm_finishes_requests_in_flight(models_dir):
     path = save_script(slow_model(), models_dir / "slow_http.pt", meta)
     model = berth.load(path)
     server = ServeProcess(path, "--max-batch-size", "1", "--grace-period", "20")
-    xs = [np.full((1, 512), i / 10, np.float32) for i in range(8)]
+    xs = [np.full((1, 512), i / 10, np.float32) for i in range(16)]
     results = [None] * len(xs)
 
     def client(i):
@@ -241,17 +241,18 @@ def test_sigterm_finishes_requests_in_flight(models_dir):
         pass
     started = time.time()
     server.proc.send_signal(signal.SIGTERM)
-    ready_status = None
-    while ready_status is None:
+    ready_statuses = []  # probes while the requests are still in flight
+    while any(t.is_alive() for t in threads) and 503 not in ready_statuses:
         try:
-            ready_status = server.request("GET", "/v2/health/ready")[0]
+            ready_statuses.append(server.request("GET", "/v2/health/ready")[0])
         except ConnectionError:
             break
     for t in threads:
         t.join()
-    rc = server.stop()
+    rc = server.proc.wait(30)
+    server.reader.join(5)
     assert rc == 0 and time.time() - started < 20
-    assert ready_status in (503, None)
+    assert ready_statuses[-1] == 503 and set(ready_statuses) <= {200, 503}
     for x, (status, _, body) in zip(xs, results):
         assert status == 200, body
         np.testing.assert_allclose(output_of(body), model.predict(x), rtol=1e-5, atol=1e-6)

@@ -210,8 +210,9 @@ def main(argv):
         log("stopped")
         return 0
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        if not received:  # after a signal, later ones must not kill the exiting process
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def service_name(args):
