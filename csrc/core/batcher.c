@@ -36,6 +36,7 @@ struct bt_batcher {
     size_t queued;
     int64_t queued_rows;
     double last_arrival; /* bt_now() of the latest submit */
+    _Atomic int upstream; /* requests announced (being parsed) and not yet submitted */
     int stopping;
     pthread_t thread;
     bt_item **batch; /* max_batch_size slots, used by the worker only */
@@ -286,14 +287,18 @@ static void *worker_main(void *arg)
         if (!b->head)
             break; /* stopping and drained */
         if (b->batching && b->params.max_delay_ms > 0) {
-            /* Wait for more rows while they keep coming: until the batch is full, the
-             * oldest request has waited max_delay_ms, or no request arrived for
-             * BT_BATCH_IDLE_GAP (a lone client is not held for the whole delay). */
+            /* Wait for more rows while they are known to be coming (announced) or keep
+             * arriving: until the batch is full, the oldest request has waited
+             * max_delay_ms, or no request arrived for BT_BATCH_IDLE_GAP. A lone client
+             * is not held at all. */
             double deadline = b->head->enqueued + b->params.max_delay_ms / 1000.0;
             while (b->head && !b->stopping && b->queued_rows < b->params.max_batch_size) {
+                int coming = atomic_load(&b->upstream) > 0;
+                if (!coming && b->queued < 2)
+                    break; /* a lone request with nothing else in sight runs at once */
                 double now = bt_now();
                 double wake = b->last_arrival + BT_BATCH_IDLE_GAP;
-                if (wake > deadline)
+                if (coming || wake > deadline)
                     wake = deadline;
                 if (now >= wake)
                     break;
@@ -459,8 +464,38 @@ static int prepare_inputs(bt_batcher *b, DLManagedTensor **in, size_t n, int64_t
     return rc;
 }
 
+static int submit(bt_batcher *b, DLManagedTensor **inputs, size_t n, double timeout_ms,
+                  int announced, bt_batch_done_fn done, void *ctx, bt_error *err);
+
+void bt_batcher_announce(bt_batcher *b) { atomic_fetch_add(&b->upstream, 1); }
+
+void bt_batcher_withdraw(bt_batcher *b)
+{
+    if (atomic_fetch_sub(&b->upstream, 1) == 1) {
+        pthread_mutex_lock(&b->mu);
+        pthread_cond_signal(&b->cv); /* nothing more is coming: stop waiting for it */
+        pthread_mutex_unlock(&b->mu);
+    }
+}
+
 int bt_batcher_submit(bt_batcher *b, DLManagedTensor **inputs, size_t n, double timeout_ms,
                       bt_batch_done_fn done, void *ctx, bt_error *err)
+{
+    return bt_batcher_submit_announced(b, inputs, n, timeout_ms, 0, done, ctx, err);
+}
+
+int bt_batcher_submit_announced(bt_batcher *b, DLManagedTensor **inputs, size_t n,
+                                double timeout_ms, int announced, bt_batch_done_fn done,
+                                void *ctx, bt_error *err)
+{
+    int rc = submit(b, inputs, n, timeout_ms, announced, done, ctx, err);
+    if (rc != 0 && announced)
+        bt_batcher_withdraw(b);
+    return rc;
+}
+
+static int submit(bt_batcher *b, DLManagedTensor **inputs, size_t n, double timeout_ms,
+                  int announced, bt_batch_done_fn done, void *ctx, bt_error *err)
 {
     if (n > BT_BATCH_MAX_INPUTS) {
         release_all(inputs, n);
@@ -507,9 +542,11 @@ int bt_batcher_submit(bt_batcher *b, DLManagedTensor **inputs, size_t n, double 
     b->queued_rows += b->batching ? rows : 1;
     b->last_arrival = it->enqueued;
     atomic_fetch_add(&b->requests, 1);
-    /* The worker needs waking only to start a batch or when one is full; otherwise it
-     * wakes on its own deadline and sees the new arrivals. */
-    if (was_empty || !b->batching || b->queued_rows >= b->params.max_batch_size)
+    int last_announced = announced && atomic_fetch_sub(&b->upstream, 1) == 1;
+    /* The worker needs waking only to start a batch, when one is full, or when the last
+     * announced request arrived; otherwise it wakes on its own deadline. */
+    if (was_empty || last_announced || !b->batching ||
+        b->queued_rows >= b->params.max_batch_size)
         pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
     return 0;

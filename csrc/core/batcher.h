@@ -55,6 +55,17 @@ int bt_batcher_is_batching(const bt_batcher *b);
 int bt_batcher_submit(bt_batcher *b, DLManagedTensor **inputs, size_t n, double timeout_ms,
                       bt_batch_done_fn done, void *ctx, bt_error *err);
 
+/* Announces a request that is being parsed and will be submitted (or withdrawn): a
+ * forming batch waits for announced requests, up to max_delay_ms, instead of running
+ * without them. Pair each announce with one bt_batcher_submit_announced or withdraw. */
+void bt_batcher_announce(bt_batcher *b);
+void bt_batcher_withdraw(bt_batcher *b);
+
+/* bt_batcher_submit for an announced request (announced = 1) or not (0). */
+int bt_batcher_submit_announced(bt_batcher *b, DLManagedTensor **inputs, size_t n,
+                                double timeout_ms, int announced, bt_batch_done_fn done,
+                                void *ctx, bt_error *err);
+
 /* Submits and waits (the caller's thread blocks; release the GIL around it). */
 int bt_batcher_run(bt_batcher *b, DLManagedTensor **inputs, size_t n, double timeout_ms,
                    DLManagedTensor **outputs, size_t max_outputs, size_t *n_outputs,

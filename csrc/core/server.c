@@ -162,6 +162,14 @@ static int finish_sync(bt_service *svc, int ep, double start, const bt_http_requ
     return 0;
 }
 
+/* finish_sync for a request announced to the batcher that will not be submitted. */
+static int finish_withdrawn(bt_service *svc, int ep, double start, const bt_http_request *req,
+                            const bt_http_response *resp)
+{
+    bt_batcher_withdraw(svc->batcher);
+    return finish_sync(svc, ep, start, req, resp);
+}
+
 static const char *output_name(const bt_model *m, size_t k, char *scratch, size_t size)
 {
     if (k < m->n_outputs && m->outputs[k].name)
@@ -577,6 +585,7 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
     bt_error err = {BT_OK, ""};
     bt_infer_request *parsed = NULL;
     int rc;
+    bt_batcher_announce(svc->batcher); /* withdrawn by finish_withdrawn on every failure */
     if (ep == EP_INFER) {
         rc = bt_codec_parse_v2(req->body ? req->body : "", req->body_len, header_len, &parsed,
                                &err);
@@ -596,13 +605,13 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
     }
     if (rc != 0) {
         set_from_error(resp, &err);
-        return finish_sync(svc, ep, start, req, resp);
+        return finish_withdrawn(svc, ep, start, req, resp);
     }
     bt_job *job = calloc(1, sizeof *job);
     if (!job) {
         bt_infer_request_free(parsed);
         set_error(resp, 500, "out of memory");
-        return finish_sync(svc, ep, start, req, resp);
+        return finish_withdrawn(svc, ep, start, req, resp);
     }
     job->svc = svc;
     job->endpoint = ep;
@@ -611,7 +620,7 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
     if (bind_inputs(svc, parsed, job, resp) != 0) {
         bt_infer_request_free(parsed);
         job_free(job);
-        return finish_sync(svc, ep, start, req, resp);
+        return finish_withdrawn(svc, ep, start, req, resp);
     }
     /* Requested outputs: check names now when the signature lists them. */
     const bt_model *m = svc->model;
@@ -627,7 +636,7 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
                        parsed->outputs[o].name, svc->name);
             bt_infer_request_free(parsed);
             job_free(job);
-            return finish_sync(svc, ep, start, req, resp);
+            return finish_withdrawn(svc, ep, start, req, resp);
         }
     }
     job->id = parsed->id;
@@ -737,7 +746,8 @@ void bt_service_submit(bt_service *svc, bt_job *job, bt_response_fn done, void *
     bt_error err = {BT_OK, ""};
     size_t n = job->n_in;
     job->n_in = 0; /* the batcher owns the tensors from here on, on every path */
-    if (bt_batcher_submit(svc->batcher, job->in, n, svc->timeout_ms, job_done, job, &err) != 0)
+    if (bt_batcher_submit_announced(svc->batcher, job->in, n, svc->timeout_ms, 1, job_done, job,
+                                    &err) != 0)
         job_done(job, -1, NULL, 0, 0, &err);
 }
 

@@ -1,0 +1,36 @@
+"""The FastAPI app a user writes by hand, on uvicorn: the model loaded once with
+torch.jit.load, one forward per request, Open Inference Protocol v2 JSON in and out.
+
+    python3 benchmarks/baselines/fastapi_app.py MODEL.pt PORT
+"""
+import sys
+
+import torch
+import uvicorn
+from fastapi import FastAPI, Request
+
+DTYPES = {"FP32": torch.float32, "FP64": torch.float64, "INT64": torch.int64}
+
+app = FastAPI()
+model = torch.jit.load(sys.argv[1]).eval()
+
+
+@app.get("/v2/health/ready")
+def ready():
+    return {"ready": True}
+
+
+@app.post("/v2/models/{name}/infer")
+async def infer(name: str, request: Request):
+    req = await request.json()
+    inp = req["inputs"][0]
+    x = torch.tensor(inp["data"], dtype=DTYPES[inp["datatype"]]).reshape(inp["shape"])
+    with torch.inference_mode():
+        y = model(x)
+    return {"model_name": name, "outputs": [
+        {"name": "output_0", "datatype": "FP32", "shape": list(y.shape),
+         "data": y.flatten().tolist()}]}
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")

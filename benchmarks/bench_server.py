@@ -1,0 +1,157 @@
+"""Serving benchmark: `python -m berth serve` against the hand-written Flask and FastAPI
+apps in benchmarks/baselines/, driven by wrk at 1, 16 and 64 connections, in one run.
+
+For each model (the seed MLP 10 -> 128 -> 64 -> 1 and resnet18) every server is started
+in turn, waited on until ready, given a short untimed warm-up, then measured at each
+connection count with the same Open Inference Protocol v2 JSON request (1 row). Reported:
+requests/s, p50 and p99 latency, non-2xx answers, and the server's peak RSS.
+
+    .venv/bin/python benchmarks/bench_server.py [--duration 5] [--models mlp,resnet18]
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PORT = 18470
+
+
+def make_models(directory):
+    """Saves the seed MLP and resnet18 (random weights) with berth.json signatures."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(10, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
+                              torch.nn.ReLU(), torch.nn.Linear(64, 1)).eval()
+    resnet = torchvision.models.resnet18().eval()
+    models = {}
+    for name, module, shape in (("mlp", mlp, [10]), ("resnet18", resnet, [3, 224, 224])):
+        meta = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1] + shape}],
+                "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, -1]}]}
+        path = os.path.join(directory, f"{name}.pt")
+        torch.jit.save(torch.jit.script(module), path, _extra_files={"berth.json": json.dumps(meta)})
+        models[name] = (path, shape)
+    return models
+
+
+def request_body(shape):
+    import numpy as np
+    x = np.random.default_rng(0).standard_normal([1] + shape).astype(np.float32)
+    return json.dumps({"inputs": [{"name": "x", "shape": [1] + shape, "datatype": "FP32",
+                                   "data": [round(float(v), 6) for v in x.ravel()]}]})
+
+
+def server_command(kind, model_path):
+    if kind == "berth serve":
+        return [sys.executable, "-m", "berth", "serve", model_path, "--host", "127.0.0.1",
+                "--port", str(PORT), "--name", "m"]
+    script = {"flask (hand-written)": "flask_app.py", "fastapi (hand-written)": "fastapi_app.py"}[kind]
+    return [sys.executable, os.path.join(HERE, "baselines", script), model_path, str(PORT)]
+
+
+def wait_ready(proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/v2/health/ready", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("server did not become ready")
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def to_ms(text):
+    value, unit = re.match(r"([0-9.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def run_wrk(script, connections, duration):
+    threads = 1 if connections == 1 else 2
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
+                          "-s", script, f"http://127.0.0.1:{PORT}/v2/models/m/infer"],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return rps, p50, p99, int(bad.group(1)) if bad else 0, errors.group(1) if errors else ""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--models", default="mlp,resnet18")
+    parser.add_argument("--connections", default="1,16,64")
+    parser.add_argument("--servers", default="berth,fastapi,flask")
+    args = parser.parse_args()
+    connections = [int(c) for c in args.connections.split(",")]
+    kinds = [k for k in ("berth serve", "fastapi (hand-written)", "flask (hand-written)")
+             if k.split()[0] in args.servers.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        models = make_models(tmp)
+        for model_name in args.models.split(","):
+            path, shape = models[model_name]
+            body_file = os.path.join(tmp, f"{model_name}.json")
+            with open(body_file, "w") as f:
+                f.write(request_body(shape))
+            script = os.path.join(tmp, f"{model_name}.lua")
+            with open(script, "w") as f:
+                f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n')
+            for kind in kinds:
+                proc = subprocess.Popen(server_command(kind, path), cwd=ROOT,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    wait_ready(proc)
+                    run_wrk(script, 4, 1)  # untimed warm-up
+                    for c in connections:
+                        rps, p50, p99, bad, errors = run_wrk(script, c, args.duration)
+                        rows.append((model_name, kind, c, rps, p50, p99, bad, errors,
+                                     peak_rss_mb(proc.pid)))
+                        print(f"{model_name:9} {kind:24} c={c:<3} {rps:9.0f} req/s  p50 {p50:8.2f} ms"
+                              f"  p99 {p99:8.2f} ms  non-2xx {bad}  {errors}", file=sys.stderr, flush=True)
+                finally:
+                    proc.terminate()
+                    proc.wait(60)
+                time.sleep(1)
+    print(f"\n| model | server | conns | req/s | p50 ms | p99 ms | non-2xx | peak RSS MB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for model_name, kind, c, rps, p50, p99, bad, errors, rss in rows:
+        print(f"| {model_name} | {kind} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {bad} | {rss:.0f} |")
+    print()
+    for model_name in args.models.split(","):
+        for c in connections:
+            by_kind = {k: (rps, p99) for m, k, cc, rps, _, p99, *_ in rows if m == model_name and cc == c}
+            if len(by_kind) < 3:
+                continue
+            base, base_p99 = by_kind["fastapi (hand-written)"]
+            ours, our_p99 = by_kind["berth serve"]
+            flask, _ = by_kind["flask (hand-written)"]
+            print(f"{model_name} c={c}: berth/fastapi {ours / base:.2f}x throughput "
+                  f"(p99 {our_p99:.2f} vs {base_p99:.2f} ms), berth/flask {ours / flask:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
