@@ -44,4 +44,6 @@ def test_quickstart_notebook_runs(tmp_path):
     assert any(o.get("data", {}).get("image/png") for cell in nb.cells for o in cell.get("outputs", [])), \
         "the learning curve should be plotted"
     assert (tmp_path / "model.pt").is_file()
-    assert "DEPLOY CELL" in nb.cells[-1].source and "python -m berth serve model.pt" in outputs[-1]
+    assert "image: my-model:" in text and "k8s/deployment.yaml" in text
+    assert (tmp_path / "deploy" / "Dockerfile").is_file()
+    assert "the server's answer matches berth.load(...).predict" in text and "server exit status: 0" in text
