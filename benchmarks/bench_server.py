@@ -80,19 +80,23 @@ def peak_rss_mb(pid):
     return float("nan")
 
 
-def to_ms(text):
-    value, unit = re.match(r"([0-9.]+)(us|ms|s|m)", text).groups()
-    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+def to_ms(pattern, out):
+    """The latency after pattern in wrk's output, in ms (nan when wrk printed none)."""
+    m = re.search(pattern + r"\s+([0-9.]+)(us|ms|s|m)\b", out)
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
 
 
 def run_wrk(script, connections, duration):
     threads = 1 if connections == 1 else 2
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
+                          "--timeout", "60s",
                           "-s", script, f"http://127.0.0.1:{PORT}/v2/models/m/infer"],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    p50 = to_ms("50%", out)
+    p99 = to_ms("99%", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return rps, p50, p99, int(bad.group(1)) if bad else 0, errors.group(1) if errors else ""
@@ -124,8 +128,8 @@ def main():
                 proc = subprocess.Popen(server_command(kind, path), cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 try:
-                    wait_ready(proc)
-                    run_wrk(script, 4, 1)  # untimed warm-up
+                    wait_ready(proc, timeout=600)
+                    run_wrk(script, 4, 2)  # untimed warm-up
                     for c in connections:
                         rps, p50, p99, bad, errors = run_wrk(script, c, args.duration)
                         rows.append((model_name, kind, c, rps, p50, p99, bad, errors,

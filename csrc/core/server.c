@@ -282,7 +282,7 @@ int bt_service_warmup(bt_service *svc, int rounds, double *seconds, bt_error *er
     for (int s = 0; s < 2; s++) {
         if (sizes[s] == 0 || (s == 1 && sizes[1] == 1))
             continue;
-        for (int r = 0; r < rounds; r++) {
+        for (int r = 0; r < (s == 0 ? rounds : 1); r++) {
             DLManagedTensor *in[BT_BATCH_MAX_INPUTS] = {0};
             for (size_t i = 0; i < n; i++) {
                 const bt_spec *sp = &m->inputs[i];

@@ -73,8 +73,9 @@ bt_batcher *bt_service_batcher(bt_service *svc);
 /* Requests begun and not yet answered. */
 int64_t bt_service_pending(const bt_service *svc);
 
-/* Runs batches of the signature's shape through the batcher: batch 1 and max_batch_size,
- * `rounds` times each. Returns 1 when it ran, 0 when the signature lacks dtypes or shapes
+/* Runs batches of the signature's shape through the batcher: batch 1 `rounds` times (the
+ * TorchScript executor optimises a shape after a few calls), then one of max_batch_size
+ * rows when batching. Returns 1 when it ran, 0 when the signature lacks dtypes or shapes
  * (nothing to warm up with), -1 with err set when forward failed. *seconds gets the time. */
 int bt_service_warmup(bt_service *svc, int rounds, double *seconds, bt_error *err);
 
