@@ -8,7 +8,8 @@ Two stages, both on ``debian:bookworm-slim`` (the stack berth is tested on):
     source copied into the context, and copies the shared-library closure of berth's
     native modules (libtorch's real dependencies) that the runtime packages lack.
 runtime
-    Debian's python3, numpy, OpenBLAS, jansson and libmicrohttpd + the built berth +
+    Debian's python3, numpy (without its test suite, and byte-compiled only where the
+    server imports it), OpenBLAS, jansson and libmicrohttpd + the built berth +
     that closure + the model; no compiler, no torch Python package, none of the
     OpenCV/ffmpeg/GDAL/Qt that Debian's libtorch package depends on.
 """
@@ -92,11 +93,16 @@ RUN apt-get update \\
     && apt-get install -y --no-install-recommends -o APT::Keep-Downloaded-Packages=false \\
         {_words(RUNTIME_PACKAGES)} \\
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \\
+    && find /usr/lib/python3/dist-packages/numpy -depth -type d -name tests -exec rm -rf {{}} + \\
+    && find /usr/lib/python3 /usr/lib/python3.11 -depth -type d -name __pycache__ -exec rm -rf {{}} + \\
     && useradd --system --uid {RUNTIME_UID} --user-group --no-create-home \\
         --home-dir /nonexistent --shell /usr/sbin/nologin berth
 COPY --from=builder /opt/berth/rootfs/ /
 COPY --from=builder {PYTHON_DIR}/ {PYTHON_DIR}/
-RUN ldconfig
+# Byte-compile what the server imports (and only that: the rest of the standard
+# library's and numpy's .pyc files were dropped above).
+RUN ldconfig \\
+    && PYTHONPATH={PYTHON_DIR} python3 -m berth serve --help >/dev/null
 COPY model/{model_filename} {MODEL_DIR}/{model_filename}
 LABEL {label_lines}
 ENV PYTHONPATH={PYTHON_DIR} \\

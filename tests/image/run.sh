@@ -1,0 +1,140 @@
+#!/bin/sh
+# The image test: berth deploy's build context really builds and really serves.
+#
+#  1. a Debian bookworm minbase root file system (debootstrap, cached) is imported with
+#     `podman import` as debian:bookworm-slim, the Dockerfile's base;
+#  2. `berth deploy` writes the context for the seed model;
+#  3. `podman build` builds it (storage in a temporary directory: overlay, or vfs where
+#     overlay cannot mount; Debian packages cached between runs);
+#  4. the image is checked: size against the naive 1.46 GB image, no compiler and no
+#     torch Python package inside, non-root user, labels, refusal of a wrong model sha256;
+#  5. it runs with runc, the port published on 127.0.0.1, root file system read-only and
+#     all capabilities dropped (as the Kubernetes manifests ask); once ready, v2 and v1
+#     requests must give berth.load(...).predict's answers;
+#  6. SIGTERM must end it with exit code 0 within the grace period;
+#  7. the storage is deleted.
+#
+# Usage: tests/image/run.sh        (root; podman, runc, debootstrap; berth built in place)
+# Environment: BERTH_CACHE_DIR (default /var/tmp/berth-cache), PYTHON (default the
+# project's .venv python, else /usr/bin/python3), BERTH_IMAGE_MAX_RATIO (default 0.45),
+# BERTH_IMAGE_KEEP=1 keeps the storage and context for a look afterwards.
+set -eu
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${BERTH_CACHE_DIR:-/var/tmp/berth-cache}
+max_ratio=${BERTH_IMAGE_MAX_RATIO:-0.45}
+naive_bytes=1460000000
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$repo/.venv/bin/python" ]; then PYTHON=$repo/.venv/bin/python; else PYTHON=/usr/bin/python3; fi
+fi
+export PYTHONPATH="$repo/python${PYTHONPATH:+:$PYTHONPATH}"
+say() { echo "image-test: $*"; }
+fail() { echo "image-test: FAILED: $*" >&2; exit 1; }
+
+mkdir -p "$cache/apt-archives/partial"
+work=$(mktemp -d /var/tmp/berth-image.XXXXXX)
+container=berth-image-test-$$
+driver=overlay
+pm() { podman --root "$work/storage" --runroot "$work/run" --storage-driver "$driver" \
+              --events-backend none --cgroup-manager cgroupfs "$@"; }
+cleanup() {
+    if [ -n "${BERTH_IMAGE_KEEP:-}" ]; then say "kept $work (BERTH_IMAGE_KEEP)"; return; fi
+    pm rm -f -t 0 "$container" >/dev/null 2>&1 || true
+    pm system reset --force >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# 1. base image
+tarball=$("$repo/tests/image/base.sh" "$cache")
+if ! pm import "$tarball" docker.io/library/debian:bookworm-slim >/dev/null 2>"$work/import.err"; then
+    say "overlay storage unusable here ($(tail -n 1 "$work/import.err")); using vfs"
+    pm system reset --force >/dev/null 2>&1 || true
+    driver=vfs
+    pm import "$tarball" docker.io/library/debian:bookworm-slim >/dev/null
+fi
+say "base image imported ($driver storage in $work)"
+# Debian packages already on this machine seed the package cache (hard links, no copy).
+for deb in /var/cache/apt/archives/*.deb; do
+    [ -e "$deb" ] && ln -f "$deb" "$cache/apt-archives/" 2>/dev/null || true
+done
+
+# 2. the build context, for the seed model, under the seed article's name
+PYTHONHASHSEED=0 "$PYTHON" "$repo/tests/image/seed_model.py" "$work/model.pt"
+"$PYTHON" -m berth deploy "$work/model.pt" --name my_model --out "$work/ctx" >"$work/deploy.out"
+image=$(sed -n 's/^  image: *//p' "$work/deploy.out")
+[ -n "$image" ] || fail "berth deploy printed no image: $(cat "$work/deploy.out")"
+sha=$(sha256sum "$work/model.pt" | cut -d' ' -f1)
+case "$image" in *latest*) fail "image tag is latest: $image" ;; esac
+[ "$image" = "my-model:$(echo "$sha" | cut -c1-12)" ] || fail "image $image is not tagged with the model's sha256 prefix"
+
+# 3. build
+say "building $image (log: build.log; this takes a while)"
+start=$(date +%s)
+if ! pm build --format docker --pull=never --network host --layers=false \
+        --volume "$cache/apt-archives:/var/cache/apt/archives" \
+        -t "$image" "$work/ctx" >"$work/build.log" 2>&1; then
+    tail -n 60 "$work/build.log" >&2
+    fail "podman build failed"
+fi
+build_s=$(( $(date +%s) - start ))
+grep -h "collect_runtime_libs:" "$work/build.log" | sed 's/^/image-test: /' || true
+
+# 4. what is in the image
+size=$(pm image inspect --format '{{.Size}}' "$image")
+ratio=$("$PYTHON" -c "print(f'{$size / $naive_bytes:.3f}')")
+say "image size: $((size / 1000000)) MB vs naive $((naive_bytes / 1000000)) MB: ratio $ratio (limit $max_ratio); build took ${build_s} s"
+"$PYTHON" -c "import sys; sys.exit(0 if $size <= $max_ratio * $naive_bytes else 1)" \
+    || fail "image is $((size / 1000000)) MB, over $max_ratio x the naive $((naive_bytes / 1000000)) MB"
+labels=$(pm image inspect --format '{{json .Labels}}' "$image")
+echo "$labels" | grep -q "\"dev.berth.model.sha256\":\"$sha\"" || fail "label dev.berth.model.sha256 missing: $labels"
+echo "$labels" | grep -q '"dev.berth.version"' || fail "label dev.berth.version missing: $labels"
+user=$(pm image inspect --format '{{.Config.User}}' "$image")
+[ "$user" = "10001:10001" ] || fail "image user is '$user', expected 10001:10001"
+pm image inspect --format '{{json .Config.Healthcheck}}' "$image" | grep -q "health/ready" \
+    || fail "HEALTHCHECK lost in the image"
+pm run --rm --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
+    --health-interval disable --entrypoint /bin/sh "$image" -c '
+    for tool in gcc cc g++ cmake make; do command -v $tool && exit 10; done
+    python3 -c "import torch" 2>/dev/null && exit 11
+    dpkg-query -W -f="\${Package}\n" | grep -E "^(libtorch|libopencv|libavcodec|libgdal|libqt5|python3-torch)" && exit 12
+    python3 -c "import berth._core" || exit 13
+    exit 0' || fail "the runtime image holds build tools, the torch package or libtorch's package dependencies, or cannot import berth (code $?)"
+say "runtime image: no compiler, no torch Python package, no libtorch/OpenCV/ffmpeg/GDAL/Qt packages; user $user"
+
+# a wrong model sha256 must stop the server at start (exit code 2)
+set +e
+pm run --rm --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
+    --health-interval disable -e BERTH_MODEL_SHA256=0000000000000000000000000000000000000000000000000000000000000000 \
+    "$image" >"$work/mismatch.log" 2>&1
+code=$?
+set -e
+[ "$code" = 2 ] || { cat "$work/mismatch.log" >&2; fail "a wrong BERTH_MODEL_SHA256 gave exit code $code, expected 2"; }
+say "a wrong model sha256 is refused at start (exit 2)"
+
+# 5. serve
+port=$("$PYTHON" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+pm run -d --name "$container" --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
+    --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
+    --health-interval disable -e BERTH_NUM_THREADS=2 -p "127.0.0.1:$port:8080" "$image" >/dev/null
+if ! "$PYTHON" "$repo/tests/image/check_server.py" --url "http://127.0.0.1:$port" \
+        --model "$work/model.pt" --name my-model --timeout 120; then
+    pm logs "$container" >&2 || true
+    fail "the container did not serve correctly"
+fi
+
+# the image's own HEALTHCHECK command, run once by hand (its timer needs systemd)
+pm healthcheck run "$container" >/dev/null || fail "the image's HEALTHCHECK reports unhealthy on a ready server"
+say "HEALTHCHECK: healthy"
+
+# 6. SIGTERM: readiness off, drain, exit 0 within the grace period (20 s)
+start=$(date +%s)
+pm kill --signal TERM "$container" >/dev/null
+code=$(timeout 40 podman --root "$work/storage" --runroot "$work/run" --storage-driver "$driver" \
+       --events-backend none --cgroup-manager cgroupfs wait "$container" || echo timeout)
+stop_s=$(( $(date +%s) - start ))
+pm logs "$container" >"$work/server.log" 2>&1 || true
+[ "$code" = 0 ] || { cat "$work/server.log" >&2; fail "after SIGTERM the server exited with '$code', expected 0"; }
+[ "$stop_s" -le 25 ] || fail "the server took ${stop_s} s to stop after SIGTERM"
+say "SIGTERM: clean exit 0 after ${stop_s} s"
+say "passed: image $image, $((size / 1000000)) MB (ratio $ratio to the naive 1460 MB), built in ${build_s} s"
