@@ -94,12 +94,12 @@ user=$(pm image inspect --format '{{.Config.User}}' "$image")
 pm image inspect --format '{{json .Config.Healthcheck}}' "$image" | grep -q "health/ready" \
     || fail "HEALTHCHECK lost in the image"
 pm run --rm --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
-    --health-interval disable --entrypoint /bin/sh "$image" -c '
+    --health-interval disable --entrypoint /bin/sh "$image" 2>"$work/probe.err" -c '
     for tool in gcc cc g++ cmake make; do command -v $tool && exit 10; done
     python3 -c "import torch" 2>/dev/null && exit 11
     dpkg-query -W -f="\${Package}\n" | grep -E "^(libtorch|libopencv|libavcodec|libgdal|libqt5|python3-torch)" && exit 12
     python3 -c "import berth._core" || exit 13
-    exit 0' || fail "the runtime image holds build tools, the torch package or libtorch's package dependencies, or cannot import berth (code $?)"
+    exit 0' || { code=$?; grep -v "systemd connection" "$work/probe.err" >&2; fail "the runtime image holds build tools, the torch package or libtorch's package dependencies, or cannot import berth (code $code)"; }
 say "runtime image: no compiler, no torch Python package, no libtorch/OpenCV/ffmpeg/GDAL/Qt packages; user $user"
 
 # a wrong model sha256 must stop the server at start (exit code 2)
@@ -116,10 +116,12 @@ say "a wrong model sha256 is refused at start (exit 2)"
 port=$("$PYTHON" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 pm run -d --name "$container" --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
     --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
-    --health-interval disable -e BERTH_NUM_THREADS=2 -p "127.0.0.1:$port:8080" "$image" >/dev/null
+    --health-interval disable -e BERTH_NUM_THREADS=2 -p "127.0.0.1:$port:8080" "$image" \
+    >/dev/null 2>"$work/run.err" || { cat "$work/run.err" >&2; fail "podman run failed"; }
 if ! "$PYTHON" "$repo/tests/image/check_server.py" --url "http://127.0.0.1:$port" \
         --model "$work/model.pt" --name my-model --timeout 120; then
     pm logs "$container" >&2 || true
+    cat "$work/run.err" >&2
     fail "the container did not serve correctly"
 fi
 
