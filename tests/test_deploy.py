@@ -305,9 +305,13 @@ def test_source_bundled_inside_the_package_is_preferred_to_the_checkout(tmp_path
     package = tmp_path / "site-packages" / "berth"
     (package / "deployment").mkdir(parents=True)
     bundled = package / "_source"
-    for rel, full in source_tree.source_files(REPO):
-        (bundled / rel).parent.mkdir(parents=True, exist_ok=True)
-        (bundled / rel).write_bytes(full.read_bytes())
+    # what setup.py does at build time (it loads source_tree.py by path)
+    spec = importlib.util.spec_from_file_location(
+        "source_tree_by_path", REPO / "python/berth/deployment/source_tree.py")
+    by_path = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(by_path)
+    assert by_path.bundle_source(REPO, bundled) == len(source_tree.source_files(REPO))
+    assert source_tree.is_source_root(bundled)
     monkeypatch.delenv("BERTH_SOURCE_DIR", raising=False)
     monkeypatch.setattr(source_tree, "__file__", str(package / "deployment" / "source_tree.py"))
     assert source_tree.find_source_root() == bundled.resolve()

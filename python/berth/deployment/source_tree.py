@@ -69,3 +69,19 @@ def source_files(root):
                 if full.is_file():
                     found.append((full.relative_to(root).as_posix(), full))
     return sorted(found)
+
+
+def bundle_source(root, dest):
+    """Copy the files a build needs from ``root`` into ``dest`` (e.g. ``berth/_source``).
+
+    setup.py calls this while building berth so that an installed berth carries its own
+    source; it loads this file by path, as berth itself is not importable then.
+    Returns the number of files copied.
+    """
+    dest = Path(dest)
+    files = source_files(root)
+    for relative, full in files:
+        target = dest / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(full.read_bytes())
+    return len(files)
