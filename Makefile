@@ -7,7 +7,7 @@ ASAN_DIR := build/asan
 SOURCES := $(wildcard csrc/core/*.c csrc/core/*.h csrc/include/*.h csrc/shim/*.cpp csrc/shim/*.h csrc/shim/CMakeLists.txt) setup.py pyproject.toml
 STAMP := $(VENV)/.berth-built
 
-.PHONY: all build demo test test-core sanitize bench clean
+.PHONY: all build demo test test-core sanitize bench clean validate-tools deploy-reference image-test
 
 all: build
 
@@ -46,6 +46,19 @@ SANITIZE_TESTS ?= tests/test_core_*.py
 
 bench: build
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_train.py
+
+# Node tools that validate emitted manifests and Dockerfiles (npm ci, once).
+validate-tools:
+	sh tests/validate/install.sh
+
+# Regenerates deploy/, the reference output of `berth deploy` for the seed model.
+deploy-reference: build
+	$(PY) tests/validate/reference.py write deploy
+
+# Builds the image from an emitted context with podman, serves from it, checks answers.
+image-test: build
+	PYTHON=$(PY) sh tests/image/run.sh
 
 clean:
 	rm -rf build python/berth/*.so

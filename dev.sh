@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 # without it libtorch falls back to reference BLAS (a 64-row MLP batch ran 12x slower).
 PACKAGES=(
   make cmake gcc g++ pkg-config git
-  python3 python3-dev python3-venv python3-pip python3-setuptools python3-numpy python3-pytest
+  python3 python3-dev python3-venv python3-pip python3-setuptools python3-numpy python3-pytest python3-yaml
   python3-torch libtorch-dev libopenblas0-pthread python3-torchvision
   libjansson-dev libmicrohttpd-dev libgnutls28-dev
   python3-nbclient python3-ipykernel python3-matplotlib

@@ -6,6 +6,7 @@ libtorch is found the ecosystem's way: an explicit ``Torch_DIR``, else the insta
 ``BERTH_SANITIZE=1`` builds both parts with AddressSanitizer and UBSan.
 """
 import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import sysconfig
 import numpy
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SANITIZE = os.environ.get("BERTH_SANITIZE", "") not in ("", "0")
@@ -88,6 +90,22 @@ class BuildWithShim(build_ext):
                      "libtorch so both agree")
 
 
+class BuildPyWithSource(build_py):
+    """Ships berth's source in berth/_source/ so that `berth deploy` run from an installed
+    berth writes a context whose image can build berth (an editable install finds the
+    checkout itself)."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        spec = importlib.util.spec_from_file_location(
+            "berth_source_tree", os.path.join(HERE, "python", "berth", "deployment", "source_tree.py"))
+        tree = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tree)
+        tree.bundle_source(HERE, os.path.join(self.build_lib, "berth", "_source"))
+
+
 core = Extension(
     "berth._core",
     sources=sorted(glob.glob("csrc/core/*.c")),
@@ -99,5 +117,5 @@ core = Extension(
     depends=sorted(glob.glob("csrc/core/*.h") + glob.glob("csrc/include/*.h") + glob.glob("csrc/shim/*.h")),
 )
 
-setup(ext_modules=[core], cmdclass={"build_ext": BuildWithShim},
+setup(ext_modules=[core], cmdclass={"build_ext": BuildWithShim, "build_py": BuildPyWithSource},
       package_data={"berth": ["libberth_torch.so"]})
