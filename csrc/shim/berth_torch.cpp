@@ -26,6 +26,7 @@ struct berth_status {
 
 struct berth_torch_model {
     torch::jit::Module module;
+    torch::jit::Function *forward = nullptr;  // owned by the module's compilation unit
     std::vector<std::string> arg_names;
     size_t num_required = 0;
     std::string metadata;
@@ -158,16 +159,17 @@ at::Tensor from_dlpack(DLManagedTensor *m, size_t index) {
         at::TensorOptions().dtype(st).device(at::kCPU));
 }
 
+// One allocation per output: the DLPack struct, the tensor it keeps alive, and its
+// shape and strides (inline up to 6 dimensions).
 struct OutputCtx {
+    DLManagedTensor managed;
     at::Tensor tensor;
-    std::vector<int64_t> shape;
-    std::vector<int64_t> strides;
+    c10::SmallVector<int64_t, 6> shape;
+    c10::SmallVector<int64_t, 6> strides;
 };
 
 void delete_output(DLManagedTensor *m) {
-    if (!m) return;
-    delete static_cast<OutputCtx *>(m->manager_ctx);
-    delete m;
+    if (m) delete static_cast<OutputCtx *>(m->manager_ctx);
 }
 
 DLManagedTensor *to_dlpack(const at::Tensor &src) {
@@ -180,12 +182,12 @@ DLManagedTensor *to_dlpack(const at::Tensor &src) {
                                     ", which berth cannot hand to NumPy");
     }
     if (t.is_conj() || t.is_neg()) t = t.resolve_conj().resolve_neg();
-    auto ctx = std::make_unique<OutputCtx>();
+    auto *ctx = new OutputCtx();
     ctx->tensor = t;
     ctx->shape.assign(t.sizes().begin(), t.sizes().end());
     ctx->strides.assign(t.strides().begin(), t.strides().end());
-    auto m = std::make_unique<DLManagedTensor>();
-    std::memset(m.get(), 0, sizeof(DLManagedTensor));
+    DLManagedTensor *m = &ctx->managed;
+    std::memset(m, 0, sizeof(DLManagedTensor));
     m->dl_tensor.data = t.data_ptr();
     m->dl_tensor.device.device_type = kDLCPU;
     m->dl_tensor.device.device_id = 0;
@@ -194,9 +196,9 @@ DLManagedTensor *to_dlpack(const at::Tensor &src) {
     m->dl_tensor.shape = ctx->shape.data();
     m->dl_tensor.strides = ctx->strides.data();
     m->dl_tensor.byte_offset = 0;
-    m->manager_ctx = ctx.release();
+    m->manager_ctx = ctx;
     m->deleter = delete_output;
-    return m.release();
+    return m;
 }
 
 // --- the C entry points -----------------------------------------------------------------
@@ -241,7 +243,8 @@ berth_status *model_load(const char *path, berth_torch_model **out) {
     }
     auto method = model->module.find_method("forward");
     if (!method) return make_status(BERTH_E_LOAD, "the TorchScript module has no forward method");
-    const auto &schema = method->function().getSchema();
+    model->forward = &method->function();
+    const auto &schema = model->forward->getSchema();
     const auto &args = schema.arguments();
     for (size_t i = 1; i < args.size(); ++i) {  // 0 is self
         model->arg_names.push_back(args[i].name());
@@ -290,15 +293,18 @@ berth_status *model_forward(berth_torch_model *m, DLManagedTensor *const *inputs
         *n_outputs = 0;
         *is_tuple = 0;
         c10::InferenceMode guard;
-        std::vector<c10::IValue> stack;
-        stack.reserve(n_inputs);
+        torch::jit::Stack stack;
+        stack.reserve(n_inputs + 1);
+        stack.emplace_back(m->module._ivalue());  // self
         for (; taken < n_inputs;) {
             DLManagedTensor *in = inputs[taken];
             ++taken;  // from here the tensor's storage owns it (or from_dlpack threw after
                       // taking it: at::from_blob frees through the deleter on failure)
             stack.emplace_back(from_dlpack(in, taken - 1));
         }
-        c10::IValue result = m->module.forward(std::move(stack));
+        m->forward->run(stack);  // what Module::forward does, without the lookup per call
+        c10::IValue result = std::move(stack.front());
+        stack.clear();
         std::vector<at::Tensor> tensors;
         if (result.isTensor()) {
             tensors.push_back(result.toTensor());
