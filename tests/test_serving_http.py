@@ -381,3 +381,10 @@ def test_storm_of_malformed_bodies_gets_4xx_and_leaves_the_server_right(seed_ser
     status, _, body = seed_server.request("POST", "/v2/models/seed/infer", infer_body(x), JSON_HEADERS)
     assert status == 200
     np.testing.assert_array_equal(output_of(body), seed_model.predict(x))
+
+
+def test_a_port_in_use_is_refused(seed_server, seed_model_path):
+    run = subprocess.run([sys.executable, "-m", "berth", "serve", seed_model_path, "--host", "127.0.0.1",
+                          "--port", str(seed_server.port)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{seed_server.port}" in run.stderr

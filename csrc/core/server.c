@@ -1101,7 +1101,6 @@ int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server *
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
                                         params->idle_timeout_s > 0 ? params->idle_timeout_s : 60,
                                         NULL};
-    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
     if (params->threads > 1)
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, params->threads, NULL};
     if (srv->cert) {
