@@ -302,9 +302,8 @@ berth_status *model_forward(berth_torch_model *m, DLManagedTensor *const *inputs
                       // taking it: at::from_blob frees through the deleter on failure)
             stack.emplace_back(from_dlpack(in, taken - 1));
         }
-        m->forward->run(stack);  // what Module::forward does, without the lookup per call
-        c10::IValue result = std::move(stack.front());
-        stack.clear();
+        // What Module::forward does (checks types, fills defaults), without the lookup.
+        c10::IValue result = (*m->forward)(std::move(stack), torch::jit::Kwargs());
         std::vector<at::Tensor> tensors;
         if (result.isTensor()) {
             tensors.push_back(result.toTensor());
