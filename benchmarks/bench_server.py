@@ -49,10 +49,10 @@ def request_body(shape):
                                    "data": [round(float(v), 6) for v in x.ravel()]}]})
 
 
-def server_command(kind, model_path):
+def server_command(kind, model_path, berth_args=()):
     if kind == "berth serve":
         return [sys.executable, "-m", "berth", "serve", model_path, "--host", "127.0.0.1",
-                "--port", str(PORT), "--name", "m"]
+                "--port", str(PORT), "--name", "m", *berth_args]
     script = {"flask (hand-written)": "flask_app.py", "fastapi (hand-written)": "fastapi_app.py"}[kind]
     return [sys.executable, os.path.join(HERE, "baselines", script), model_path, str(PORT)]
 
@@ -108,6 +108,7 @@ def main():
     parser.add_argument("--models", default="mlp,resnet18")
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--servers", default="berth,fastapi,flask")
+    parser.add_argument("--berth-args", default="", help="extra arguments for berth serve")
     args = parser.parse_args()
     connections = [int(c) for c in args.connections.split(",")]
     kinds = [k for k in ("berth serve", "fastapi (hand-written)", "flask (hand-written)")
@@ -125,7 +126,7 @@ def main():
                 f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                         f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n')
             for kind in kinds:
-                proc = subprocess.Popen(server_command(kind, path), cwd=ROOT,
+                proc = subprocess.Popen(server_command(kind, path, args.berth_args.split()), cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 try:
                     wait_ready(proc, timeout=600)
