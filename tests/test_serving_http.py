@@ -388,3 +388,16 @@ def test_a_port_in_use_is_refused(seed_server, seed_model_path):
                           "--port", str(seed_server.port)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     assert f"cannot listen on 127.0.0.1:{seed_server.port}" in run.stderr
+
+
+def test_bad_tls_files_are_refused_clearly(seed_model_path, tmp_path):
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    run = subprocess.run([sys.executable, "-m", "berth", "serve", seed_model_path, "--port", "0",
+                          "--tls-cert", str(junk), "--tls-key", str(junk)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "must be PEM text of a certificate and its matching private key" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "berth", "serve", seed_model_path, "--port", "0",
+                          "--tls-cert", str(junk)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "HTTPS needs both --tls-cert and --tls-key" in run.stderr

@@ -1116,11 +1116,15 @@ int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server *
         pthread_mutex_destroy(&srv->mu);
         read_pem_free(srv);
         free(srv);
-        return bt_error_set(err, BT_ERR_VALUE,
-                            "cannot listen on %.200s:%d%s%s%s", host, params->port,
-                            e ? " (" : "", e ? strerror(e) : "",
-                            params->tls_cert ? "; or the TLS certificate/key is not valid PEM)"
-                                             : (e ? ")" : ""));
+        if (params->tls_cert)
+            return bt_error_set(err, BT_ERR_VALUE,
+                                "cannot start HTTPS on %.200s:%d: the TLS certificate and key "
+                                "must be PEM text of a certificate and its matching private key"
+                                "%s%s",
+                                host, params->port, e ? "; or the address failed: " : "",
+                                e ? strerror(e) : "");
+        return bt_error_set(err, BT_ERR_VALUE, "cannot listen on %.200s:%d: %s", host,
+                            params->port, e ? strerror(e) : "the address is not usable");
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon,
                                                            MHD_DAEMON_INFO_BIND_PORT);
