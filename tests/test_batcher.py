@@ -188,3 +188,19 @@ def test_parameters_are_checked(seed):
         seed.batcher(max_delay_ms=-1)
     with pytest.raises(ValueError, match="max_queue must be at least 1"):
         seed.batcher(max_queue=0)
+
+
+def test_several_workers_run_forwards_concurrently(identity_model_path):
+    model = berth.load(identity_model_path)
+    with model.batcher(workers=3) as b:
+        outs = [None] * 48
+
+        def worker(i):
+            outs[i] = b.predict(np.full((2, 2), i, np.int32))
+
+        assert run_threads(48, worker) == []
+        assert b.stats()["batches"] == 48
+    for i, out in enumerate(outs):
+        np.testing.assert_array_equal(out, np.full((2, 2), i, np.int32))
+    with pytest.raises(ValueError, match="workers must be between 1 and 64, got 0"):
+        model.batcher(workers=0)

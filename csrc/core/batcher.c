@@ -1,4 +1,4 @@
-/* batcher.c - the dynamic batcher: one queue, one worker thread, pthreads. */
+/* batcher.c - the dynamic batcher: one queue, worker threads (one by default), pthreads. */
 #define _POSIX_C_SOURCE 200809L
 #include "batcher.h"
 
@@ -25,6 +25,12 @@ typedef struct bt_item {
     void *ctx;
 } bt_item;
 
+struct bt_worker {
+    struct bt_batcher *b;
+    pthread_t thread;
+    bt_item **batch; /* max_batch_size slots, this worker's own */
+};
+
 struct bt_batcher {
     bt_model *model;
     bt_batcher_params params;
@@ -38,8 +44,8 @@ struct bt_batcher {
     double last_arrival; /* bt_now() of the latest submit */
     _Atomic int upstream; /* requests announced (being parsed) and not yet submitted */
     int stopping;
-    pthread_t thread;
-    bt_item **batch; /* max_batch_size slots, used by the worker only */
+    int n_workers;
+    struct bt_worker *workers; /* n_workers entries */
 
     _Atomic uint64_t requests, batches, rows, errors, overloaded, timeouts;
     bt_histogram batch_sizes, queue_seconds, compute_seconds;
@@ -54,7 +60,7 @@ double bt_now(void)
 
 bt_batcher_params bt_batcher_default_params(void)
 {
-    bt_batcher_params p = {64, 2.0, 1024, -1};
+    bt_batcher_params p = {64, 2.0, 1024, -1, 1};
     return p;
 }
 
@@ -278,8 +284,9 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
 
 static void *worker_main(void *arg)
 {
-    bt_batcher *b = arg;
-    bt_item **batch = b->batch;
+    struct bt_worker *w = arg;
+    bt_batcher *b = w->b;
+    bt_item **batch = w->batch;
     pthread_mutex_lock(&b->mu);
     for (;;) {
         while (!b->head && !b->stopping)
@@ -362,14 +369,28 @@ int bt_batcher_create(bt_model *model, const bt_batcher_params *params, bt_batch
         return bt_error_set(err, BT_ERR_VALUE,
                             "the batcher handles models of at most %d inputs; this one takes %zu",
                             BT_BATCH_MAX_INPUTS, model->n_inputs);
+    if (p.workers < 1 || p.workers > 64)
+        return bt_error_set(err, BT_ERR_VALUE, "workers must be between 1 and 64, got %d",
+                            p.workers);
     bt_batcher *b = calloc(1, sizeof *b);
-    bt_item **batch = malloc(sizeof(bt_item *) * (size_t)p.max_batch_size);
-    if (!b || !batch) {
+    struct bt_worker *workers = calloc((size_t)p.workers, sizeof *workers);
+    if (!b || !workers) {
         free(b);
-        free(batch);
+        free(workers);
         return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
     }
-    b->batch = batch;
+    b->workers = workers;
+    for (int i = 0; i < p.workers; i++) {
+        workers[i].b = b;
+        workers[i].batch = malloc(sizeof(bt_item *) * (size_t)p.max_batch_size);
+        if (!workers[i].batch) {
+            for (int k = 0; k < i; k++)
+                free(workers[k].batch);
+            free(workers);
+            free(b);
+            return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+        }
+    }
     b->model = model;
     b->params = p;
     b->batching = p.batching < 0 ? model->batchable : p.batching;
@@ -382,15 +403,16 @@ int bt_batcher_create(bt_model *model, const bt_batcher_params *params, bt_batch
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, &ca);
     pthread_condattr_destroy(&ca);
-    int e = pthread_create(&b->thread, NULL, worker_main, b);
-    if (e != 0) {
-        pthread_cond_destroy(&b->cv);
-        pthread_mutex_destroy(&b->mu);
-        free(b->batch);
-        free(b);
-        return bt_error_set(err, BT_ERR_INTERNAL, "cannot start the batcher thread: %s",
-                            strerror(e));
+    for (int i = 0; i < p.workers; i++) {
+        int e = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
+        if (e != 0) {
+            b->n_workers = i;
+            bt_batcher_free(b);
+            return bt_error_set(err, BT_ERR_INTERNAL, "cannot start a batcher thread: %s",
+                                strerror(e));
+        }
     }
+    b->n_workers = p.workers;
     *out = b;
     return 0;
 }
@@ -403,10 +425,13 @@ void bt_batcher_free(bt_batcher *b)
     b->stopping = 1;
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
-    pthread_join(b->thread, NULL);
+    for (int i = 0; i < b->n_workers; i++)
+        pthread_join(b->workers[i].thread, NULL);
     pthread_cond_destroy(&b->cv);
     pthread_mutex_destroy(&b->mu);
-    free(b->batch);
+    for (int i = 0; i < b->params.workers; i++)
+        free(b->workers[i].batch);
+    free(b->workers);
     free(b);
 }
 

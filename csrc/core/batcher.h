@@ -28,9 +28,10 @@ typedef struct bt_batcher_params {
     double max_delay_ms; /* longest wait for more rows after the first, >= 0 */
     int max_queue;       /* queued requests before BT_ERR_OVERLOADED, >= 1 */
     int batching;        /* -1: the model's signature decides; 0: never; 1: always */
+    int workers;         /* threads running forwards concurrently, 1..64 */
 } bt_batcher_params;
 
-/* {64, 2.0, 1024, -1} */
+/* {64, 2.0, 1024, -1, 1} */
 bt_batcher_params bt_batcher_default_params(void);
 
 /* Called once per submitted request, from the batcher's thread. On success (status 0)
@@ -38,11 +39,11 @@ bt_batcher_params bt_batcher_default_params(void);
 typedef void (*bt_batch_done_fn)(void *ctx, int status, DLManagedTensor **outputs,
                                  size_t n_outputs, int is_tuple, const bt_error *err);
 
-/* Starts the batcher's thread. model must outlive the batcher. */
+/* Starts the batcher's worker threads. model must outlive the batcher. */
 int bt_batcher_create(bt_model *model, const bt_batcher_params *params, bt_batcher **out,
                       bt_error *err);
 
-/* Stops taking requests, finishes every queued one, joins the thread. NULL-tolerant. */
+/* Stops taking requests, finishes every queued one, joins the threads. NULL-tolerant. */
 void bt_batcher_free(bt_batcher *b);
 
 /* 1 when requests are concatenated along the batch dimension. */

@@ -92,12 +92,12 @@ static void batcher_release(BatcherObject *self)
 static int Batcher_init(BatcherObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"model", "max_batch_size", "max_delay_ms", "max_queue",
-                             "batching", NULL};
+                             "batching", "workers", NULL};
     PyObject *model_obj, *batching = Py_None;
     bt_batcher_params p = bt_batcher_default_params();
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$idiO:Batcher", kwlist, &model_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$idiOi:Batcher", kwlist, &model_obj,
                                      &p.max_batch_size, &p.max_delay_ms, &p.max_queue,
-                                     &batching))
+                                     &batching, &p.workers))
         return -1;
     if (self->batcher) {
         PyErr_SetString(PyExc_RuntimeError, "Batcher.__init__ called twice");
@@ -276,9 +276,10 @@ static PyTypeObject BatcherType = {
     .tp_basicsize = sizeof(BatcherObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Batcher(model, *, max_batch_size=64, max_delay_ms=2.0, max_queue=1024, "
-              "batching=None)\n--\n\n"
+              "batching=None, workers=1)\n--\n\n"
               "Dynamic batching in C: concurrent predict() calls are concatenated along the "
-              "batch dimension. batching=None lets the model's signature decide.",
+              "batch dimension. batching=None lets the model's signature decide; workers "
+              "threads run forwards concurrently.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Batcher_init,
     .tp_dealloc = (destructor)Batcher_dealloc,
@@ -312,17 +313,17 @@ static int Service_init(ServiceObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"model",    "name",         "max_batch_size", "max_delay_ms",
                              "max_queue", "batching",    "auth_token",     "log_requests",
-                             "timeout_ms", NULL};
+                             "timeout_ms", "workers",    NULL};
     PyObject *model_obj, *batching = Py_None;
     const char *name, *token = NULL;
     int log_requests = 0;
     bt_service_params p;
     memset(&p, 0, sizeof p);
     p.batch = bt_batcher_default_params();
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Os|$idiOzpd:Service", kwlist, &model_obj, &name,
-                                     &p.batch.max_batch_size, &p.batch.max_delay_ms,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Os|$idiOzpdi:Service", kwlist, &model_obj,
+                                     &name, &p.batch.max_batch_size, &p.batch.max_delay_ms,
                                      &p.batch.max_queue, &batching, &token, &log_requests,
-                                     &p.timeout_ms))
+                                     &p.timeout_ms, &p.batch.workers))
         return -1;
     if (self->svc) {
         PyErr_SetString(PyExc_RuntimeError, "Service.__init__ called twice");
@@ -548,7 +549,7 @@ static PyTypeObject ServiceType = {
     .tp_basicsize = sizeof(ServiceObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Service(model, name, *, max_batch_size=64, max_delay_ms=2.0, max_queue=1024, "
-              "batching=None, auth_token=None, log_requests=False, timeout_ms=0.0)\n--\n\n"
+              "batching=None, auth_token=None, log_requests=False, timeout_ms=0.0, workers=1)\n--\n\n"
               "One model behind the Open Inference Protocol v2 and KServe v1, in C: routing, "
               "auth, codec, batcher, metrics and readiness, without a transport.",
     .tp_new = PyType_GenericNew,

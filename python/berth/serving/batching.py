@@ -2,7 +2,8 @@
 from .. import _core
 
 
-def batcher(model, max_batch_size=64, max_delay_ms=2.0, max_queue=1024, batching=None):
+def batcher(model, max_batch_size=64, max_delay_ms=2.0, max_queue=1024, batching=None,
+            workers=1):
     """A dynamic batcher over ``model`` (a :class:`berth.Model`), run in C.
 
     Concurrent ``predict(*inputs, timeout=None)`` calls from any thread are queued in C,
@@ -14,7 +15,8 @@ def batcher(model, max_batch_size=64, max_delay_ms=2.0, max_queue=1024, batching
 
     Only models whose batch dimension is known are batched: the signature's inputs and
     outputs all start with -1 (berth.json), or ``batching=True``. Others run one request
-    per forward. ``stats()`` returns the counters and histograms; ``close()`` (or a
+    per forward. ``workers`` threads run forwards concurrently (each forward still uses
+    libtorch's intra-op threads). ``stats()`` returns the counters and histograms; ``close()`` (or a
     ``with`` block) finishes queued requests and stops the thread.
 
     >>> batcher(object())
@@ -23,4 +25,4 @@ def batcher(model, max_batch_size=64, max_delay_ms=2.0, max_queue=1024, batching
     TypeError: expected a berth.Model, got object
     """
     return _core.Batcher(model, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
-                         max_queue=max_queue, batching=batching)
+                         max_queue=max_queue, batching=batching, workers=workers)

@@ -37,6 +37,9 @@ def build_parser():
     p.add_argument("--max-queue", type=int, default=1024,
                    help="queued requests before 503 Overloaded (default 1024)")
     p.add_argument("--no-batching", action="store_true", help="run one request per forward")
+    p.add_argument("--workers", type=int, default=1,
+                   help="forwards run concurrently (default 1; try 2 with --threads 1 for "
+                        "models that batching does not speed up)")
     p.add_argument("--threads", type=int,
                    help="libtorch intra-op threads (default: BERTH_NUM_THREADS, else the "
                         "cgroup CPU quota, else the CPU count)")
@@ -87,7 +90,8 @@ def check_arguments(args):
         raise StartupError(f"--max-body-mb must be positive, got {args.max_body_mb}", EXIT_USAGE)
     if args.grace_period < 0:
         raise StartupError(f"--grace-period must be >= 0, got {args.grace_period}", EXIT_USAGE)
-    for flag, value in (("--threads", args.threads), ("--http-threads", args.http_threads)):
+    for flag, value in (("--threads", args.threads), ("--http-threads", args.http_threads),
+                        ("--workers", args.workers)):
         if value is not None and value < 1:
             raise StartupError(f"{flag} must be at least 1, got {value}", EXIT_USAGE)
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -140,7 +144,7 @@ def start(args):
                                 max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
                                 batching=False if args.no_batching else None,
                                 auth_token=token, log_requests=args.log_level == "debug",
-                                timeout_ms=args.timeout_ms)
+                                timeout_ms=args.timeout_ms, workers=args.workers)
     except ValueError as e:
         raise StartupError(str(e), EXIT_USAGE) from None
     http_threads = args.http_threads or max(2, _core.num_threads())
@@ -192,6 +196,7 @@ def main(argv):
             f"libtorch threads {_core.num_threads()}, http threads {http_threads}; batching "
             + (f"on (max {args.max_batch_size} rows, {args.max_delay_ms:g} ms)"
                if service.batching else "off")
+            + f", {args.workers} worker(s)"
             + f"; listening on {scheme}://{args.host}:{server.port}"
             + ("; bearer token required" if args.auth_token_file else ""))
         if not stop.is_set():
