@@ -2,28 +2,13 @@
 import hashlib
 
 from . import dockerfile, grafana, manifests
+from .._version import __version__
 from .collect_runtime_libs import __file__ as _collector_path
 from .context_readme import render_readme
 from .source_tree import find_source_root, source_files
 from .yaml_text import dump
 
 MODEL_FILENAME = "model.pt"
-
-
-def berth_version():
-    """The version of the berth package doing the deploy."""
-    try:
-        import berth
-        version = getattr(berth, "__version__", None)
-        if version:
-            return str(version)
-    except ImportError:
-        pass
-    try:
-        from importlib.metadata import version
-        return version("berth")
-    except Exception:  # not installed: running from a checkout without metadata
-        return "0+unknown"
 
 
 def k8s_documents(opts):
@@ -42,7 +27,7 @@ def k8s_documents(opts):
 
 def build_files(opts, model):
     """{relative path: bytes} for the whole context."""
-    version = berth_version()
+    version = __version__
     files = {}
     k8s = k8s_documents(opts)
     for filename, doc in k8s:

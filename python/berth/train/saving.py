@@ -26,25 +26,12 @@ import warnings
 
 import torch
 
+from .._version import __version__
+
 __all__ = ["save_model", "save_weights", "load_weights", "load_model", "read_metadata", "metadata", "BERTH_FORMAT"]
 
 BERTH_FORMAT = 1
 METADATA_FILE = "berth.json"
-
-
-def _berth_version():
-    try:
-        import berth
-        version = getattr(berth, "__version__", None)
-        if version:
-            return str(version)
-    except ImportError:
-        pass
-    try:
-        from importlib import metadata as importlib_metadata
-        return importlib_metadata.version("berth")
-    except Exception:
-        return "unknown"
 
 
 def _dims(shape):
@@ -73,7 +60,7 @@ def metadata(model, export):
         "model": {"class": "Sequential", "config": model.get_config()},
         "training": training,
         "export": export,
-        "berth_version": _berth_version(),
+        "berth_version": __version__,
         "torch_version": torch.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
