@@ -1,5 +1,4 @@
 """Bad input gets a clear Python exception naming what was expected and given."""
-import os
 
 import numpy as np
 import pytest

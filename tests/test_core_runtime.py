@@ -1,6 +1,5 @@
 """Threads, memory over many calls, import hygiene, and the thread-count policy."""
 import os
-import resource
 import threading
 
 import numpy as np
