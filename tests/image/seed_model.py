@@ -3,7 +3,6 @@
 Shared by the deploy tests, the reference output in deploy/ and the image test. The
 weights come from a fixed seed so the file, and so its sha256, is reproducible.
 """
-import io
 import json
 import sys
 
