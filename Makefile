@@ -7,7 +7,7 @@ ASAN_DIR := build/asan
 SOURCES := $(wildcard csrc/core/*.c csrc/core/*.h csrc/include/*.h csrc/shim/*.cpp csrc/shim/*.h csrc/shim/CMakeLists.txt) setup.py pyproject.toml
 STAMP := $(VENV)/.berth-built
 
-.PHONY: all build demo test test-core sanitize bench clean validate-tools deploy-reference image-test
+.PHONY: all build demo test test-core test-serving sanitize fuzz bench bench-server clean validate-tools deploy-reference image-test
 
 all: build
 
@@ -30,7 +30,12 @@ test: build
 test-core: build
 	$(PY) -m pytest -q tests/test_core_*.py
 
-# The C core and the shim built with AddressSanitizer + UBSan, running the core tests.
+SERVING_TESTS := tests/test_protocol_*.py tests/test_batcher*.py tests/test_serving_*.py
+test-serving: build
+	$(PY) -m pytest -q $(SERVING_TESTS) --doctest-modules python/berth/serving
+
+# The C core and the shim built with AddressSanitizer + UBSan, running the core and
+# serving tests (the servers they start inherit the instrumented build).
 # Python itself is not instrumented, so the runtime is preloaded and leak checking is off
 # (CPython keeps its interned objects until exit).
 sanitize: $(PY)
@@ -42,11 +47,20 @@ sanitize: $(PY)
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 BERTH_SANITIZED=1 \
 	PYTHONPATH=$(ASAN_DIR) $(PY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS)
 
-SANITIZE_TESTS ?= tests/test_core_*.py
+SANITIZE_TESTS ?= tests/test_core_*.py $(SERVING_TESTS)
+
+# libFuzzer (clang, ASan/UBSan) on the protocol codec for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 60
+fuzz:
+	csrc/fuzz/build.sh $(FUZZ_SECONDS)
 
 bench: build
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_server.py
+
+bench-server: build
+	$(PY) benchmarks/bench_server.py
 
 # Node tools that validate emitted manifests and Dockerfiles (npm ci, once).
 validate-tools:
