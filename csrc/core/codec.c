@@ -368,6 +368,17 @@ static char *dup_str(const char *s, bt_error *err)
     return d;
 }
 
+/* The request body as JSON (duplicate keys refused); NULL with err set otherwise. */
+static json_t *parse_body(const char *body, size_t len, bt_error *err)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        bt_error_set(err, BT_ERR_VALUE, "request body is not valid JSON: %s (line %d, column %d)",
+                     jerr.text, jerr.line, jerr.column);
+    return root;
+}
+
 static const char *json_kind(const json_t *v)
 {
     switch (json_typeof(v)) {
@@ -591,12 +602,9 @@ int bt_codec_parse_v2(const char *body, size_t len, long long header_len,
                                 header_len, len);
         json_len = (size_t)header_len;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb(body, json_len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = parse_body(body, json_len, err);
     if (!root)
-        return bt_error_set(err, BT_ERR_VALUE,
-                            "request body is not valid JSON: %s (line %d, column %d)", jerr.text,
-                            jerr.line, jerr.column);
+        return -1;
     bt_infer_request *req = NULL;
     int rc = -1;
     if (!json_is_object(root)) {
@@ -701,12 +709,9 @@ int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
                       size_t n_hints, bt_infer_request **out, bt_error *err)
 {
     *out = NULL;
-    json_error_t jerr;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = parse_body(body, len, err);
     if (!root)
-        return bt_error_set(err, BT_ERR_VALUE,
-                            "request body is not valid JSON: %s (line %d, column %d)", jerr.text,
-                            jerr.line, jerr.column);
+        return -1;
     bt_infer_request *req = NULL;
     int rc = -1;
     json_t *inst = json_is_object(root) ? json_object_get(root, "instances") : NULL;
