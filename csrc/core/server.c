@@ -662,7 +662,7 @@ static void encode_outputs(bt_job *job, DLManagedTensor **outputs, size_t n_out,
 {
     bt_service *svc = job->svc;
     const bt_model *m = svc->model;
-    bt_output outs[BT_MAX_OUTPUTS];
+    bt_output outs[BT_MAX_OUTPUTS] = {0}; /* zeroed: gcc -O2 cannot see n bounds the reads */
     char scratch[BT_MAX_OUTPUTS][32];
     size_t n = 0;
     bt_error err = {BT_OK, ""};
