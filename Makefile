@@ -34,14 +34,14 @@ SERVING_TESTS := tests/test_protocol_*.py tests/test_batcher*.py tests/test_serv
 test-serving: build
 	$(PY) -m pytest -q $(SERVING_TESTS) --doctest-modules python/berth/serving
 
-# The C core and the shim built with AddressSanitizer + UBSan, running the core and
+# The C core and the shim built with AddressSanitizer + UBSan (and -Werror), running the core and
 # serving tests (the servers they start inherit the instrumented build).
 # Python itself is not instrumented, so the runtime is preloaded and leak checking is off
 # (CPython keeps its interned objects until exit).
 sanitize: $(PY)
 	rm -rf $(ASAN_DIR)/berth && mkdir -p $(ASAN_DIR) && cp -r python/berth $(ASAN_DIR)/berth
 	find $(ASAN_DIR)/berth -name '*.so' -delete
-	BERTH_SANITIZE=1 $(PY) setup.py -q build_ext -b $(ASAN_DIR) -t build/asan-obj
+	BERTH_SANITIZE=1 BERTH_WERROR=1 $(PY) setup.py -q build_ext -b $(ASAN_DIR) -t build/asan-obj
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_odr_violation=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 BERTH_SANITIZED=1 \

@@ -20,6 +20,7 @@ from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SANITIZE = os.environ.get("BERTH_SANITIZE", "") not in ("", "0")
+WERROR = os.environ.get("BERTH_WERROR", "") not in ("", "0")  # CI: warnings fail the build
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
 
 
@@ -69,7 +70,8 @@ class BuildWithShim(build_ext):
         print(f"berth: building the libtorch shim against {torch_dir} ({origin})")
         subprocess.check_call(["cmake", "-S", os.path.join(HERE, "csrc", "shim"), "-B", build_dir,
                                f"-DTorch_DIR={torch_dir}", "-DCMAKE_BUILD_TYPE=Release",
-                               f"-DBERTH_SANITIZE={'ON' if SANITIZE else 'OFF'}", "-Wno-dev"],
+                               f"-DBERTH_SANITIZE={'ON' if SANITIZE else 'OFF'}",
+                               f"-DBERTH_WERROR={'ON' if WERROR else 'OFF'}", "-Wno-dev"],
                               stdout=subprocess.DEVNULL if not self.verbose else None)
         subprocess.check_call(["cmake", "--build", build_dir, "-j", str(min(2, os.cpu_count() or 1))])
         self.check_abi(build_dir)
@@ -112,7 +114,7 @@ core = Extension(
     include_dirs=["csrc/include", "csrc/shim", "csrc/core", numpy.get_include()],
     libraries=["jansson", "microhttpd", "pthread", "dl"],
     extra_compile_args=["-std=c11", "-Wall", "-Wextra",
-                        "-fvisibility=hidden"] + (SANITIZE_FLAGS + ["-O1", "-g"] if SANITIZE else ["-O2"]),
+                        "-fvisibility=hidden"] + (["-Werror"] if WERROR else []) + (SANITIZE_FLAGS + ["-O1", "-g"] if SANITIZE else ["-O2"]),
     extra_link_args=SANITIZE_FLAGS if SANITIZE else [],
     depends=sorted(glob.glob("csrc/core/*.h") + glob.glob("csrc/include/*.h") + glob.glob("csrc/shim/*.h")),
 )
