@@ -102,6 +102,10 @@ bad:
                         "or bool); got elements of format '%s'", name, fmt);
 }
 
+int bt_py_buffer_dtype(const Py_buffer *b, DLDataType *out) {
+    return format_dtype(b->format, b->itemsize, "", out, NULL);
+}
+
 static const char *input_name(const bt_model *m, size_t index, char *buf, size_t size) {
     if (m && index < m->n_inputs) return m->inputs[index].name;
     snprintf(buf, size, "#%zu", index);
@@ -185,7 +189,7 @@ int bt_py_to_tensor(PyObject *obj, const bt_model *m, size_t index, DLManagedTen
     t->ndim = b->ndim;
     t->dtype = dtype;
     t->shape = shape;
-    t->strides = strides;
+    t->strides = b->strides ? strides : NULL; /* NULL: C-contiguous */
     t->byte_offset = 0;
     v->managed.manager_ctx = v;
     v->managed.deleter = view_deleter;

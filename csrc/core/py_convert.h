@@ -40,6 +40,10 @@ int bt_py_to_tensor(PyObject *obj, const bt_model *m, size_t index, DLManagedTen
 /* Ends the call's claim on a buffer-backed input. NULL-tolerant. GIL held. */
 void bt_py_view_done(bt_py_view *view);
 
+/* The dtype of a buffer's elements (its struct-module format); 0, or -1 when berth cannot
+ * take them. */
+int bt_py_buffer_dtype(const Py_buffer *b, DLDataType *out);
+
 /* Wraps t as an ndarray that owns it (no copy): the array's base is a capsule calling the
  * DLPack deleter. Steals t on every path. NULL with an exception set on failure. */
 PyObject *bt_py_from_tensor(DLManagedTensor *t);

@@ -86,13 +86,8 @@ static PyObject *raise_forward_error(const bt_model *m, PyObject *const *args, P
             int64_t dims[64];
             for (int d = 0; d < b.ndim && d < 64; ++d) dims[d] = b.shape[d];
             bt_shape_str(shape, sizeof shape, dims, b.ndim < 64 ? b.ndim : 64);
-            dtype = b.format ? b.format : "B";
-            static const struct { const char *f, *n; } names[] = {
-                {"e", "float16"}, {"f", "float32"}, {"d", "float64"}, {"b", "int8"}, {"h", "int16"},
-                {"i", "int32"}, {"l", "int64"}, {"q", "int64"}, {"B", "uint8"}, {"?", "bool"}};
-            const char *f = dtype + (strchr("@=<", dtype[0]) && dtype[0] ? 1 : 0);
-            for (size_t k = 0; k < sizeof names / sizeof names[0]; ++k)
-                if (strcmp(f, names[k].f) == 0) dtype = names[k].n;
+            DLDataType dt;
+            dtype = bt_py_buffer_dtype(&b, &dt) == 0 ? bt_dtype_str(dt) : (b.format ? b.format : "B");
             used += (size_t)snprintf(given + used, sizeof given - used, "%s'%s' %s %s", i ? ", " : "",
                                      m->inputs[i].name, dtype, shape);
             PyBuffer_Release(&b);
