@@ -1,4 +1,5 @@
 """Shared fixtures: TorchScript files made with torch at test time (nothing downloaded)."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,10 +29,11 @@ def save_script(module, path, metadata=None, trace_inputs=None):
 
 
 def seed_mlp():
-    import torch
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(10, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
-                               torch.nn.ReLU(), torch.nn.Linear(64, 1))
+    """The seed MLP with fixed weights, the one deploy/ and the image test use too."""
+    spec = importlib.util.spec_from_file_location("seed_model", os.path.join(ROOT, "tests", "image", "seed_model.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.seed_module()
 
 
 @pytest.fixture(scope="session")
