@@ -1,5 +1,7 @@
 """Zero copy in and out, strided and offset inputs, every dtype, empty batches."""
 import gc
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -101,3 +103,38 @@ def test_empty_batch(seed_model_path, identity):
 def test_scalar_input(identity):
     y = identity.predict(np.float32(2.5))
     assert y.shape == () and y == np.float32(2.5)
+
+
+KEEP_FREED_PROBE = r"""
+import ctypes, resource, sys
+from berth import _core
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+if sys.argv[1] == "keep":
+    assert _core.keep_freed_memory() is True
+size = 200 << 20
+
+def faults_of_one_round():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    p = libc.malloc(size)
+    ctypes.memset(p, 1, size)
+    libc.free(p)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+faults_of_one_round()
+print(faults_of_one_round())
+"""
+
+
+@pytest.mark.parametrize("mode", ["keep", "default"])
+def test_keep_freed_memory_stops_refaulting_large_blocks(mode):
+    # What `berth serve` turns on: the second 200 MiB block reuses the first one's pages
+    # instead of mapping fresh ones and faulting all 51,200 pages in again.
+    out = subprocess.run([sys.executable, "-c", KEEP_FREED_PROBE, mode], capture_output=True,
+                         text=True, check=True).stdout
+    faults = int(out)
+    if mode == "keep":
+        assert faults < 1000
+    else:
+        assert faults > 10000  # glibc's default, which the "keep" case must beat
