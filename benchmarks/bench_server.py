@@ -4,7 +4,9 @@ apps in benchmarks/baselines/, driven by wrk at 1, 16 and 64 connections, in one
 For each model (the seed MLP 10 -> 128 -> 64 -> 1 and resnet18) every server is started
 in turn, waited on until ready, given a short untimed warm-up, then measured at each
 connection count with the same Open Inference Protocol v2 JSON request (1 row). Reported:
-requests/s, p50 and p99 latency, non-2xx answers, and the server's peak RSS.
+requests/s, p50 and p99 latency, non-2xx answers, and the server's peak RSS. berth is also
+measured with the same input sent through the binary tensor data extension, as Triton's and
+KServe's clients send tensors (the hand-written apps speak JSON only).
 
     .venv/bin/python benchmarks/bench_server.py [--duration 5] [--models mlp,resnet18]
 """
@@ -42,11 +44,34 @@ def make_models(directory):
     return models
 
 
-def request_body(shape):
+def request_input(shape):
     import numpy as np
-    x = np.random.default_rng(0).standard_normal([1] + shape).astype(np.float32)
+    return np.random.default_rng(0).standard_normal([1] + shape).astype(np.float32)
+
+
+def request_body(shape):
+    x = request_input(shape)
     return json.dumps({"inputs": [{"name": "x", "shape": [1] + shape, "datatype": "FP32",
                                    "data": [round(float(v), 6) for v in x.ravel()]}]})
+
+
+def binary_request(shape):
+    """The same input with the binary tensor data extension: (body bytes, JSON header length)."""
+    x = request_input(shape)
+    header = json.dumps({"inputs": [{"name": "x", "shape": [1] + shape, "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    return header + x.tobytes(), len(header)
+
+
+def wrk_script(path, body_file, headers):
+    """A wrk Lua script that POSTs the bytes of body_file with the given headers."""
+    lines = ['wrk.method = "POST"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    lines += [f'local f = io.open("{body_file}", "rb")', 'wrk.body = f:read("*a")', "f:close()"]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
 
 
 def server_command(kind, model_path, berth_args=()):
@@ -109,6 +134,9 @@ def main():
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--servers", default="berth,fastapi,flask")
     parser.add_argument("--berth-args", default="", help="extra arguments for berth serve")
+    parser.add_argument("--binary", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure berth with the binary tensor data extension "
+                             "(the hand-written apps speak JSON only)")
     args = parser.parse_args()
     connections = [int(c) for c in args.connections.split(",")]
     kinds = [k for k in ("berth serve", "fastapi (hand-written)", "flask (hand-written)")
@@ -121,22 +149,32 @@ def main():
             body_file = os.path.join(tmp, f"{model_name}.json")
             with open(body_file, "w") as f:
                 f.write(request_body(shape))
-            script = os.path.join(tmp, f"{model_name}.lua")
-            with open(script, "w") as f:
-                f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n')
+            script = wrk_script(os.path.join(tmp, f"{model_name}.lua"), body_file,
+                                {"Content-Type": "application/json"})
+            body, header_len = binary_request(shape)
+            with open(body_file + ".bin", "wb") as f:
+                f.write(body)
+            binary_script = wrk_script(os.path.join(tmp, f"{model_name}-binary.lua"),
+                                       body_file + ".bin",
+                                       {"Content-Type": "application/octet-stream",
+                                        "Inference-Header-Content-Length": header_len})
             for kind in kinds:
                 proc = subprocess.Popen(server_command(kind, path, args.berth_args.split()), cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                runs = [(kind, script)]
+                if kind == "berth serve" and args.binary:
+                    runs.append(("berth serve (binary)", binary_script))
                 try:
                     wait_ready(proc, timeout=600)
                     run_wrk(script, 4, 2)  # untimed warm-up
-                    for c in connections:
-                        rps, p50, p99, bad, errors = run_wrk(script, c, args.duration)
-                        rows.append((model_name, kind, c, rps, p50, p99, bad, errors,
-                                     peak_rss_mb(proc.pid)))
-                        print(f"{model_name:9} {kind:24} c={c:<3} {rps:9.0f} req/s  p50 {p50:8.2f} ms"
-                              f"  p99 {p99:8.2f} ms  non-2xx {bad}  {errors}", file=sys.stderr, flush=True)
+                    for label, run_script in runs:
+                        for c in connections:
+                            rps, p50, p99, bad, errors = run_wrk(run_script, c, args.duration)
+                            rows.append((model_name, label, c, rps, p50, p99, bad, errors,
+                                         peak_rss_mb(proc.pid)))
+                            print(f"{model_name:9} {label:24} c={c:<3} {rps:9.0f} req/s  p50 "
+                                  f"{p50:8.2f} ms  p99 {p99:8.2f} ms  non-2xx {bad}  {errors}",
+                                  file=sys.stderr, flush=True)
                 finally:
                     proc.terminate()
                     proc.wait(60)
@@ -149,7 +187,7 @@ def main():
     for model_name in args.models.split(","):
         for c in connections:
             by_kind = {k: (rps, p99) for m, k, cc, rps, _, p99, *_ in rows if m == model_name and cc == c}
-            if len(by_kind) < 3:
+            if not {"berth serve", "fastapi (hand-written)", "flask (hand-written)"} <= set(by_kind):
                 continue
             base, base_p99 = by_kind["fastapi (hand-written)"]
             ours, our_p99 = by_kind["berth serve"]
