@@ -77,7 +77,7 @@ def test_context_has_every_file_and_sanitizes_the_name(model_path, tmp_path, cap
     install = runtime.split("apt-get install -y --no-install-recommends", 1)[1]
     packages = [word for word in install.split("&&", 1)[0].replace("\\", " ").split()
                 if not word.startswith("-") and "::" not in word]
-    assert packages == ["python3", "python3-numpy", "libjansson4", "libmicrohttpd12",
+    assert packages == ["python3", "python3-numpy", "libcjson1", "libmicrohttpd12",
                         "libopenblas0-pthread"]
     assert runtime.count("apt-get install") == 1
     readme = (out / "README.md").read_text()

@@ -157,7 +157,9 @@ def test_float64_json_data_is_cast_for_a_float32_model(seed):
     ("INT8", np.int8, [-128, -1, 0, 127]),
     ("INT16", np.int16, [-32768, 5, 300, 32767]),
     ("INT32", np.int32, [-2147483648, 0, 1, 2147483647]),
-    ("INT64", np.int64, [-9223372036854775808, -1, 1 << 40, 9223372036854775807]),
+    # JSON numbers carry integers exactly only below 2^53 (RFC 7493): the extremes of INT64
+    # travel as binary data (test_int64_beyond_2_53_needs_the_binary_extension)
+    ("INT64", np.int64, [-(2**53 - 1), -1, 1 << 40, 2**53 - 1]),
     ("FP16", np.float16, [0.5, -2.0, 65504.0, 0.0999755859375]),
     ("FP32", np.float32, [0.1, -3.5, 1e30, 1.17549435e-38]),
     ("FP64", np.float64, [0.1, -1e300, 2.5, 5e-324]),
@@ -180,6 +182,34 @@ def test_every_datatype_round_trips(identity, datatype, dtype, values):
     head, tail = split_binary(headers, reply)
     assert head["outputs"][0]["datatype"] == datatype
     assert tail == x.tobytes()
+
+
+INT64_EXACT_MESSAGE = ("input 'x': {} cannot be carried exactly by a JSON number (|value| >= 2^53, "
+                       "see RFC 7493); send INT64 data this large with the binary tensor data extension")
+
+
+def test_int64_beyond_2_53_needs_the_binary_extension(identity):
+    """-2^63 and 2^63-1 round-trip exactly as binary tensor data; in JSON, 2^53-1 is the
+    largest magnitude accepted (exactly) and 2^53 is refused with a message saying why."""
+    extremes = np.array([-(2**63), -(2**53), 2**53, 2**63 - 1], dtype=np.int64)
+    req, length = binary_request({"inputs": [{"name": "x", "shape": [4], "datatype": "INT64",
+                                              "parameters": {"binary_data_size": 32}}],
+                                  "parameters": {"binary_data_output": True}}, extremes.tobytes())
+    status, headers, reply = infer(identity, "identity", req, "application/octet-stream", length)
+    assert status == 200, reply
+    assert np.array_equal(np.frombuffer(split_binary(headers, reply)[1], np.int64), extremes)
+
+    exact = [2**53 - 1, -(2**53 - 1), 2**53 - 2]
+    status, _, body = infer(identity, "identity", {"inputs": [
+        {"name": "x", "shape": [3], "datatype": "INT64", "data": exact}]})
+    assert status == 200, body
+    assert json.loads(body)["outputs"][0]["data"] == exact
+    for value, shown in ((2**53, "9007199254740992"), (-(2**53), "-9007199254740992"),
+                         (2**53 + 1, "9007199254740992"), (2**63 - 1, "9223372036854775808")):
+        status, _, body = infer(identity, "identity", {"inputs": [
+            {"name": "x", "shape": [1], "datatype": "INT64", "data": [value]}]})
+        assert status == 400, body
+        assert json.loads(body)["error"] == INT64_EXACT_MESSAGE.format(shown)
 
 
 def test_v1_predict(seed, spec, models_dir):
@@ -356,3 +386,224 @@ def test_nan_outputs_are_null(identity):
                                   struct.pack("<2f", float("nan"), 1.5))
     status, _, reply = infer(identity, "identity", body, "application/octet-stream", length)
     assert status == 200 and json.loads(reply)["outputs"][0]["data"] == [None, 1.5]
+
+
+# What a strict JSON parser checked for the codec and cJSON does not: the codec checks it
+# itself (csrc/core/jsonutil.c).
+
+def identity_input(**fields):
+    return dict({"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}, **fields)
+
+
+def raw_request(*inputs, **top):
+    """A body built from JSON text pieces, so that it can hold what json.dumps never writes."""
+    parts = [f'"inputs": [{", ".join(inputs)}]'] + [f'"{k}": {v}' for k, v in top.items()]
+    return ("{" + ", ".join(parts) + "}").encode()
+
+
+X = '{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2]}'
+
+
+@pytest.mark.parametrize("body,words", [
+    (b'{"inputs": [' + X.encode() + b'], "inputs": []}', "duplicate key 'inputs' in the request body"),
+    (b'{"id": "a", "inputs": [' + X.encode() + b'], "id": "b"}', "duplicate key 'id' in the request body"),
+    (raw_request('{"name": "x", "name": "y", "shape": [2], "datatype": "FP32", "data": [1, 2]}'),
+     "duplicate key 'name' in inputs[0]"),
+    (raw_request(X, '{"name": "z", "shape": [1], "datatype": "FP32", "shape": [1], "data": [1]}'),
+     "duplicate key 'shape' in inputs[1]"),
+    (raw_request('{"name": "x", "shape": [2], "datatype": "FP32", "datatype": "FP64", "data": [1, 2]}'),
+     "duplicate key 'datatype' in inputs[0]"),
+    (raw_request('{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2], "data": [3, 4]}'),
+     "duplicate key 'data' in inputs[0]"),
+    (raw_request(X, outputs='[{"name": "output_0", "parameters": {"binary_data": true, "binary_data": false}}]'),
+     "duplicate key 'binary_data' in outputs[0].parameters"),
+    (raw_request(X, parameters='{"binary_data_output": true, "binary_data_output": false}'),
+     "duplicate key 'binary_data_output' in 'parameters'"),
+])
+def test_duplicate_keys_the_codec_reads_are_refused(identity, body, words):
+    status, _, reply = infer(identity, "identity", body)
+    assert status == 400, reply
+    assert words in json.loads(reply)["error"]
+
+
+def test_duplicate_keys_the_codec_ignores_are_tolerated(identity):
+    body = raw_request('{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2], '
+                       '"parameters": {"content_type": "a", "content_type": "b"}}')
+    status, _, reply = infer(identity, "identity", body)
+    assert status == 200, reply
+
+
+def test_an_object_with_many_keys_is_scanned_once_per_lookup(identity):
+    """100k distinct keys beside "inputs" (a quadratic duplicate check would take minutes)."""
+    import time
+    filler = ", ".join(f'"k{i}": {i}' for i in range(100_000))
+    body = raw_request(X.replace('"data"', filler + ', "data"'), **{f"t{i}": i for i in range(100_000)})
+    start = time.perf_counter()
+    status, _, reply = infer(identity, "identity", body)
+    assert status == 200, reply
+    assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_resnet_sized_input_is_walked_in_linear_time(identity, nested):
+    """1x3x224x224 FP32 (150,528 numbers), flat and nested: exact values, and quickly
+    (indexing cJSON's linked lists in a loop would be quadratic: minutes)."""
+    import time
+    x = np.random.default_rng(2).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.tolist() if nested else x.ravel().tolist()}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    start = time.perf_counter()
+    status, headers, reply = infer(identity, "identity", body)
+    assert time.perf_counter() - start < 2.0
+    assert status == 200, reply[:200]
+    assert np.frombuffer(split_binary(headers, reply)[1], np.float32).tobytes() == x.tobytes()
+
+
+BAD_UTF8 = [b"\xff", b"\x80", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xf0\x80\x80\xaf",  # stray, overlong
+            b"\xed\xa0\x80", b"\xed\xbf\xbf",  # surrogates U+D800, U+DFFF
+            b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80",  # above U+10FFFF
+            b"\xc3", b"\xe2\x82", b"a\xe2\x82"]  # truncated
+
+
+def with_bytes(template, raw):
+    """template (text, with @ where raw goes) as a body of bytes."""
+    before, after = template.split("@")
+    return before.encode() + raw + after.encode()
+
+
+@pytest.mark.parametrize("raw", BAD_UTF8)
+@pytest.mark.parametrize("template,words", [
+    ('{"id": "@", "inputs": [%s]}' % X, "'id' is not valid UTF-8"),
+    ('{"inputs": [{"name": "x@", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}',
+     "inputs[0].name is not valid UTF-8"),
+    ('{"inputs": [{"name": "x", "shape": [2], "datatype": "FP@", "data": [1, 2]}]}',
+     "input 'x': 'datatype' is not valid UTF-8"),
+    ('{"inputs": [%s], "outputs": [{"name": "@"}]}' % X, "outputs[0].name is not valid UTF-8"),
+])
+def test_strings_the_codec_keeps_must_be_valid_utf8(identity, raw, template, words):
+    status, _, reply = infer(identity, "identity", with_bytes(template, raw))
+    assert status == 400, reply
+    assert json.loads(reply)["error"] == words
+
+
+def test_valid_utf8_is_kept_exactly(identity):
+    text = r"h\u00e9llo \u2713 \ud83d\ude00 \\u0000"  # escapes, a surrogate pair, an escaped backslash
+    raw = "é ✓ 😀 \U0010ffff"  # the same as UTF-8, up to the last code point
+    body = ('{"id": "%s|%s", "inputs": [%s]}' % (text, raw, X)).encode()
+    status, _, reply = infer(identity, "identity", body)
+    assert status == 200, reply
+    assert json.loads(reply)["id"] == "héllo ✓ 😀 \\u0000|" + raw
+
+
+@pytest.mark.parametrize("body,words", [
+    (b'{"id": "a\\u0000b", "inputs": [' + X.encode() + b']}', "\\u0000 (NUL) is not allowed in strings (line 1, column 10)"),
+    (b'{"inputs": [{"name": "x\\u0000y", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}',
+     "\\u0000 (NUL) is not allowed"),
+    (b'{"id": "a\x00b", "inputs": [' + X.encode() + b']}', "NUL byte (line 1, column 10)"),
+    (b'{"id": "a\\u00zzb", "inputs": [' + X.encode() + b']}', "invalid \\u escape"),
+    (b'{"id": "a\\u12", "inputs": [' + X.encode() + b']}', "invalid \\u escape"),
+    (b'{"id": "\\udc00", "inputs": [' + X.encode() + b']}', "not valid JSON"),  # lone low surrogate
+    (b'{"id": "\\ud800x", "inputs": [' + X.encode() + b']}', "not valid JSON"),  # lone high surrogate
+    (b'{"inputs": [' + X.encode() + b']} x', "not valid JSON: unexpected data after the JSON value near 'x' "
+                                            "(line 1, column 79)"),
+    (b'{not json', "not valid JSON: syntax error near 'not json' (line 1, column 2)"),
+    (b'{"inputs": [1, 2', "not valid JSON: syntax error near '2' at the end of the body (line 1, column 16)"),
+    (b'{"inputs": [' + X.encode() + b']}\n\n{}', "(line 3, column 1)"),
+    (b'{\n  "inputs": [1,,2]\n}', "not valid JSON"),
+    (b'{\n  "inputs": [1,,2]\n}', "(line 2, column"),
+    (b"", "not valid JSON: unexpected end of input (line 1, column 1)"),
+    (b"   ", "not valid JSON"),
+])
+def test_invalid_json_is_refused_with_a_position(identity, body, words):
+    status, _, reply = infer(identity, "identity", body)
+    assert status == 400, reply
+    assert words in json.loads(reply)["error"]
+
+
+@pytest.mark.parametrize("fields,words", [
+    ({"data": "[1e999, 1]"}, "input 'x': a number in 'data' does not fit in a double (it overflows to infinity)"),
+    ({"data": "[1, -1e999]"}, "input 'x': a number in 'data' does not fit in a double (it overflows to -infinity)"),
+    ({"datatype": '"FP64"', "data": "[1e400, 1]"}, "input 'x': a number in 'data' does not fit in a double"),
+    ({"datatype": '"INT32"', "data": "[1e999, 1]"}, "input 'x': a number in 'data' does not fit in a double"),
+    ({"datatype": '"BOOL"', "data": "[1e999, 1]"}, "input 'x': a number in 'data' does not fit in a double"),
+    ({"datatype": '"INT32"', "data": "[1.5, 1]"}, "input 'x': expected integers for INT32 data, got 1.5"),
+    ({"datatype": '"INT8"', "data": "[128, 1]"}, "input 'x': 128 is out of range for INT8"),
+    ({"datatype": '"UINT8"', "data": "[1e20, 1]"}, "input 'x': 100000000000000000000 is out of range for UINT8"),
+    ({"datatype": '"INT32"', "data": "[2147483648, 1]"}, "input 'x': 2147483648 is out of range for INT32"),
+    ({"datatype": '"BOOL"', "data": "[2, 1]"}, "input 'x': expected true/false for BOOL data, got a number"),
+    ({"datatype": '"BOOL"', "data": "[0.5, 1]"}, "input 'x': expected true/false for BOOL data, got a number"),
+    ({"datatype": '"BOOL"', "data": '["true", 1]'},
+     "input 'x': expected true/false for BOOL data, got a non-boolean value"),
+    ({"shape": "[1e999]"}, "input 'x': shape[0] must be a non-negative integer, got inf"),
+    ({"shape": "[2.5]"}, "input 'x': shape[0] must be a non-negative integer, got 2.5"),
+    ({"shape": "[-2]"}, "input 'x': shape[0] must be a non-negative integer, got a negative integer"),
+    ({"shape": '["2"]'}, "input 'x': shape[0] must be a non-negative integer, got a string"),
+    ({"shape": "[9007199254740992]"},
+     "input 'x': shape[0] must be a non-negative integer, got 9007199254740992, which is not below 2^53"),
+])
+def test_numbers_are_finite_and_integers_integral(identity, fields, words):
+    parts = dict({"name": '"x"', "shape": "[2]", "datatype": '"FP32"', "data": "[1, 2]"}, **fields)
+    body = '{"inputs": [{%s}]}' % ", ".join(f'"{k}": {v}' for k, v in parts.items())
+    status, _, reply = infer(identity, "identity", body.encode())
+    assert status == 400, reply
+    assert words in json.loads(reply)["error"]
+
+
+def test_integral_numbers_with_a_fraction_part_are_integers(identity):
+    """cJSON keeps only a double, so 2.0 and 2 are the same number (jansson told them apart)."""
+    body = b'{"inputs": [{"name": "x", "shape": [2.0], "datatype": "INT32", "data": [1.0, -3e2]}]}'
+    status, _, reply = infer(identity, "identity", body)
+    assert status == 200, reply
+    assert json.loads(reply)["outputs"][0]["data"] == [1, -300]
+    body = b'{"inputs": [{"name": "x", "shape": [3], "datatype": "BOOL", "data": [true, 0, 1.0]}]}'
+    status, _, reply = infer(identity, "identity", body)
+    assert status == 200, reply
+    assert json.loads(reply)["outputs"][0]["data"] == [True, False, True]
+    header = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32",
+                          "parameters": {"binary_data_size": 8.0}}]}
+    body, length = binary_request(header, np.ones(2, np.float32).tobytes())
+    assert infer(identity, "identity", body, "application/octet-stream", length)[0] == 200
+    header["inputs"][0]["parameters"]["binary_data_size"] = 8.5
+    body, length = binary_request(header, np.ones(2, np.float32).tobytes())
+    status, _, reply = infer(identity, "identity", body, "application/octet-stream", length)
+    assert status == 400 and "binary_data_size must be a non-negative integer" in json.loads(reply)["error"]
+
+
+def v1(service, name, body):
+    status, _, reply = service.handle("POST", f"/v1/models/{name}:predict", body, JSON)
+    return status, json.loads(reply)
+
+
+def test_v1_checks_keys_and_numbers_too(identity, models_dir):
+    status, reply = v1(identity, "identity", b'{"instances": [[1, 2]], "instances": [[3]]}')
+    assert status == 400 and "duplicate key 'instances' in the request body" in reply["error"]
+    status, reply = v1(identity, "identity", b'{"instances": [[1, 2], [3, 1e999]]}')
+    assert status == 400 and "a number in 'data' does not fit in a double" in reply["error"]
+    status, reply = v1(identity, "identity", b'{"instances": [[1, 2], [3]]}')
+    assert status == 400 and "ragged lists" in reply["error"]
+    status, reply = v1(identity, "identity", b'{"instances": [[1, 2], [3, 4, "x"]]}')
+    assert status == 400 and "ragged lists" in reply["error"]  # the length is checked first
+    status, reply = v1(identity, "identity", b'{"instances": [[1, 2], [3, "x"]]}')
+    assert status == 400 and "expected numbers for FP32 data, got a string" in reply["error"]
+    status, reply = v1(identity, "identity", b'{"instances": [[1, 2], [3, [4]]]}')
+    assert status == 400 and "ragged lists" in reply["error"]
+    status, reply = v1(identity, "identity", b'{"instances": [[1.5, 2], [3, 4]]}')
+    assert status == 200 and reply == {"predictions": [[1.5, 2], [3, 4]]}
+
+    import torch
+
+    class Two(torch.nn.Module):
+        def forward(self, a, b):
+            return a + b
+
+    two = _core.Service(berth.load(save_script(Two(), models_dir / "two_keys.pt")), "two")
+    try:
+        status, reply = v1(two, "two", b'{"instances": [{"a": 1, "b": 2}, {"a": 3, "b": 4, "a": 5}]}')
+        assert status == 400 and "duplicate key 'a' in instances[1]" in reply["error"]
+        status, reply = v1(two, "two", b'{"instances": [{"a": 1, "b": 2, "\xff": 3}]}')
+        assert status == 400 and reply["error"] == "instances[0] has a key that is not valid UTF-8"
+        status, reply = v1(two, "two", b'{"instances": [{"a": 1, "b": 2}, {"a": 3, "b": 4}]}')
+        assert status == 200 and reply == {"predictions": [3, 7]}
+    finally:
+        two.close()

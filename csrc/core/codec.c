@@ -1,16 +1,18 @@
 /*
  * codec.c - Open Inference Protocol v2 and KServe v1 bodies <-> DLPack tensors.
  *
- * JSON is parsed with jansson. Responses are written directly into a bt_buf (numbers with
- * printf, strings escaped here) because building a jansson tree of every output element
- * would cost more than the forward of a small model.
+ * JSON is parsed with cJSON (through jsonutil.h, which adds what a strict parser would
+ * check). Its arrays are linked lists, so they are walked with ->child / ->next, never
+ * indexed. Responses are written directly into a bt_buf (numbers with printf, strings
+ * escaped here) because building a cJSON tree of every output element would cost more
+ * than the forward of a small model.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "codec.h"
+#include "jsonutil.h"
 #include "tensor.h"
 
 #include <float.h>
-#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -245,119 +247,227 @@ static float half_to_float(uint16_t h)
 
 /* ------------------------------------------------------------------ JSON -> elements */
 
-/* Converts one JSON leaf to dtype and stores it at dst (dst NULL: check only). */
-static int store_leaf(const json_t *v, DLDataType dt, void *dst, const char *what,
-                      bt_error *err)
+/* cJSON keeps every number as a double, which carries integers exactly only while
+ * |v| < 2^53 (the interoperable range of RFC 7493, I-JSON). */
+#define JSON_EXACT_LIMIT 9007199254740992.0 /* 2^53 */
+
+/* How the leaves of one input's data are checked, worked out once per input so that the
+ * walks below dispatch on the datatype once per list rather than once per leaf. */
+typedef enum leaf_class { LEAF_BOOL, LEAF_INT, LEAF_FLOAT } leaf_class;
+
+typedef struct leaf_rule {
+    leaf_class cls;
+    DLDataType dt;
+    const char *dname; /* "FP32" */
+    double lo, hi;     /* LEAF_INT: the accepted range; LEAF_FLOAT: hi is the largest magnitude */
+    const char *what;  /* "input 'x'", for messages */
+} leaf_rule;
+
+static void leaf_rule_init(leaf_rule *r, DLDataType dt, const char *what)
 {
-    const char *dname = bt_codec_datatype_name(dt);
+    r->dt = dt;
+    r->dname = bt_codec_datatype_name(dt);
+    r->what = what;
+    r->lo = 0;
     if (dt.code == BERTH_DL_BOOL) {
-        int bv;
-        if (json_is_boolean(v))
-            bv = json_is_true(v);
-        else if (json_is_integer(v) && (json_integer_value(v) == 0 || json_integer_value(v) == 1))
-            bv = (int)json_integer_value(v);
-        else
-            return bt_error_set(err, BT_ERR_TYPE, "%s: expected true/false for BOOL data, got %s",
-                                what, json_is_number(v) ? "a number" : "a non-boolean value");
-        if (dst)
-            *(uint8_t *)dst = (uint8_t)bv;
-        return 0;
+        r->cls = LEAF_BOOL;
+        r->hi = 1;
+    } else if (dt.code == kDLFloat) {
+        r->cls = LEAF_FLOAT;
+        r->hi = dt.bits == 64 ? DBL_MAX : dt.bits == 32 ? (double)FLT_MAX : 65504.0;
+    } else {
+        r->cls = LEAF_INT;
+        switch (dt.code == kDLUInt ? 0 : dt.bits) {
+        case 0: r->hi = 255; break;
+        case 8: r->lo = INT8_MIN; r->hi = INT8_MAX; break;
+        case 16: r->lo = INT16_MIN; r->hi = INT16_MAX; break;
+        case 32: r->lo = INT32_MIN; r->hi = INT32_MAX; break;
+        default: r->lo = -(JSON_EXACT_LIMIT - 1); r->hi = JSON_EXACT_LIMIT - 1; break;
+        }
     }
-    if (!json_is_number(v))
+}
+
+/* An integral double as text: every digit while that stays short, else %g. */
+static const char *int_text(char *buf, size_t size, double d)
+{
+    snprintf(buf, size, fabs(d) < 1e21 ? "%.0f" : "%g", d);
+    return buf;
+}
+
+/* The error for a leaf that failed the fast checks (the slow path: all the dispatch). */
+static int leaf_error(const cJSON *v, const leaf_rule *r, bt_error *err)
+{
+    int type = bt_json_type(v);
+    const char *what = r->what;
+    if (type == cJSON_Number && !isfinite(v->valuedouble))
+        return bt_error_set(err, BT_ERR_VALUE,
+                            "%s: a number in 'data' does not fit in a double (it overflows to "
+                            "%sinfinity); JSON numbers must be finite",
+                            what, v->valuedouble < 0 ? "-" : "");
+    if (r->cls == LEAF_BOOL)
+        return bt_error_set(err, BT_ERR_TYPE, "%s: expected true/false for BOOL data, got %s",
+                            what, type == cJSON_Number ? "a number" : "a non-boolean value");
+    if (type != cJSON_Number)
         return bt_error_set(err, BT_ERR_TYPE, "%s: expected numbers for %s data, got %s", what,
-                            dname,
-                            json_is_string(v) ? "a string"
-                            : json_is_boolean(v) ? "a boolean"
-                            : json_is_null(v) ? "null"
-                            : json_is_object(v) ? "an object"
-                                                 : "a list");
-    if (dt.code == kDLFloat) {
-        double d = json_number_value(v);
-        if (dt.bits == 64) {
-            if (dst)
-                memcpy(dst, &d, 8);
-        } else if (dt.bits == 32) {
-            if (fabs(d) > FLT_MAX)
-                return bt_error_set(err, BT_ERR_VALUE, "%s: %g is out of range for FP32", what, d);
-            float f = (float)d;
-            if (dst)
-                memcpy(dst, &f, 4);
-        } else {
-            if (fabs(d) > 65504.0)
-                return bt_error_set(err, BT_ERR_VALUE, "%s: %g is out of range for FP16", what, d);
-            uint16_t h = float_to_half((float)d);
-            if (dst)
-                memcpy(dst, &h, 2);
+                            r->dname,
+                            type == cJSON_String                         ? "a string"
+                            : type == cJSON_True || type == cJSON_False ? "a boolean"
+                            : type == cJSON_NULL                         ? "null"
+                            : type == cJSON_Object                       ? "an object"
+                                                                         : "a list");
+    double d = v->valuedouble;
+    if (r->cls == LEAF_FLOAT)
+        return bt_error_set(err, BT_ERR_VALUE, "%s: %g is out of range for %s", what, d,
+                            r->dname);
+    if (d != floor(d))
+        return bt_error_set(err, BT_ERR_TYPE, "%s: expected integers for %s data, got %g", what,
+                            r->dname, d);
+    char num[40];
+    if (r->dt.bits == 64 && fabs(d) >= JSON_EXACT_LIMIT)
+        return bt_error_set(err, BT_ERR_VALUE,
+                            "%s: %s cannot be carried exactly by a JSON number (|value| >= 2^53, "
+                            "see RFC 7493); send INT64 data this large with the binary tensor "
+                            "data extension",
+                            what, int_text(num, sizeof num, d));
+    return bt_error_set(err, BT_ERR_VALUE, "%s: %s is out of range for %s", what,
+                        int_text(num, sizeof num, d), r->dname);
+}
+
+static int ragged(const leaf_rule *r, bt_error *err)
+{
+    return bt_error_set(err, BT_ERR_VALUE,
+                        "%s: instances are not all the same shape (ragged lists)", r->what);
+}
+
+static int check_run(const cJSON *c, const leaf_rule *r, int depth, int flat, int64_t *count,
+                     bt_error *err);
+
+/* A list met at the given depth of the data: descend, unless too deep or (flat) not
+ * allowed there. */
+static int check_nested(const cJSON *list, const leaf_rule *r, int depth, int flat,
+                        int64_t *count, bt_error *err)
+{
+    if (flat)
+        return ragged(r, err);
+    if (depth >= BT_CODEC_MAX_NDIM)
+        return bt_error_set(err, BT_ERR_VALUE, "%s: data is nested deeper than %d levels",
+                            r->what, BT_CODEC_MAX_NDIM);
+    return check_run(list->child, r, depth + 1, 0, count, err);
+}
+
+/* Checks the values of the sibling list starting at c (all at the given depth), adding
+ * the number of leaves to *count. Nested lists are walked (or refused when flat). One
+ * loop per dtype class, so a leaf costs a type test and a range test. */
+static int check_run(const cJSON *c, const leaf_rule *r, int depth, int flat, int64_t *count,
+                     bt_error *err)
+{
+    int64_t n = 0;
+    const double lo = r->lo, hi = r->hi;
+    switch (r->cls) {
+    case LEAF_FLOAT:
+        for (; c; c = c->next) {
+            int type = c->type & 0xFF;
+            if (type == cJSON_Number && fabs(c->valuedouble) <= hi) /* false for inf */
+                n++;
+            else if (type == cJSON_Array) {
+                if (check_nested(c, r, depth, flat, count, err) != 0)
+                    return -1;
+            } else
+                return leaf_error(c, r, err);
         }
-        return 0;
-    }
-    /* integers */
-    long long iv;
-    if (json_is_integer(v)) {
-        iv = json_integer_value(v);
-    } else {
-        double d = json_real_value(v);
-        if (d != floor(d) || d < -9.2e18 || d > 9.2e18)
-            return bt_error_set(err, BT_ERR_TYPE, "%s: expected integers for %s data, got %g",
-                                what, dname, d);
-        iv = (long long)d;
-    }
-    long long lo, hi;
-    if (dt.code == kDLUInt) {
-        lo = 0;
-        hi = 255;
-    } else {
-        switch (dt.bits) {
-        case 8: lo = INT8_MIN; hi = INT8_MAX; break;
-        case 16: lo = INT16_MIN; hi = INT16_MAX; break;
-        case 32: lo = INT32_MIN; hi = INT32_MAX; break;
-        default: lo = INT64_MIN; hi = INT64_MAX; break;
+        break;
+    case LEAF_INT:
+        for (; c; c = c->next) {
+            int type = c->type & 0xFF;
+            double d = c->valuedouble;
+            /* in range first, so the cast is defined; the cast then tests integrality */
+            if (type == cJSON_Number && d >= lo && d <= hi && d == (double)(int64_t)d)
+                n++;
+            else if (type == cJSON_Array) {
+                if (check_nested(c, r, depth, flat, count, err) != 0)
+                    return -1;
+            } else
+                return leaf_error(c, r, err);
         }
-    }
-    if (iv < lo || iv > hi)
-        return bt_error_set(err, BT_ERR_VALUE, "%s: %lld is out of range for %s", what, iv, dname);
-    if (dst) {
-        switch (dt.bits) {
-        case 8: { int8_t x = (int8_t)iv; if (dt.code == kDLUInt) *(uint8_t *)dst = (uint8_t)iv; else memcpy(dst, &x, 1); break; }
-        case 16: { int16_t x = (int16_t)iv; memcpy(dst, &x, 2); break; }
-        case 32: { int32_t x = (int32_t)iv; memcpy(dst, &x, 4); break; }
-        default: { int64_t x = (int64_t)iv; memcpy(dst, &x, 8); break; }
+        break;
+    case LEAF_BOOL:
+        for (; c; c = c->next) {
+            int type = c->type & 0xFF;
+            if (type == cJSON_True || type == cJSON_False ||
+                (type == cJSON_Number && (c->valuedouble == 0 || c->valuedouble == 1)))
+                n++;
+            else if (type == cJSON_Array) {
+                if (check_nested(c, r, depth, flat, count, err) != 0)
+                    return -1;
+            } else
+                return leaf_error(c, r, err);
         }
+        break;
     }
+    *count += n;
     return 0;
 }
 
-/* Counts and type-checks the leaves of (possibly nested) data without storing them. */
-static int count_leaves(const json_t *v, DLDataType dt, int depth, int64_t *count,
-                        const char *what, bt_error *err)
-{
-    if (json_is_array(v)) {
-        if (depth >= BT_CODEC_MAX_NDIM)
-            return bt_error_set(err, BT_ERR_VALUE, "%s: data is nested deeper than %d levels",
-                                what, BT_CODEC_MAX_NDIM);
-        size_t n = json_array_size(v);
-        for (size_t i = 0; i < n; i++)
-            if (count_leaves(json_array_get(v, i), dt, depth + 1, count, what, err) != 0)
-                return -1;
-        return 0;
+/* Store loops, one per dtype: the leaves of checked data, in row-major order, written
+ * from dst on; each returns the end of what it wrote. */
+#define DEFINE_STORE(NAME, CTYPE, CONVERT)                                                 \
+    static char *NAME(const cJSON *c, char *dst)                                          \
+    {                                                                                     \
+        for (; c; c = c->next) {                                                          \
+            if ((c->type & 0xFF) == cJSON_Array) {                                        \
+                dst = NAME(c->child, dst);                                                \
+                continue;                                                                 \
+            }                                                                             \
+            CTYPE x = CONVERT(c);                                                         \
+            memcpy(dst, &x, sizeof x);                                                    \
+            dst += sizeof x;                                                              \
+        }                                                                                 \
+        return dst;                                                                       \
     }
-    if (store_leaf(v, dt, NULL, what, err) != 0)
-        return -1;
-    (*count)++;
-    return 0;
+
+#define CONV_BOOL(c)                                                                       \
+    ((uint8_t)(((c)->type & 0xFF) == cJSON_True ||                                        \
+               (((c)->type & 0xFF) == cJSON_Number && (c)->valuedouble != 0)))
+#define CONV_U8(c) ((uint8_t)(c)->valuedouble)
+#define CONV_I8(c) ((int8_t)(c)->valuedouble)
+#define CONV_I16(c) ((int16_t)(c)->valuedouble)
+#define CONV_I32(c) ((int32_t)(c)->valuedouble)
+#define CONV_I64(c) ((int64_t)(c)->valuedouble)
+#define CONV_F16(c) float_to_half((float)(c)->valuedouble)
+#define CONV_F32(c) ((float)(c)->valuedouble)
+#define CONV_F64(c) ((c)->valuedouble)
+
+DEFINE_STORE(store_bool, uint8_t, CONV_BOOL)
+DEFINE_STORE(store_u8, uint8_t, CONV_U8)
+DEFINE_STORE(store_i8, int8_t, CONV_I8)
+DEFINE_STORE(store_i16, int16_t, CONV_I16)
+DEFINE_STORE(store_i32, int32_t, CONV_I32)
+DEFINE_STORE(store_i64, int64_t, CONV_I64)
+DEFINE_STORE(store_f16, uint16_t, CONV_F16)
+DEFINE_STORE(store_f32, float, CONV_F32)
+DEFINE_STORE(store_f64, double, CONV_F64)
+
+typedef char *(*store_fn)(const cJSON *, char *);
+
+/* The store loop of a supported dtype. */
+static store_fn store_for(DLDataType dt)
+{
+    if (dt.code == BERTH_DL_BOOL)
+        return store_bool;
+    if (dt.code == kDLUInt)
+        return store_u8;
+    if (dt.code == kDLFloat)
+        return dt.bits == 16 ? store_f16 : dt.bits == 32 ? store_f32 : store_f64;
+    return dt.bits == 8 ? store_i8 : dt.bits == 16 ? store_i16 : dt.bits == 32 ? store_i32
+                                                                            : store_i64;
 }
 
-/* Stores the leaves of checked data in row-major order. */
-static void store_leaves(const json_t *v, DLDataType dt, char **dst, size_t esize)
+/* v as a one-element sibling list: its own ->next runs on into its parent's members. */
+static cJSON alone(const cJSON *v)
 {
-    if (json_is_array(v)) {
-        size_t n = json_array_size(v);
-        for (size_t i = 0; i < n; i++)
-            store_leaves(json_array_get(v, i), dt, dst, esize);
-        return;
-    }
-    store_leaf(v, dt, *dst, "", NULL);
-    *dst += esize;
+    cJSON one = *v;
+    one.next = NULL;
+    return one;
 }
 
 static char *dup_str(const char *s, bt_error *err)
@@ -368,29 +478,24 @@ static char *dup_str(const char *s, bt_error *err)
     return d;
 }
 
-/* The request body as JSON (duplicate keys refused); NULL with err set otherwise. */
-static json_t *parse_body(const char *body, size_t len, bt_error *err)
+#define BODY "the request body"
+
+/* The request body as JSON; NULL with err set otherwise. */
+static cJSON *parse_body(const char *body, size_t len, bt_error *err)
 {
-    json_error_t jerr;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    bt_json_error jerr;
+    cJSON *root = bt_json_parse(body, len, &jerr);
     if (!root)
         bt_error_set(err, BT_ERR_VALUE, "request body is not valid JSON: %s (line %d, column %d)",
                      jerr.text, jerr.line, jerr.column);
     return root;
 }
 
-static const char *json_kind(const json_t *v)
+/* obj's member key (NULL when absent); -1 with err set when the key appears twice. */
+static int get_key(const cJSON *obj, const char *key, const char *where, const cJSON **out,
+                   bt_error *err)
 {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "a list";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
+    return bt_json_get(obj, key, where, out, BT_ERR_VALUE, err);
 }
 
 static bt_infer_request *request_new(bt_error *err)
@@ -402,28 +507,34 @@ static bt_infer_request *request_new(bt_error *err)
 }
 
 /* Parses the "outputs" list and top-level "parameters" shared by v2 requests. */
-static int parse_v2_outputs(json_t *root, bt_infer_request *req, bt_error *err)
+static int parse_v2_outputs(const cJSON *root, bt_infer_request *req, bt_error *err)
 {
-    json_t *params = json_object_get(root, "parameters");
+    const cJSON *params, *outs;
+    if (get_key(root, "parameters", BODY, &params, err) != 0)
+        return -1;
     if (params) {
-        if (!json_is_object(params))
+        if (bt_json_type(params) != cJSON_Object)
             return bt_error_set(err, BT_ERR_TYPE, "'parameters' must be an object, got %s",
-                                json_kind(params));
-        json_t *bdo = json_object_get(params, "binary_data_output");
+                                bt_json_kind(params));
+        const cJSON *bdo;
+        if (get_key(params, "binary_data_output", "'parameters'", &bdo, err) != 0)
+            return -1;
         if (bdo) {
-            if (!json_is_boolean(bdo))
+            if (!cJSON_IsBool(bdo))
                 return bt_error_set(err, BT_ERR_TYPE,
                                     "parameters.binary_data_output must be true or false, got %s",
-                                    json_kind(bdo));
-            req->binary_data_output = json_is_true(bdo);
+                                    bt_json_kind(bdo));
+            req->binary_data_output = cJSON_IsTrue(bdo);
         }
     }
-    json_t *outs = json_object_get(root, "outputs");
+    if (get_key(root, "outputs", BODY, &outs, err) != 0)
+        return -1;
     if (!outs)
         return 0;
-    if (!json_is_array(outs))
-        return bt_error_set(err, BT_ERR_TYPE, "'outputs' must be a list, got %s", json_kind(outs));
-    size_t n = json_array_size(outs);
+    if (bt_json_type(outs) != cJSON_Array)
+        return bt_error_set(err, BT_ERR_TYPE, "'outputs' must be a list, got %s",
+                            bt_json_kind(outs));
+    size_t n = bt_json_size(outs);
     if (n > BT_CODEC_MAX_TENSORS)
         return bt_error_set(err, BT_ERR_VALUE, "'outputs' lists %zu tensors; at most %d allowed",
                             n, BT_CODEC_MAX_TENSORS);
@@ -432,32 +543,42 @@ static int parse_v2_outputs(json_t *root, bt_infer_request *req, bt_error *err)
     req->outputs = calloc(n, sizeof *req->outputs);
     if (!req->outputs)
         return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        json_t *o = json_array_get(outs, i);
-        if (!json_is_object(o))
+    size_t i = 0;
+    for (const cJSON *o = outs->child; o; o = o->next, i++) {
+        char where[64];
+        if (bt_json_type(o) != cJSON_Object)
             return bt_error_set(err, BT_ERR_TYPE, "outputs[%zu] must be an object, got %s", i,
-                                json_kind(o));
-        json_t *name = json_object_get(o, "name");
-        if (!json_is_string(name))
+                                bt_json_kind(o));
+        snprintf(where, sizeof where, "outputs[%zu]", i);
+        const cJSON *name, *op;
+        if (get_key(o, "name", where, &name, err) != 0)
+            return -1;
+        if (bt_json_type(name) != cJSON_String)
             return bt_error_set(err, BT_ERR_VALUE, "outputs[%zu] needs a string 'name'", i);
+        if (!bt_json_utf8_valid(name->valuestring))
+            return bt_error_set(err, BT_ERR_VALUE, "outputs[%zu].name is not valid UTF-8", i);
         req->outputs[i].binary = -1;
-        json_t *op = json_object_get(o, "parameters");
+        if (get_key(o, "parameters", where, &op, err) != 0)
+            return -1;
         if (op) {
-            if (!json_is_object(op))
+            if (bt_json_type(op) != cJSON_Object)
                 return bt_error_set(err, BT_ERR_TYPE,
                                     "outputs[%zu].parameters must be an object, got %s", i,
-                                    json_kind(op));
-            json_t *bd = json_object_get(op, "binary_data");
+                                    bt_json_kind(op));
+            snprintf(where, sizeof where, "outputs[%zu].parameters", i);
+            const cJSON *bd;
+            if (get_key(op, "binary_data", where, &bd, err) != 0)
+                return -1;
             if (bd) {
-                if (!json_is_boolean(bd))
+                if (!cJSON_IsBool(bd))
                     return bt_error_set(err, BT_ERR_TYPE,
                                         "outputs[%zu].parameters.binary_data must be true or "
                                         "false, got %s",
-                                        i, json_kind(bd));
-                req->outputs[i].binary = json_is_true(bd);
+                                        i, bt_json_kind(bd));
+                req->outputs[i].binary = cJSON_IsTrue(bd);
             }
         }
-        req->outputs[i].name = dup_str(json_string_value(name), err);
+        req->outputs[i].name = dup_str(name->valuestring, err);
         if (!req->outputs[i].name)
             return -1;
         req->n_outputs = i + 1;
@@ -465,66 +586,103 @@ static int parse_v2_outputs(json_t *root, bt_infer_request *req, bt_error *err)
     return 0;
 }
 
+/* A shape entry or byte count: 0 with *out set when v is an integral number in
+ * [0, 2^53); otherwise -1 and *why says what is wrong ("a string", "1.5", ...). */
+static int json_size_value(const cJSON *v, int64_t *out, char *why, size_t why_size)
+{
+    if (bt_json_type(v) != cJSON_Number) {
+        snprintf(why, why_size, "%s", bt_json_kind(v));
+        return -1;
+    }
+    double d = v->valuedouble;
+    if (!isfinite(d) || d != floor(d)) {
+        snprintf(why, why_size, "%g", d);
+        return -1;
+    }
+    if (d < 0) {
+        snprintf(why, why_size, "a negative integer");
+        return -1;
+    }
+    if (d >= JSON_EXACT_LIMIT) {
+        snprintf(why, why_size, "%.0f, which is not below 2^53 (the largest integer a JSON "
+                                "number carries exactly)", d);
+        return -1;
+    }
+    *out = (int64_t)d;
+    return 0;
+}
+
 /* Parses one element of "inputs" into req->inputs[i]. *bin_off tracks the binary part. */
-static int parse_v2_input(json_t *in, size_t i, const char *bin, size_t bin_len,
+static int parse_v2_input(const cJSON *in, size_t i, const char *bin, size_t bin_len,
                           size_t *bin_off, bt_infer_request *req, bt_error *err)
 {
-    char what[160];
-    if (!json_is_object(in))
+    char what[160], where[64];
+    if (bt_json_type(in) != cJSON_Object)
         return bt_error_set(err, BT_ERR_TYPE, "inputs[%zu] must be an object, got %s", i,
-                            json_kind(in));
-    json_t *jname = json_object_get(in, "name");
-    if (!json_is_string(jname))
+                            bt_json_kind(in));
+    snprintf(where, sizeof where, "inputs[%zu]", i);
+    const cJSON *jname, *jdt, *jshape, *data, *iparams, *bsize = NULL;
+    if (get_key(in, "name", where, &jname, err) != 0)
+        return -1;
+    if (bt_json_type(jname) != cJSON_String)
         return bt_error_set(err, BT_ERR_VALUE, "inputs[%zu] needs a string 'name'%s", i,
                             jname ? ", got another type" : "");
-    const char *name = json_string_value(jname);
+    const char *name = jname->valuestring;
+    if (!bt_json_utf8_valid(name))
+        return bt_error_set(err, BT_ERR_VALUE, "inputs[%zu].name is not valid UTF-8", i);
     for (size_t k = 0; k < i; k++)
         if (strcmp(req->inputs[k].name, name) == 0)
             return bt_error_set(err, BT_ERR_VALUE, "input '%.64s' appears twice", name);
     snprintf(what, sizeof what, "input '%.64s'", name);
 
-    json_t *jdt = json_object_get(in, "datatype");
-    if (!json_is_string(jdt))
+    if (get_key(in, "datatype", where, &jdt, err) != 0)
+        return -1;
+    if (bt_json_type(jdt) != cJSON_String)
         return bt_error_set(err, BT_ERR_VALUE, "%s needs a string 'datatype' (one of %s)", what,
                             SUPPORTED_DATATYPES);
+    if (!bt_json_utf8_valid(jdt->valuestring))
+        return bt_error_set(err, BT_ERR_VALUE, "%s: 'datatype' is not valid UTF-8", what);
     DLDataType dt;
-    if (bt_codec_datatype_parse(json_string_value(jdt), &dt, err) != 0) {
+    if (bt_codec_datatype_parse(jdt->valuestring, &dt, err) != 0) {
         char msg[sizeof err->message];
         snprintf(msg, sizeof msg, "%s", err->message);
         return bt_error_set(err, BT_ERR_TYPE, "%s: %s", what, msg);
     }
 
-    json_t *jshape = json_object_get(in, "shape");
-    if (!json_is_array(jshape))
+    if (get_key(in, "shape", where, &jshape, err) != 0)
+        return -1;
+    if (bt_json_type(jshape) != cJSON_Array)
         return bt_error_set(err, BT_ERR_VALUE, "%s needs a 'shape' list of non-negative integers",
                             what);
-    size_t ndim = json_array_size(jshape);
+    size_t ndim = bt_json_size(jshape);
     if (ndim > BT_CODEC_MAX_NDIM)
         return bt_error_set(err, BT_ERR_VALUE, "%s: shape has %zu dimensions; at most %d allowed",
                             what, ndim, BT_CODEC_MAX_NDIM);
     int64_t shape[BT_CODEC_MAX_NDIM];
     int64_t numel = 1;
     int overflow = 0;
-    for (size_t d = 0; d < ndim; d++) {
-        json_t *e = json_array_get(jshape, d);
-        if (!json_is_integer(e) || json_integer_value(e) < 0)
+    size_t d = 0;
+    for (const cJSON *e = jshape->child; e; e = e->next, d++) {
+        char why[128];
+        if (json_size_value(e, &shape[d], why, sizeof why) != 0)
             return bt_error_set(err, BT_ERR_VALUE,
                                 "%s: shape[%zu] must be a non-negative integer, got %s", what, d,
-                                json_is_integer(e) ? "a negative integer" : json_kind(e));
-        shape[d] = (int64_t)json_integer_value(e);
+                                why);
         if (__builtin_mul_overflow(numel, shape[d], &numel))
             overflow = 1;
     }
     size_t esize = dt.bits / 8u;
 
-    json_t *data = json_object_get(in, "data");
-    json_t *iparams = json_object_get(in, "parameters");
-    json_t *bsize = NULL;
+    if (get_key(in, "data", where, &data, err) != 0 ||
+        get_key(in, "parameters", where, &iparams, err) != 0)
+        return -1;
     if (iparams) {
-        if (!json_is_object(iparams))
+        if (bt_json_type(iparams) != cJSON_Object)
             return bt_error_set(err, BT_ERR_TYPE, "%s: 'parameters' must be an object, got %s",
-                                what, json_kind(iparams));
-        bsize = json_object_get(iparams, "binary_data_size");
+                                what, bt_json_kind(iparams));
+        snprintf(where, sizeof where, "inputs[%zu].parameters", i);
+        if (get_key(iparams, "binary_data_size", where, &bsize, err) != 0)
+            return -1;
     }
     if (data && bsize)
         return bt_error_set(err, BT_ERR_VALUE,
@@ -532,11 +690,13 @@ static int parse_v2_input(json_t *in, size_t i, const char *bin, size_t bin_len,
 
     DLManagedTensor *t = NULL;
     if (bsize) {
-        if (!json_is_integer(bsize) || json_integer_value(bsize) < 0)
+        int64_t isize;
+        char why[128];
+        if (json_size_value(bsize, &isize, why, sizeof why) != 0)
             return bt_error_set(err, BT_ERR_VALUE,
                                 "%s: parameters.binary_data_size must be a non-negative integer",
                                 what);
-        uint64_t size = (uint64_t)json_integer_value(bsize);
+        uint64_t size = (uint64_t)isize;
         uint64_t expect;
         if (overflow || __builtin_mul_overflow((uint64_t)numel, (uint64_t)esize, &expect))
             return bt_error_set(err, BT_ERR_VALUE, "%s: shape %s has too many elements", what,
@@ -547,7 +707,7 @@ static int parse_v2_input(json_t *in, size_t i, const char *bin, size_t bin_len,
                                 "%llu bytes",
                                 what, (unsigned long long)size,
                                 bt_shape_str((char[256]){0}, 256, shape, (int)ndim),
-                                json_string_value(jdt), (unsigned long long)expect);
+                                jdt->valuestring, (unsigned long long)expect);
         if (size > bin_len - *bin_off)
             return bt_error_set(err, BT_ERR_VALUE,
                                 "%s: binary_data_size is %llu bytes but only %zu bytes of binary "
@@ -563,8 +723,12 @@ static int parse_v2_input(json_t *in, size_t i, const char *bin, size_t bin_len,
         if (!data)
             return bt_error_set(err, BT_ERR_VALUE,
                                 "%s has no 'data' (and no parameters.binary_data_size)", what);
+        /* count and check every leaf before anything is sized from the declared shape */
+        leaf_rule rule;
+        leaf_rule_init(&rule, dt, what);
+        cJSON top = alone(data);
         int64_t count = 0;
-        if (count_leaves(data, dt, 0, &count, what, err) != 0)
+        if (check_run(&top, &rule, 0, 0, &count, err) != 0)
             return -1;
         if (overflow || count != numel)
             return bt_error_set(err, BT_ERR_VALUE,
@@ -576,8 +740,7 @@ static int parse_v2_input(json_t *in, size_t i, const char *bin, size_t bin_len,
         t = bt_tensor_new(dt, (int)ndim, shape, err);
         if (!t)
             return -1;
-        char *dst = t->dl_tensor.data;
-        store_leaves(data, dt, &dst, esize);
+        store_for(dt)(&top, t->dl_tensor.data);
     }
     req->inputs[i].name = dup_str(name, err);
     if (!req->inputs[i].name) {
@@ -602,23 +765,25 @@ int bt_codec_parse_v2(const char *body, size_t len, long long header_len,
                                 header_len, len);
         json_len = (size_t)header_len;
     }
-    json_t *root = parse_body(body, json_len, err);
+    cJSON *root = parse_body(body, json_len, err);
     if (!root)
         return -1;
     bt_infer_request *req = NULL;
     int rc = -1;
-    if (!json_is_object(root)) {
+    if (bt_json_type(root) != cJSON_Object) {
         bt_error_set(err, BT_ERR_VALUE, "request body must be a JSON object, got %s",
-                     json_kind(root));
+                     bt_json_kind(root));
         goto done;
     }
-    json_t *inputs = json_object_get(root, "inputs");
-    if (!json_is_array(inputs) || json_array_size(inputs) == 0) {
+    const cJSON *inputs, *id;
+    if (get_key(root, "inputs", BODY, &inputs, err) != 0)
+        goto done;
+    if (bt_json_type(inputs) != cJSON_Array || !inputs->child) {
         bt_error_set(err, BT_ERR_VALUE, "request needs a non-empty 'inputs' list%s%s",
-                     inputs ? ", got " : "", inputs ? json_kind(inputs) : "");
+                     inputs ? ", got " : "", inputs ? bt_json_kind(inputs) : "");
         goto done;
     }
-    size_t n = json_array_size(inputs);
+    size_t n = bt_json_size(inputs);
     if (n > BT_CODEC_MAX_TENSORS) {
         bt_error_set(err, BT_ERR_VALUE, "'inputs' lists %zu tensors; at most %d allowed", n,
                      BT_CODEC_MAX_TENSORS);
@@ -627,13 +792,18 @@ int bt_codec_parse_v2(const char *body, size_t len, long long header_len,
     req = request_new(err);
     if (!req)
         goto done;
-    json_t *id = json_object_get(root, "id");
+    if (get_key(root, "id", BODY, &id, err) != 0)
+        goto done;
     if (id) {
-        if (!json_is_string(id)) {
-            bt_error_set(err, BT_ERR_TYPE, "'id' must be a string, got %s", json_kind(id));
+        if (bt_json_type(id) != cJSON_String) {
+            bt_error_set(err, BT_ERR_TYPE, "'id' must be a string, got %s", bt_json_kind(id));
             goto done;
         }
-        req->id = dup_str(json_string_value(id), err);
+        if (!bt_json_utf8_valid(id->valuestring)) {
+            bt_error_set(err, BT_ERR_VALUE, "'id' is not valid UTF-8");
+            goto done;
+        }
+        req->id = dup_str(id->valuestring, err);
         if (!req->id)
             goto done;
     }
@@ -645,8 +815,9 @@ int bt_codec_parse_v2(const char *body, size_t len, long long header_len,
     const char *bin = body + json_len;
     size_t bin_len = len - json_len;
     size_t bin_off = 0;
-    for (size_t i = 0; i < n; i++)
-        if (parse_v2_input(json_array_get(inputs, i), i, bin, bin_len, &bin_off, req, err) != 0)
+    size_t i = 0;
+    for (const cJSON *in = inputs->child; in; in = in->next, i++)
+        if (parse_v2_input(in, i, bin, bin_len, &bin_off, req, err) != 0)
             goto done;
     if (bin_off != bin_len) {
         bt_error_set(err, BT_ERR_VALUE,
@@ -662,60 +833,87 @@ int bt_codec_parse_v2(const char *body, size_t len, long long header_len,
     req = NULL;
 done:
     bt_infer_request_free(req);
-    json_decref(root);
+    cJSON_Delete(root);
     return rc;
 }
 
 /* ------------------------------------------------------------------ v1 */
 
 /* Shape of the first element path of v (descending into first elements). */
-static int infer_shape(const json_t *v, int64_t *shape, int *ndim, const char *what,
+static int infer_shape(const cJSON *v, int64_t *shape, int *ndim, const char *what,
                        bt_error *err)
 {
     *ndim = 0;
-    while (json_is_array(v)) {
+    while (bt_json_type(v) == cJSON_Array) {
         if (*ndim >= BT_CODEC_MAX_NDIM - 1)
             return bt_error_set(err, BT_ERR_VALUE, "%s is nested deeper than %d levels", what,
                                 BT_CODEC_MAX_NDIM - 1);
-        size_t n = json_array_size(v);
+        size_t n = bt_json_size(v);
         shape[(*ndim)++] = (int64_t)n;
         if (n == 0)
             break;
-        v = json_array_get(v, 0);
+        v = v->child;
     }
     return 0;
 }
 
-/* Checks v is a rectangular array of the given shape with valid leaves. */
-static int check_rect(const json_t *v, const int64_t *shape, int ndim, int depth,
-                      DLDataType dt, const char *what, bt_error *err)
+/* Checks v is a rectangular array of the given shape (dims depth..ndim) with valid
+ * leaves. A list of the wrong length is reported as ragged even when an element before
+ * the end is also wrong, as when lengths were compared first. */
+static int check_rect(const cJSON *v, const int64_t *shape, int ndim, int depth,
+                      const leaf_rule *r, bt_error *err)
 {
+    int64_t n = 0;
     if (depth == ndim) {
-        if (json_is_array(v))
-            return bt_error_set(err, BT_ERR_VALUE,
-                                "%s: instances are not all the same shape (ragged lists)", what);
-        return store_leaf(v, dt, NULL, what, err);
+        if (bt_json_type(v) == cJSON_Array)
+            return ragged(r, err);
+        cJSON one = alone(v);
+        return check_run(&one, r, depth, 1, &n, err);
     }
-    if (!json_is_array(v) || (int64_t)json_array_size(v) != shape[depth])
-        return bt_error_set(err, BT_ERR_VALUE,
-                            "%s: instances are not all the same shape (ragged lists)", what);
-    for (size_t i = 0; i < json_array_size(v); i++)
-        if (check_rect(json_array_get(v, i), shape, ndim, depth + 1, dt, what, err) != 0)
-            return -1;
-    return 0;
+    if (bt_json_type(v) != cJSON_Array)
+        return ragged(r, err);
+    int rc = 0;
+    if (depth == ndim - 1) {
+        rc = check_run(v->child, r, depth + 1, 1, &n, err); /* a list here is ragged */
+    } else {
+        for (const cJSON *c = v->child; c && rc == 0; c = c->next, n++)
+            rc = check_rect(c, shape, ndim, depth + 1, r, err);
+    }
+    if ((rc != 0 || n != shape[depth]) && (int64_t)bt_json_size(v) != shape[depth])
+        return ragged(r, err);
+    return rc;
+}
+
+/* Instance i's value for input hint h: the instance itself, or its member named after
+ * the input when instances are keyed (NULL with err set when absent or duplicated). */
+static const cJSON *instance_value(const cJSON *inst, size_t i, int keyed, const char *name,
+                                   bt_error *err)
+{
+    if (!keyed)
+        return inst;
+    char where[64];
+    snprintf(where, sizeof where, "instances[%zu]", i);
+    const cJSON *v;
+    if (get_key(inst, name, where, &v, err) != 0)
+        return NULL;
+    if (!v)
+        bt_error_set(err, BT_ERR_VALUE, "instances[%zu] has no input '%.64s'", i, name);
+    return v;
 }
 
 int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
                       size_t n_hints, bt_infer_request **out, bt_error *err)
 {
     *out = NULL;
-    json_t *root = parse_body(body, len, err);
+    cJSON *root = parse_body(body, len, err);
     if (!root)
         return -1;
     bt_infer_request *req = NULL;
     int rc = -1;
-    json_t *inst = json_is_object(root) ? json_object_get(root, "instances") : NULL;
-    if (!json_is_array(inst) || json_array_size(inst) == 0) {
+    const cJSON *inst = NULL;
+    if (bt_json_type(root) == cJSON_Object && get_key(root, "instances", BODY, &inst, err) != 0)
+        goto done;
+    if (bt_json_type(inst) != cJSON_Array || !inst->child) {
         bt_error_set(err, BT_ERR_VALUE, "request body must be {\"instances\": [...]} with at "
                                         "least one instance");
         goto done;
@@ -724,8 +922,8 @@ int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
         bt_error_set(err, BT_ERR_VALUE, "the model's inputs are unknown");
         goto done;
     }
-    size_t n_inst = json_array_size(inst);
-    int keyed = json_is_object(json_array_get(inst, 0));
+    size_t n_inst = bt_json_size(inst);
+    int keyed = bt_json_type(inst->child) == cJSON_Object;
     if (!keyed && n_hints != 1) {
         bt_error_set(err, BT_ERR_VALUE,
                      "the model takes %zu inputs: send each instance as an object keyed by "
@@ -734,28 +932,28 @@ int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
         goto done;
     }
     if (keyed) {
-        for (size_t i = 0; i < n_inst; i++) {
-            json_t *o = json_array_get(inst, i);
-            if (!json_is_object(o)) {
+        size_t i = 0;
+        for (const cJSON *o = inst->child; o; o = o->next, i++) {
+            if (bt_json_type(o) != cJSON_Object) {
                 bt_error_set(err, BT_ERR_VALUE,
                              "instances[%zu] is %s but instances[0] is an object", i,
-                             json_kind(o));
+                             bt_json_kind(o));
                 goto done;
             }
-            const char *key;
-            json_t *val;
-            json_object_foreach(o, key, val)
-            {
+            for (const cJSON *m = o->child; m; m = m->next) {
                 size_t h = 0;
-                while (h < n_hints && strcmp(hints[h].name, key) != 0)
+                while (h < n_hints && strcmp(hints[h].name, m->string) != 0)
                     h++;
                 if (h == n_hints) {
-                    bt_error_set(err, BT_ERR_VALUE, "instances[%zu] has unknown input '%.64s'",
-                                 i, key);
+                    if (!bt_json_utf8_valid(m->string))
+                        bt_error_set(err, BT_ERR_VALUE,
+                                     "instances[%zu] has a key that is not valid UTF-8", i);
+                    else
+                        bt_error_set(err, BT_ERR_VALUE,
+                                     "instances[%zu] has unknown input '%.64s'", i, m->string);
                     goto done;
                 }
             }
-            (void)val;
         }
     }
     req = request_new(err);
@@ -772,42 +970,34 @@ int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
         DLDataType dt = {kDLFloat, 32, 1};
         if (hints[h].has_dtype && bt_codec_datatype_name(hints[h].dtype))
             dt = hints[h].dtype;
-        const json_t *first = json_array_get(inst, 0);
-        if (keyed) {
-            first = json_object_get(first, hints[h].name);
-            if (!first) {
-                bt_error_set(err, BT_ERR_VALUE, "instances[0] has no input '%.64s'",
-                             hints[h].name);
-                goto done;
-            }
-        }
+        leaf_rule rule;
+        leaf_rule_init(&rule, dt, what);
+        const cJSON *first = instance_value(inst->child, 0, keyed, hints[h].name, err);
+        if (!first)
+            goto done;
         int64_t shape[BT_CODEC_MAX_NDIM];
         int ndim;
         shape[0] = (int64_t)n_inst;
         if (infer_shape(first, shape + 1, &ndim, what, err) != 0)
             goto done;
-        for (size_t i = 0; i < n_inst; i++) {
-            const json_t *v = json_array_get(inst, i);
-            if (keyed) {
-                v = json_object_get(v, hints[h].name);
-                if (!v) {
-                    bt_error_set(err, BT_ERR_VALUE, "instances[%zu] has no input '%.64s'", i,
-                                 hints[h].name);
-                    goto done;
-                }
-            }
-            if (check_rect(v, shape + 1, ndim, 0, dt, what, err) != 0)
+        size_t i = 0;
+        for (const cJSON *o = inst->child; o; o = o->next, i++) {
+            const cJSON *v = instance_value(o, i, keyed, hints[h].name, err);
+            if (!v || check_rect(v, shape + 1, ndim, 0, &rule, err) != 0)
                 goto done;
         }
         DLManagedTensor *t = bt_tensor_new(dt, ndim + 1, shape, err);
         if (!t)
             goto done;
+        store_fn store = store_for(dt);
         char *dst = t->dl_tensor.data;
-        for (size_t i = 0; i < n_inst; i++) {
-            const json_t *v = json_array_get(inst, i);
-            if (keyed)
-                v = json_object_get(v, hints[h].name);
-            store_leaves(v, dt, &dst, dt.bits / 8u);
+        i = 0;
+        for (const cJSON *o = inst->child; o; o = o->next, i++) {
+            const cJSON *v = instance_value(o, i, keyed, hints[h].name, err);
+            if (!v) /* cannot happen: found by the check above */
+                goto done;
+            cJSON one = alone(v);
+            dst = store(&one, dst);
         }
         req->inputs[h].tensor = t;
         req->inputs[h].name = dup_str(hints[h].name, err);
@@ -820,7 +1010,7 @@ int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
     req = NULL;
 done:
     bt_infer_request_free(req);
-    json_decref(root);
+    cJSON_Delete(root);
     return rc;
 }
 

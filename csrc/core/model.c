@@ -3,7 +3,6 @@
 #include "model.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "jsonutil.h"
 #include "tensor.h"
 #include "threads.h"
 #include "torch_api.h"
@@ -50,37 +50,47 @@ void bt_model_free(bt_model *m) {
 }
 
 /* Fills spec from one {"name","dtype","shape"} object of berth.json. */
-static int parse_spec(json_t *obj, const char *where, size_t index, bt_spec *spec, const char *path,
+static int parse_spec(const cJSON *obj, const char *where, size_t index, bt_spec *spec, const char *path,
                       bt_error *err) {
-    if (!json_is_object(obj))
+    if (!cJSON_IsObject(obj))
         return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu] is not an object", path, where, index);
-    json_t *name = json_object_get(obj, "name"), *dtype = json_object_get(obj, "dtype"),
-           *shape = json_object_get(obj, "shape");
-    if (name && json_is_string(name)) {
+    char at[512]; /* the message holds 1024 bytes anyway */
+    snprintf(at, sizeof at, "%s[%zu] of berth.json in '%s'", where, index, path);
+    const cJSON *name, *dtype, *shape;
+    if (bt_json_get(obj, "name", at, &name, BT_ERR_LOAD, err) != 0 ||
+        bt_json_get(obj, "dtype", at, &dtype, BT_ERR_LOAD, err) != 0 ||
+        bt_json_get(obj, "shape", at, &shape, BT_ERR_LOAD, err) != 0)
+        return -1;
+    if (name && cJSON_IsString(name)) {
+        if (!bt_json_utf8_valid(name->valuestring))
+            return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu].name is not valid UTF-8", path,
+                                where, index);
         free(spec->name);
-        spec->name = strdup(json_string_value(name));
+        spec->name = strdup(name->valuestring);
         if (!spec->name) return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
     }
-    if (dtype && !json_is_null(dtype)) {
-        if (!json_is_string(dtype) || bt_dtype_from_name(json_string_value(dtype), &spec->dtype) != 0)
+    if (dtype && !cJSON_IsNull(dtype)) {
+        if (!cJSON_IsString(dtype) || bt_dtype_from_name(dtype->valuestring, &spec->dtype) != 0)
             return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu].dtype is not one of float16, "
                                 "float32, float64, int8, int16, int32, int64, uint8, bool", path, where, index);
         spec->has_dtype = 1;
     }
-    if (shape && !json_is_null(shape)) {
-        if (!json_is_array(shape) || json_array_size(shape) > 32)
+    if (shape && !cJSON_IsNull(shape)) {
+        size_t nd = cJSON_IsArray(shape) ? bt_json_size(shape) : 0;
+        if (!cJSON_IsArray(shape) || nd > 32)
             return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu].shape is not a list of integers",
                                 path, where, index);
-        size_t nd = json_array_size(shape);
         spec->shape = calloc(nd ? nd : 1, sizeof(int64_t));
         if (!spec->shape) return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
-        for (size_t d = 0; d < nd; ++d) {
-            json_t *v = json_array_get(shape, d);
-            if (json_is_null(v)) { spec->shape[d] = -1; continue; }
-            if (!json_is_integer(v) || json_integer_value(v) < -1)
+        size_t d = 0;
+        for (const cJSON *v = shape->child; v; v = v->next, ++d) {
+            if (cJSON_IsNull(v)) { spec->shape[d] = -1; continue; }
+            /* a double carries integers exactly below 2^53 */
+            double x = cJSON_IsNumber(v) ? v->valuedouble : -2;
+            if (!(x >= -1 && x < 9007199254740992.0) || x != (double)(int64_t)x)
                 return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu].shape[%zu] must be an integer >= -1",
                                     path, where, index, d);
-            spec->shape[d] = json_integer_value(v);
+            spec->shape[d] = (int64_t)x;
         }
         spec->ndim = (int)nd;
     }
@@ -88,40 +98,53 @@ static int parse_spec(json_t *obj, const char *where, size_t index, bt_spec *spe
 }
 
 static int parse_metadata(bt_model *m, bt_error *err) {
-    json_error_t jerr;
-    json_t *root = json_loadb(m->metadata, m->metadata_len, 0, &jerr);
-    if (!root || !json_is_object(root)) {
-        json_decref(root);
+    bt_json_error jerr;
+    cJSON *root = bt_json_parse(m->metadata, m->metadata_len, &jerr);
+    if (!root)
         return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s' is not a JSON object: %s (line %d)", m->path,
-                            root ? "top level is not an object" : jerr.text, jerr.line);
+                            jerr.text, jerr.line);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s' is not a JSON object: top level is %s", m->path,
+                            bt_json_kind(root));
     }
+    char at[512];
+    snprintf(at, sizeof at, "berth.json in '%s'", m->path);
     int rc = 0;
-    json_t *inputs = json_object_get(root, "inputs"), *outputs = json_object_get(root, "outputs");
-    if (inputs && json_is_array(inputs)) {
-        if (json_array_size(inputs) != m->n_inputs) {
+    const cJSON *inputs, *outputs;
+    if (bt_json_get(root, "inputs", at, &inputs, BT_ERR_LOAD, err) != 0 ||
+        bt_json_get(root, "outputs", at, &outputs, BT_ERR_LOAD, err) != 0) {
+        rc = -1;
+        goto done;
+    }
+    if (inputs && cJSON_IsArray(inputs)) {
+        size_t n = bt_json_size(inputs);
+        if (n != m->n_inputs) {
             rc = bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s' lists %zu inputs but forward takes %zu",
-                              m->path, json_array_size(inputs), m->n_inputs);
+                              m->path, n, m->n_inputs);
             goto done;
         }
-        for (size_t i = 0; i < m->n_inputs && rc == 0; ++i)
-            rc = parse_spec(json_array_get(inputs, i), "inputs", i, &m->inputs[i], m->path, err);
+        size_t i = 0;
+        for (const cJSON *v = inputs->child; v && rc == 0; v = v->next, ++i)
+            rc = parse_spec(v, "inputs", i, &m->inputs[i], m->path, err);
     }
-    if (rc == 0 && outputs && json_is_array(outputs) && json_array_size(outputs) <= BT_MAX_OUTPUTS) {
-        size_t n = json_array_size(outputs);
+    if (rc == 0 && outputs && cJSON_IsArray(outputs) && bt_json_size(outputs) <= BT_MAX_OUTPUTS) {
+        size_t n = bt_json_size(outputs);
         m->outputs = calloc(n ? n : 1, sizeof(bt_spec));
         if (!m->outputs) { rc = bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory"); goto done; }
         m->n_outputs = n;
         for (size_t i = 0; i < n; ++i) m->outputs[i].ndim = -1;
-        for (size_t i = 0; i < n && rc == 0; ++i) {
+        size_t i = 0;
+        for (const cJSON *v = outputs->child; v && rc == 0; v = v->next, ++i) {
             char fallback[32];
             snprintf(fallback, sizeof fallback, "output_%zu", i);
             m->outputs[i].name = strdup(fallback);
             if (!m->outputs[i].name) rc = bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
-            else rc = parse_spec(json_array_get(outputs, i), "outputs", i, &m->outputs[i], m->path, err);
+            else rc = parse_spec(v, "outputs", i, &m->outputs[i], m->path, err);
         }
     }
 done:
-    json_decref(root);
+    cJSON_Delete(root);
     return rc;
 }
 

@@ -9,7 +9,7 @@ Two stages, both on ``debian:bookworm-slim`` (the stack berth is tested on):
     native modules (libtorch's real dependencies) that the runtime packages lack.
 runtime
     Debian's python3, numpy (without its test suite, and byte-compiled only where the
-    server imports it), OpenBLAS, jansson and libmicrohttpd + the built berth +
+    server imports it), OpenBLAS, cJSON and libmicrohttpd + the built berth +
     that closure + the model; no compiler, no torch Python package, none of the
     OpenCV/ffmpeg/GDAL/Qt that Debian's libtorch package depends on.
 """
@@ -22,11 +22,11 @@ RUNTIME_UID = 10001
 MODEL_DIR = "/opt/berth/model"
 PYTHON_DIR = "/opt/berth/python"
 
-RUNTIME_PACKAGES = ("python3", "python3-numpy", "libjansson4", "libmicrohttpd12",
+RUNTIME_PACKAGES = ("python3", "python3-numpy", "libcjson1", "libmicrohttpd12",
                     "libopenblas0-pthread")
 BUILD_PACKAGES = ("build-essential", "cmake", "python3-dev", "python3-venv",
                   "python3-numpy", "python3-setuptools", "python3-pip", "python3-wheel",
-                  "libtorch-dev", "libjansson-dev", "libmicrohttpd-dev", "libgnutls28-dev")
+                  "libtorch-dev", "libcjson-dev", "libmicrohttpd-dev", "libgnutls28-dev")
 
 DOCKERIGNORE = """\
 # Only the Dockerfile's inputs go to the build: model/, berth-src/ and build/.
