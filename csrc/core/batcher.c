@@ -35,6 +35,7 @@ struct bt_batcher {
     bt_model *model;
     bt_batcher_params params;
     int batching;
+    _Atomic int limit; /* rows per forward in effect: max_batch_size, or less once tuned */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -65,6 +66,16 @@ bt_batcher_params bt_batcher_default_params(void)
 }
 
 int bt_batcher_is_batching(const bt_batcher *b) { return b->batching; }
+int bt_batcher_batch_limit(const bt_batcher *b) { return atomic_load(&b->limit); }
+
+void bt_batcher_set_batch_limit(bt_batcher *b, int rows)
+{
+    if (rows < 1)
+        rows = 1;
+    if (rows > b->params.max_batch_size)
+        rows = b->params.max_batch_size;
+    atomic_store(&b->limit, rows);
+}
 const bt_histogram *bt_batcher_batch_sizes(const bt_batcher *b) { return &b->batch_sizes; }
 const bt_histogram *bt_batcher_queue_seconds(const bt_batcher *b) { return &b->queue_seconds; }
 const bt_histogram *bt_batcher_compute_seconds(const bt_batcher *b) { return &b->compute_seconds; }
@@ -101,10 +112,11 @@ static int compatible(const bt_item *a, const bt_item *b)
     return 1;
 }
 
-/* Moves up to max_batch_size rows of items compatible with the head into *batch
+/* Moves up to the batch limit's rows of items compatible with the head into *batch
  * (mutex held). Returns the number of items taken. */
 static size_t take_batch(bt_batcher *b, bt_item **batch, size_t cap, int64_t *total_rows)
 {
+    const int64_t limit = atomic_load(&b->limit);
     size_t n = 0;
     int64_t rows = 0;
     bt_item *first = b->head;
@@ -113,7 +125,7 @@ static size_t take_batch(bt_batcher *b, bt_item **batch, size_t cap, int64_t *to
     while (*link && n < cap) {
         bt_item *it = *link;
         int take = n == 0 || (b->batching && compatible(first, it) &&
-                              rows + it->rows <= b->params.max_batch_size);
+                              rows + it->rows <= limit);
         if (!take) {
             if (!b->batching)
                 break;
@@ -129,7 +141,7 @@ static size_t take_batch(bt_batcher *b, bt_item **batch, size_t cap, int64_t *to
         rows += it->rows;
         b->queued--;
         b->queued_rows -= it->rows;
-        if (rows >= b->params.max_batch_size)
+        if (rows >= limit)
             break;
     }
     *total_rows = rows;
@@ -299,7 +311,7 @@ static void *worker_main(void *arg)
              * max_delay_ms, or no request arrived for BT_BATCH_IDLE_GAP. A lone client
              * is not held at all. */
             double deadline = b->head->enqueued + b->params.max_delay_ms / 1000.0;
-            while (b->head && !b->stopping && b->queued_rows < b->params.max_batch_size) {
+            while (b->head && !b->stopping && b->queued_rows < atomic_load(&b->limit)) {
                 int coming = atomic_load(&b->upstream) > 0;
                 if (!coming && b->queued < 2)
                     break; /* a lone request with nothing else in sight runs at once */
@@ -393,6 +405,7 @@ int bt_batcher_create(bt_model *model, const bt_batcher_params *params, bt_batch
     }
     b->model = model;
     b->params = p;
+    atomic_store(&b->limit, p.max_batch_size);
     b->batching = p.batching < 0 ? model->batchable : p.batching;
     bt_histogram_init(&b->batch_sizes, BT_BATCH_BOUNDS, BT_BATCH_N);
     bt_histogram_init(&b->queue_seconds, BT_SECONDS_BOUNDS, BT_SECONDS_N);
@@ -571,7 +584,7 @@ static int submit(bt_batcher *b, DLManagedTensor **inputs, size_t n, double time
     /* The worker needs waking only to start a batch, when one is full, or when the last
      * announced request arrived; otherwise it wakes on its own deadline. */
     if (was_empty || last_announced || !b->batching ||
-        b->queued_rows >= b->params.max_batch_size)
+        b->queued_rows >= atomic_load(&b->limit))
         pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
     return 0;

@@ -49,6 +49,12 @@ void bt_batcher_free(bt_batcher *b);
 /* 1 when requests are concatenated along the batch dimension. */
 int bt_batcher_is_batching(const bt_batcher *b);
 
+/* Rows per forward in effect: max_batch_size until set lower (warm-up measures the
+ * batch size with the cheapest rows; bigger batches can cost more per row). A single
+ * request with more rows still runs, alone. set clamps to 1..max_batch_size. */
+int bt_batcher_batch_limit(const bt_batcher *b);
+void bt_batcher_set_batch_limit(bt_batcher *b, int rows);
+
 /* Queues one request. Takes ownership of inputs[0..n) on every path. Checks them
  * against the model's signature (casting where allowed) before queueing. timeout_ms <= 0:
  * no timeout. Returns 0 when queued (done will be called exactly once), or -1 with err

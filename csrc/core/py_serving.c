@@ -434,9 +434,9 @@ done:
 
 static PyObject *Service_warmup(ServiceObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"rounds", NULL};
-    int rounds = 3;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|i:warmup", kwlist, &rounds))
+    static char *kwlist[] = {"rounds", "tune_batch", NULL};
+    int rounds = 3, tune = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|ip:warmup", kwlist, &rounds, &tune))
         return NULL;
     bt_service *svc = service_get(self);
     if (!svc)
@@ -446,7 +446,7 @@ static PyObject *Service_warmup(ServiceObject *self, PyObject *args, PyObject *k
     int rc;
     self->active++;
     Py_BEGIN_ALLOW_THREADS
-    rc = bt_service_warmup(svc, rounds < 1 ? 1 : rounds, &seconds, &err);
+    rc = bt_service_warmup(svc, rounds < 1 ? 1 : rounds, tune, &seconds, &err);
     Py_END_ALLOW_THREADS
     service_leave(self);
     if (rc < 0)
@@ -519,14 +519,47 @@ static PyObject *Service_get_batching(ServiceObject *self, void *c)
     return svc ? PyBool_FromLong(bt_service_batching(svc)) : NULL;
 }
 
+static PyObject *Service_get_batch_limit(ServiceObject *self, void *c)
+{
+    (void)c;
+    bt_service *svc = service_get(self);
+    if (!svc)
+        return NULL;
+    return PyLong_FromLong(bt_service_batching(svc)
+                               ? bt_batcher_batch_limit(bt_service_batcher(svc)) : 1);
+}
+
+static PyObject *Service_get_batch_costs(ServiceObject *self, void *c)
+{
+    (void)c;
+    bt_service *svc = service_get(self);
+    if (!svc)
+        return NULL;
+    const bt_batch_cost *costs;
+    size_t n = bt_service_tuning(svc, &costs);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list && i < n; i++) {
+        PyObject *pair = Py_BuildValue("(id)", costs[i].rows, costs[i].seconds_per_row);
+        if (!pair) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, pair);
+    }
+    return list;
+}
+
 static PyMethodDef Service_methods[] = {
     {"handle", (PyCFunction)(void (*)(void))Service_handle, METH_VARARGS | METH_KEYWORDS,
      "handle(method, path, body, content_type=None, authorization=None, header_length=None)"
      "\n--\n\nAnswers one HTTP request with the C protocol codec (GIL released). Returns "
      "(status, [(header, value), ...], body_bytes)."},
     {"warmup", (PyCFunction)(void (*)(void))Service_warmup, METH_VARARGS | METH_KEYWORDS,
-     "warmup(rounds=3)\n--\n\nRuns zero batches of the signature's shape; returns the seconds "
-     "spent, or None when the signature has no dtypes/shapes to warm up with."},
+     "warmup(rounds=3, tune_batch=True)\n--\n\nRuns zero batches of the signature's shape; "
+     "returns the seconds spent, or None when the signature has no dtypes/shapes to warm up "
+     "with. When batching and tune_batch, times batches of 1, 2, 4, ... max_batch_size rows "
+     "and limits batches to the smallest size with about the cheapest rows (see batch_limit "
+     "and batch_costs)."},
     {"set_ready", (PyCFunction)Service_set_ready, METH_O,
      "set_ready(flag)\n--\n\nTurns readiness on, or off for shutdown."},
     {"metrics", (PyCFunction)Service_metrics, METH_NOARGS,
@@ -541,6 +574,10 @@ static PyMethodDef Service_methods[] = {
 static PyGetSetDef Service_getset[] = {
     {"ready", (getter)Service_get_ready, NULL, "Whether readiness probes succeed.", NULL},
     {"batching", (getter)Service_get_batching, NULL, "Whether requests are batched.", NULL},
+    {"batch_limit", (getter)Service_get_batch_limit, NULL,
+     "Rows per forward in effect: max_batch_size, or less after warmup(tune_batch=True).", NULL},
+    {"batch_costs", (getter)Service_get_batch_costs, NULL,
+     "[(rows, seconds per row), ...] as timed by warmup(tune_batch=True); [] before.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

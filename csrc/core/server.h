@@ -74,10 +74,23 @@ bt_batcher *bt_service_batcher(bt_service *svc);
 int64_t bt_service_pending(const bt_service *svc);
 
 /* Runs batches of the signature's shape through the batcher: batch 1 `rounds` times (the
- * TorchScript executor optimises a shape after a few calls), then one of max_batch_size
- * rows when batching. Returns 1 when it ran, 0 when the signature lacks dtypes or shapes
- * (nothing to warm up with), -1 with err set when forward failed. *seconds gets the time. */
-int bt_service_warmup(bt_service *svc, int rounds, double *seconds, bt_error *err);
+ * TorchScript executor optimises a shape after a few calls), then, when batching, either
+ * tunes the batch limit (tune = 1: times batches of 1, 2, 4, ... max_batch_size rows and
+ * keeps the smallest with about the cheapest rows; see bt_service_tuning) or runs one
+ * batch of max_batch_size rows. Returns 1 when it ran, 0 when the signature lacks dtypes
+ * or shapes (nothing to warm up with), -1 with err set when forward failed. *seconds gets
+ * the time. Call before readiness turns on, from one thread. */
+int bt_service_warmup(bt_service *svc, int rounds, int tune, double *seconds, bt_error *err);
+
+#define BT_TUNE_MAX_STEPS 24
+
+typedef struct bt_batch_cost {
+    int rows;
+    double seconds_per_row; /* best of the timed forwards, divided by rows */
+} bt_batch_cost;
+
+/* The batch sizes warm-up timed, in order (0 when it did not tune). */
+size_t bt_service_tuning(const bt_service *svc, const bt_batch_cost **costs);
 
 /* Routes req. Returns 0 when *resp holds the answer, or 1 when the answer needs a
  * forward: pass *job to bt_service_submit. The request's strings need only live for
