@@ -226,6 +226,24 @@ oom:
     return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
 }
 
+int bt_model_optimize(bt_model *m, bt_error *err) {
+    const berth_torch_api *t = bt_torch(err);
+    if (!t) return -1;
+    if (m->optimized) return 0;
+    double start = now_seconds();
+    berth_status *s = t->model_optimize(m->handle);
+    if (s) {
+        if (t->status_code(s) == BERTH_E_NO_MEMORY) bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory optimizing '%s'", m->path);
+        else bt_error_set(err, BT_ERR_LOAD, "cannot optimize '%s' for inference: %s; load it without optimizing", m->path,
+                          t->status_message(s));
+        t->status_free(s);
+        return -1;
+    }
+    m->optimized = 1;
+    m->load_seconds += now_seconds() - start;
+    return 0;
+}
+
 int bt_model_check_input(const bt_model *m, size_t index, const DLTensor *t, DLDataType *cast_to, bt_error *err) {
     if (index >= m->n_inputs)
         return bt_error_set(err, BT_ERR_VALUE, "the model takes %zu inputs, got more", m->n_inputs);

@@ -34,7 +34,8 @@ typedef struct bt_model {
     int batchable;                    /* every input and output has a leading -1 dim */
     char *metadata;                   /* berth.json text (NUL-terminated), owned; NULL if none */
     size_t metadata_len;
-    double load_seconds;              /* wall time spent in bt_model_load */
+    double load_seconds;              /* wall time spent in bt_model_load (and optimizing) */
+    int optimized;                    /* frozen and optimized for inference */
 } bt_model;
 
 /* Loads path (TorchScript). On failure returns -1 with err set (BT_ERR_LOAD, ...). */
@@ -42,6 +43,13 @@ int bt_model_load(const char *path, bt_model **out, bt_error *err);
 
 /* NULL-tolerant. */
 void bt_model_free(bt_model *model);
+
+/* Freezes the model and applies libtorch's optimize_for_inference (see the shim's
+ * model_optimize): resnet18 ran 25-30% faster per image on the CPU. Call before the model
+ * is shared: not safe while forward runs. On failure (modules that mutate attributes in
+ * forward cannot be frozen) returns -1 with err set (BT_ERR_LOAD) and the model is
+ * unchanged. */
+int bt_model_optimize(bt_model *model, bt_error *err);
 
 /* The libtorch version string of the loaded shim, or NULL before any load. */
 const char *bt_torch_version(void);

@@ -19,9 +19,11 @@ bt_model *bt_py_model_get(PyObject *obj) {
 }
 
 static int Model_init(bt_ModelObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"path", NULL};
+    static char *kwlist[] = {"path", "optimize", NULL};
     PyObject *path_bytes = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&:Model", kwlist, PyUnicode_FSConverter, &path_bytes))
+    int optimize = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$p:Model", kwlist, PyUnicode_FSConverter, &path_bytes,
+                                     &optimize))
         return -1;
     if (self->model) {
         Py_DECREF(path_bytes);
@@ -34,6 +36,11 @@ static int Model_init(bt_ModelObject *self, PyObject *args, PyObject *kwds) {
     const char *path = PyBytes_AS_STRING(path_bytes);
     Py_BEGIN_ALLOW_THREADS
     rc = bt_model_load(path, &m, &err);
+    if (rc == 0 && optimize && bt_model_optimize(m, &err) != 0) {
+        bt_model_free(m);
+        m = NULL;
+        rc = -1;
+    }
     Py_END_ALLOW_THREADS
     Py_DECREF(path_bytes);
     if (rc != 0) {
@@ -233,6 +240,12 @@ static PyObject *Model_get_required(bt_ModelObject *self, void *closure) {
     return m ? PyLong_FromSize_t(m->n_required) : NULL;
 }
 
+static PyObject *Model_get_optimized(bt_ModelObject *self, void *closure) {
+    (void)closure;
+    bt_model *m = bt_py_model_get((PyObject *)self);
+    return m ? PyBool_FromLong(m->optimized) : NULL;
+}
+
 static PyObject *Model_get_load_seconds(bt_ModelObject *self, void *closure) {
     (void)closure;
     bt_model *m = bt_py_model_get((PyObject *)self);
@@ -257,11 +270,12 @@ static PyGetSetDef Model_getset[] = {
     {"path", (getter)Model_get_path, NULL, "the file the model was loaded from", NULL},
     {"batchable", (getter)Model_get_batchable, NULL, "whether every input and output has a free batch dim", NULL},
     {"num_required_inputs", (getter)Model_get_required, NULL, "inputs without a default in forward", NULL},
-    {"load_seconds", (getter)Model_get_load_seconds, NULL, "seconds spent loading the model", NULL},
+    {"load_seconds", (getter)Model_get_load_seconds, NULL, "seconds spent loading (and optimizing) the model", NULL},
+    {"optimized", (getter)Model_get_optimized, NULL, "whether the model was frozen and optimized for inference", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-PyDoc_STRVAR(Model_doc, "Model(path)\n--\n\nA TorchScript model run by berth's C core. Use berth.load(path).");
+PyDoc_STRVAR(Model_doc, "Model(path, *, optimize=False)\n--\n\nA TorchScript model run by berth's C core. Use berth.load(path).");
 
 PyTypeObject bt_ModelType = {
     PyVarObject_HEAD_INIT(NULL, 0)

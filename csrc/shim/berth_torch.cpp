@@ -345,6 +345,18 @@ berth_status *model_forward(berth_torch_model *m, DLManagedTensor *const *inputs
     }
 }
 
+berth_status *model_optimize(berth_torch_model *m) {
+    FIREWALL_BEGIN
+    if (!m) return make_status(BERTH_E_INVALID_ARGUMENT, "model must not be NULL");
+    torch::jit::Module optimized = torch::jit::optimize_for_inference(m->module);
+    auto method = optimized.find_method("forward");
+    if (!method) return make_status(BERTH_E_INTERNAL, "the optimized module lost its forward method");
+    m->module = optimized;
+    m->forward = &m->module.get_method("forward").function();
+    return nullptr;
+    FIREWALL_END(BERTH_E_INFERENCE)
+}
+
 const berth_torch_api kApi = {
     BERTH_TORCH_ABI_VERSION,
     sizeof(berth_torch_api),
@@ -360,6 +372,7 @@ const berth_torch_api kApi = {
     model_arg_name,
     model_metadata,
     model_forward,
+    model_optimize,
 };
 
 }  // namespace

@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to berth_torch_api. */
-#define BERTH_TORCH_ABI_VERSION 1u
+#define BERTH_TORCH_ABI_VERSION 2u
 
 typedef enum berth_code {
     BERTH_OK = 0,
@@ -77,6 +77,12 @@ typedef struct berth_torch_api {
     berth_status *(*model_forward)(berth_torch_model *model, DLManagedTensor *const *inputs,
                                    size_t n_inputs, DLManagedTensor **outputs,
                                    size_t max_outputs, size_t *n_outputs, int *is_tuple);
+
+    /* Freezes the module (parameters become constants, batch norms fold into the
+     * convolutions before them) and applies libtorch's optimize_for_inference passes
+     * (oneDNN-prepacked convolutions). Results agree with the unoptimized model to float
+     * rounding. On failure the model is left as it was. Not safe while forward runs. */
+    berth_status *(*model_optimize)(berth_torch_model *model);
 } berth_torch_api;
 
 /* Returns the shim's table if it speaks abi_version, else NULL. Never fails otherwise. */
