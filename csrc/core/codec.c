@@ -484,7 +484,7 @@ static char *dup_str(const char *s, bt_error *err)
 static cJSON *parse_body(const char *body, size_t len, bt_error *err)
 {
     bt_json_error jerr;
-    cJSON *root = bt_json_parse(body, len, &jerr);
+    cJSON *root = bt_json_parse_body(body, len, &jerr);
     if (!root)
         bt_error_set(err, BT_ERR_VALUE, "request body is not valid JSON: %s (line %d, column %d)",
                      jerr.text, jerr.line, jerr.column);
@@ -833,7 +833,7 @@ int bt_codec_parse_v2(const char *body, size_t len, long long header_len,
     req = NULL;
 done:
     bt_infer_request_free(req);
-    cJSON_Delete(root);
+    bt_json_release(root);
     return rc;
 }
 
@@ -1010,7 +1010,7 @@ int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
     req = NULL;
 done:
     bt_infer_request_free(req);
-    cJSON_Delete(root);
+    bt_json_release(root);
     return rc;
 }
 

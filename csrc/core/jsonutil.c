@@ -1,8 +1,119 @@
 /* jsonutil.c - strict parsing, duplicate-free lookup and UTF-8 checks on top of cJSON. */
 #include "jsonutil.h"
 
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* ------------------------------------------------------------------ body arena */
+
+typedef struct arena_chunk {
+    struct arena_chunk *next; /* older, smaller chunks of the same body */
+    size_t cap, used;
+    alignas(max_align_t) unsigned char data[];
+} arena_chunk;
+
+#define ARENA_FIRST ((size_t)256 << 10)
+
+static atomic_int hooks_installed;
+static pthread_key_t arena_key; /* this thread's newest chunk; freed when the thread ends */
+static _Thread_local arena_chunk *t_chunks;
+static _Thread_local int t_active;
+
+static void free_chunks(arena_chunk *c)
+{
+    while (c) {
+        arena_chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+}
+
+static void arena_thread_exit(void *chunks) { free_chunks(chunks); }
+
+static void *arena_malloc(size_t n)
+{
+    if (!t_active)
+        return malloc(n);
+    if (n > SIZE_MAX - 16)
+        return NULL;
+    n = (n + 15) & ~(size_t)15;
+    arena_chunk *c = t_chunks;
+    if (!c || c->cap - c->used < n) {
+        size_t cap = c ? c->cap : ARENA_FIRST;
+        while (cap < n || (c && cap <= c->cap)) {
+            if (cap > (SIZE_MAX - sizeof *c) / 2)
+                return NULL;
+            cap *= 2;
+        }
+        arena_chunk *fresh = malloc(sizeof *fresh + cap);
+        if (!fresh)
+            return NULL;
+        fresh->cap = cap;
+        fresh->used = 0;
+        fresh->next = c;
+        t_chunks = c = fresh;
+        pthread_setspecific(arena_key, fresh);
+    }
+    void *p = c->data + c->used;
+    c->used += n;
+    return p;
+}
+
+static void arena_free(void *p)
+{
+    if (!t_active)
+        free(p); /* inside a scope, nodes go with the whole arena in bt_json_release */
+}
+
+static void arena_end(void)
+{
+    arena_chunk *head = t_chunks;
+    t_active = 0;
+    if (!head)
+        return;
+    /* Keep the newest (largest) chunk for the next body unless it is oversized. */
+    free_chunks(head->next);
+    head->next = NULL;
+    head->used = 0;
+    if (head->cap > BT_JSON_ARENA_KEEP) {
+        free(head);
+        head = NULL;
+    }
+    t_chunks = head;
+    pthread_setspecific(arena_key, head);
+}
+
+void bt_json_init(void)
+{
+    if (atomic_load(&hooks_installed) || pthread_key_create(&arena_key, arena_thread_exit) != 0)
+        return;
+    cJSON_Hooks hooks = {arena_malloc, arena_free};
+    cJSON_InitHooks(&hooks);
+    atomic_store(&hooks_installed, 1);
+}
+
+cJSON *bt_json_parse_body(const char *text, size_t len, bt_json_error *e)
+{
+    if (atomic_load(&hooks_installed) && !t_active)
+        t_active = 1;
+    cJSON *root = bt_json_parse(text, len, e);
+    if (!root && t_active)
+        arena_end();
+    return root;
+}
+
+void bt_json_release(cJSON *root)
+{
+    if (t_active)
+        arena_end();
+    else
+        cJSON_Delete(root);
+}
 
 static int is_hex(unsigned char c)
 {

@@ -1,4 +1,5 @@
 /* module.c - berth._core: exceptions, the Model type, thread policy helpers. */
+#include "jsonutil.h"
 #include "py_convert.h"
 #include "py_model.h"
 #include "serving_init.h"
@@ -76,6 +77,7 @@ static int add_exception(PyObject *m, PyObject **slot, const char *name, const c
 }
 
 PyMODINIT_FUNC PyInit__core(void) {
+    bt_json_init();
     if (bt_py_import_numpy() != 0) return NULL;
     if (PyType_Ready(&bt_ModelType) != 0) return NULL;
     PyObject *m = PyModule_Create(&core_module);

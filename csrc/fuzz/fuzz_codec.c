@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "jsonutil.h"
 #include "tensor.h"
 
 static void roundtrip(const bt_infer_request *req)
@@ -77,6 +78,13 @@ static void roundtrip(const bt_infer_request *req)
     buf.len = 0;
     (void)bt_codec_encode_v1(&buf, outs, req->n_inputs, &err);
     bt_buf_free(&buf);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc, (void)argv;
+    bt_json_init(); /* the request-body arena, as in berth._core */
+    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
