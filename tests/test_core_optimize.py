@@ -96,3 +96,17 @@ def test_serve_falls_back_to_the_model_as_saved(routing_path):
         np.testing.assert_array_equal(output_of(body), x * 2)
     finally:
         assert server.stop() == 0
+
+
+def test_the_adapters_load_paths_as_serve_does(conv_path, routing_path):
+    from berth.serving.adapters import service_for
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        service_for(conv_path).close()  # optimizes quietly
+    with pytest.warns(RuntimeWarning, match=r"serving '.*routing\.pt' unoptimized: cannot optimize"):
+        service = service_for(routing_path)
+    service.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        service_for(routing_path, optimize=False).close()

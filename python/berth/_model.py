@@ -53,6 +53,21 @@ class Model(_core.Model):
         return f"<berth.Model {os.path.basename(self.path)!r} inputs=({ins})>"
 
 
+def load_for_serving(path, optimize=True):
+    """``(model, reason)``: the model optimized for inference, or as saved when libtorch
+    cannot freeze it (``reason`` then says why; it is None otherwise).
+
+    What ``python -m berth serve`` and the Flask/FastAPI adapters load. Errors that are
+    not about optimizing (a missing or corrupt file) raise as from :func:`load`.
+    """
+    if optimize:
+        try:
+            return load(path, optimize=True), None
+        except _core.ModelLoadError as e:
+            return load(path), str(e)
+    return load(path), None
+
+
 def _spec_text(spec):
     shape = "?" if spec.shape is None else "(" + ", ".join(map(str, spec.shape)) + ")"
     return f"{spec.name}: {spec.dtype or '?'} {shape}"

@@ -14,6 +14,7 @@ Traceback (most recent call last):
 TypeError: expected a model file path or a berth.Model, got int
 """
 import os
+import warnings
 
 from .. import _core
 
@@ -21,16 +22,22 @@ from .. import _core
 PROTOCOL_ROOTS = ("/v2", "/v1/models", "/metrics")
 
 
-def service_for(model, name=None, warmup=True, **options):
+def service_for(model, name=None, warmup=True, optimize=True, **options):
     """A ready ``_core.Service`` for a model path or a loaded :class:`berth.Model`.
 
-    options go to the service: max_batch_size, max_delay_ms, max_queue, batching,
+    A path is loaded as ``python -m berth serve`` does: optimized for inference where
+    libtorch can (``optimize=False`` loads it as saved), and warm-up tunes the batch
+    limit. options go to the service: max_batch_size, max_delay_ms, max_queue, batching,
     auth_token, timeout_ms.
     """
     import berth
+    from .._model import load_for_serving
     if isinstance(model, (str, bytes, os.PathLike)):
         path = os.fsdecode(model)
-        model = berth.load(path)
+        model, unoptimized = load_for_serving(path, optimize)
+        if unoptimized:
+            warnings.warn(f"serving {path!r} unoptimized: {unoptimized}", RuntimeWarning,
+                          stacklevel=3)
     elif isinstance(model, berth.Model):
         path = model.path
     else:

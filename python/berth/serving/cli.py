@@ -127,6 +127,7 @@ def start(args):
     """Loads the model and starts listening; returns (model, service, server)."""
     import berth
     from .. import _core
+    from .._model import load_for_serving
 
     if args.threads:
         os.environ["BERTH_NUM_THREADS"] = str(args.threads)
@@ -143,19 +144,12 @@ def start(args):
             raise StartupError(f"--auth-token-file {args.auth_token_file!r} is empty", EXIT_USAGE)
     cert = read_text(args.tls_cert, "--tls-cert") if args.tls_cert else None
     key = read_text(args.tls_key, "--tls-key") if args.tls_key else None
-    model = None
-    if not args.no_optimize:
-        try:
-            model = berth.load(args.model, optimize=True)
-        except berth.ModelLoadError as e:
-            optimize_error = e
-    if model is None:
-        try:
-            model = berth.load(args.model)
-        except berth.ModelLoadError as e:
-            raise StartupError(str(e), EXIT_LOAD) from None
-        if not args.no_optimize:
-            log(f"warning: serving the model unoptimized: {optimize_error}")
+    try:
+        model, unoptimized = load_for_serving(args.model, optimize=not args.no_optimize)
+    except berth.ModelLoadError as e:
+        raise StartupError(str(e), EXIT_LOAD) from None
+    if unoptimized:
+        log(f"warning: serving the model unoptimized: {unoptimized}")
     name = args.name or model_name_from_path(args.model)
     try:
         service = _core.Service(model, name, max_batch_size=args.max_batch_size,
