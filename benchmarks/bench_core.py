@@ -8,8 +8,11 @@ at batch 1, 64 and 1024: median per-call latency of
   berth   berth.load(path).predict(x)
   torch   torch.jit.load(path) + torch.from_numpy(x) + forward + .numpy()  (inference_mode)
 
-measured interleaved (one call of each in turn), and their ratio. Then cold start (process
-start to first prediction) and peak RSS of a fresh process doing each, median of 5 runs.
+measured interleaved (one call of each in turn), and their ratio. Then the same for
+berth.load(path, optimize=True) (frozen, optimize_for_inference: what `berth serve` runs)
+on resnet18 with 224x224 images at batch 1 and 8, against the same torch path. Then cold
+start (process start to first prediction) and peak RSS of a fresh process doing each,
+median of 5 runs.
 """
 import argparse
 import json
@@ -80,6 +83,21 @@ def latency(paths, quick):
     return rows
 
 
+def optimized(path, quick):
+    """resnet18 at 224x224: berth.load(optimize=True) against the torch path as saved."""
+    rows = []
+    rng = np.random.default_rng(1)
+    b_model, t_model = berth.load(path, optimize=True), torch.jit.load(path).eval()
+    for batch, calls in ((1, 60), (8, 12)):
+        calls = max(3, calls // 10) if quick else calls
+        x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+        time_pair(b_model, t_model, x, 3)
+        b, t = time_pair(b_model, t_model, x, calls)
+        bm, tm = statistics.median(b), statistics.median(t)
+        rows.append(("resnet18", batch, calls, bm, tm, bm / tm))
+    return rows
+
+
 # Each child prints its own peak RSS (VmHWM): rusage of a forked child would count the
 # parent's pages it inherited before exec.
 CHILD = {
@@ -116,6 +134,9 @@ def main():
         print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads (shared by both paths)")
         print(f"{'model':10} {'batch':>5} {'calls':>6} {'berth':>12} {'torch path':>12} {'ratio':>6}")
         for name, batch, calls, bm, tm, ratio in rows:
+            print(f"{name:10} {batch:5d} {calls:6d} {bm * 1e6:10.1f}us {tm * 1e6:10.1f}us {ratio:6.3f}")
+        print("berth.load(optimize=True), 224x224 images, against the same torch path:")
+        for name, batch, calls, bm, tm, ratio in optimized(paths["resnet18"], args.quick):
             print(f"{name:10} {batch:5d} {calls:6d} {bm * 1e6:10.1f}us {tm * 1e6:10.1f}us {ratio:6.3f}")
         cold = cold_start(paths["mlp"], 3 if args.quick else 5)
         (bs, br), (ts, tr) = cold["berth"], cold["torch"]
