@@ -127,6 +127,21 @@ def run_wrk(script, connections, duration):
     return rps, p50, p99, int(bad.group(1)) if bad else 0, errors.group(1) if errors else ""
 
 
+def medians(rows):
+    """One row per (model, server, connections): median req/s, p50 and p99 over the
+    rounds, non-2xx summed, the largest peak RSS, and each round's req/s."""
+    import statistics
+    groups = {}
+    for model_name, kind, c, rps, p50, p99, bad, _, rss in rows:
+        groups.setdefault((model_name, kind, c), []).append((rps, p50, p99, bad, rss))
+    out = []
+    for (model_name, kind, c), runs in groups.items():
+        out.append((model_name, kind, c, statistics.median(r[0] for r in runs),
+                    statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs),
+                    sum(r[3] for r in runs), max(r[4] for r in runs), [r[0] for r in runs]))
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
@@ -134,6 +149,9 @@ def main():
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--servers", default="berth,fastapi,flask")
     parser.add_argument("--berth-args", default="", help="extra arguments for berth serve")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="start and measure every server this many times, in turn; report "
+                             "medians (this shared machine's figures wander by a third)")
     parser.add_argument("--binary", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure berth with the binary tensor data extension "
                              "(the hand-written apps speak JSON only)")
@@ -158,7 +176,7 @@ def main():
                                        body_file + ".bin",
                                        {"Content-Type": "application/octet-stream",
                                         "Inference-Header-Content-Length": header_len})
-            for kind in kinds:
+            for kind in [k for _ in range(args.rounds) for k in kinds]:
                 proc = subprocess.Popen(server_command(kind, path, args.berth_args.split()), cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 runs = [(kind, script)]
@@ -179,10 +197,14 @@ def main():
                     proc.terminate()
                     proc.wait(60)
                 time.sleep(1)
-    print(f"\n| model | server | conns | req/s | p50 ms | p99 ms | non-2xx | peak RSS MB |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for model_name, kind, c, rps, p50, p99, bad, errors, rss in rows:
-        print(f"| {model_name} | {kind} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {bad} | {rss:.0f} |")
+    rows = medians(rows)
+    rounds = f" (median of {args.rounds} rounds)" if args.rounds > 1 else ""
+    print(f"\n| model | server | conns | req/s{rounds} | p50 ms | p99 ms | non-2xx | peak RSS MB |"
+          + (" req/s each round |" if args.rounds > 1 else ""))
+    print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---|" if args.rounds > 1 else ""))
+    for model_name, kind, c, rps, p50, p99, bad, rss, each in rows:
+        print(f"| {model_name} | {kind} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {bad} | {rss:.0f} |"
+              + (" " + ", ".join(f"{r:,.0f}" for r in each) + " |" if args.rounds > 1 else ""))
     print()
     for model_name in args.models.split(","):
         for c in connections:
