@@ -636,3 +636,14 @@ def test_the_body_arena_is_reused_and_stays_correct_across_requests(identity):
         round_trip(small)
         assert infer(identity, "identity", b'{"inputs": [')[0] == 400  # a failed parse releases too
     assert rss_mb() - start < 40
+
+
+def test_error_bodies_stay_valid_utf8_when_a_name_is_cut_inside_a_character(seed):
+    # messages quote names up to 64 bytes; "a" + 40 two-byte characters is cut inside one
+    _, service = seed
+    name = "a" + "é" * 40
+    body = json.dumps({"inputs": [{"name": name, "shape": [1]}]}, ensure_ascii=False).encode()
+    status, _, reply = service.handle("POST", "/v2/models/seed/infer", body, JSON)
+    assert status == 400
+    message = json.loads(reply.decode("utf-8"))["error"]  # strict decode: no stray byte
+    assert message.startswith("input 'a" + "é" * 31 + "\ufffd'")

@@ -85,6 +85,19 @@ void bt_buf_json_string(bt_buf *b, const char *s)
     const unsigned char *run = p;
     for (; *p; p++) {
         unsigned char c = *p;
+        if (c >= 0x80) {
+            /* Well-formed UTF-8 passes through; a stray byte (an error message that cut a
+             * name inside a character, say) becomes U+FFFD so the body stays valid. */
+            size_t n = bt_utf8_sequence(p);
+            if (n > 0) {
+                p += n - 1;
+                continue;
+            }
+            bt_buf_append(b, run, (size_t)(p - run));
+            bt_buf_append(b, "\\ufffd", 6);
+            run = p + 1;
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
         bt_buf_append(b, run, (size_t)(p - run));

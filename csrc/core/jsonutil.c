@@ -279,40 +279,46 @@ const char *bt_json_kind(const cJSON *v)
     }
 }
 
+size_t bt_utf8_sequence(const unsigned char *p)
+{
+    unsigned char c = *p;
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 2;
+        if (c == 0xE0)
+            lo = 0xA0; /* overlong below U+0800 */
+        else if (c == 0xED)
+            hi = 0x9F; /* surrogates U+D800..U+DFFF */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 3;
+        if (c == 0xF0)
+            lo = 0x90; /* overlong below U+10000 */
+        else if (c == 0xF4)
+            hi = 0x8F; /* above U+10FFFF */
+    } else {
+        return 0; /* continuation byte, C0/C1 overlong lead, or F5..FF */
+    }
+    if (p[1] < lo || p[1] > hi)
+        return 0; /* also stops at the NUL terminator */
+    for (size_t k = 2; k <= n; k++)
+        if ((p[k] & 0xC0) != 0x80)
+            return 0;
+    return n + 1;
+}
+
 int bt_json_utf8_valid(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
-        unsigned char c = *p;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        int n;
-        unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-        if (c >= 0xC2 && c <= 0xDF) {
-            n = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            n = 2;
-            if (c == 0xE0)
-                lo = 0xA0; /* overlong below U+0800 */
-            else if (c == 0xED)
-                hi = 0x9F; /* surrogates U+D800..U+DFFF */
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            n = 3;
-            if (c == 0xF0)
-                lo = 0x90; /* overlong below U+10000 */
-            else if (c == 0xF4)
-                hi = 0x8F; /* above U+10FFFF */
-        } else {
-            return 0; /* continuation byte, C0/C1 overlong lead, or F5..FF */
-        }
-        if (p[1] < lo || p[1] > hi)
-            return 0; /* also stops at the NUL terminator */
-        for (int k = 2; k <= n; k++)
-            if ((p[k] & 0xC0) != 0x80)
-                return 0;
-        p += n + 1;
+        size_t n = bt_utf8_sequence(p);
+        if (n == 0)
+            return 0;
+        p += n;
     }
     return 1;
 }

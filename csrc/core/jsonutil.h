@@ -66,4 +66,8 @@ const char *bt_json_kind(const cJSON *v);
  * (U+D800..U+DFFF), nothing above U+10FFFF, no truncated sequences. */
 int bt_json_utf8_valid(const char *s);
 
+/* Length (1-4) of the well-formed UTF-8 sequence at p, which is NUL-terminated; 0 when
+ * p does not start one. */
+size_t bt_utf8_sequence(const unsigned char *p);
+
 #endif /* BERTH_JSONUTIL_H */
