@@ -647,3 +647,32 @@ def test_error_bodies_stay_valid_utf8_when_a_name_is_cut_inside_a_character(seed
     assert status == 400
     message = json.loads(reply.decode("utf-8"))["error"]  # strict decode: no stray byte
     assert message.startswith("input 'a" + "é" * 31 + "\ufffd'")
+
+
+def test_v1_refuses_an_empty_output_with_huge_dimensions_quickly(models_dir):
+    # zeros(rows, 1e8, 0) holds nothing but would be 1e8 nested "[]" per row in v1
+    import time
+    import torch
+
+    class Hollow(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(x.size(0), 100_000_000, 0)
+
+    meta = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 1]}],
+            "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, -1, -1]}]}
+    service = _core.Service(berth.load(save_script(Hollow(), models_dir / "hollow.pt", meta)), "h")
+    try:
+        start = time.perf_counter()
+        status, _, reply = service.handle("POST", "/v1/models/h:predict",
+                                          b'{"instances": [[1.0], [2.0]]}', JSON)
+        assert time.perf_counter() - start < 2.0
+        assert status >= 400
+        assert "output 'y' of shape (2, 100000000, 0) would take more than" in json.loads(reply)["error"]
+        # the v2 protocol sends the same output flat
+        status, _, reply = service.handle(
+            "POST", "/v2/models/h/infer",
+            json.dumps({"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP32",
+                                    "data": [1.0, 2.0]}]}).encode(), JSON)
+        assert status == 200 and json.loads(reply)["outputs"][0]["shape"] == [2, 100000000, 0]
+    finally:
+        service.close()

@@ -1207,6 +1207,19 @@ static void append_nested(bt_buf *b, const DLTensor *t, int dim, int64_t *pos, i
     bt_buf_append(b, "]", 1);
 }
 
+/* The JSON lists append_nested writes for all rows of t (INT64_MAX past int64). An
+ * empty output can still have huge dimensions, [1e13, 0] say: rows of empty lists that
+ * cost nothing to hold and hours to write. */
+static int64_t nested_lists(const DLTensor *t)
+{
+    int64_t total = 0, prod = 1;
+    for (int d = 0; d + 1 < t->ndim && prod > 0; d++)
+        if (__builtin_mul_overflow(prod, t->shape[d], &prod) ||
+            __builtin_add_overflow(total, prod, &total))
+            return INT64_MAX;
+    return total;
+}
+
 int bt_codec_encode_v1(bt_buf *out, const bt_output *outputs, size_t n, bt_error *err)
 {
     if (n == 0)
@@ -1220,6 +1233,15 @@ int bt_codec_encode_v1(bt_buf *out, const bt_output *outputs, size_t n, bt_error
             return bt_error_set(err, BT_ERR_INFERENCE,
                                 "output '%.64s' has no leading dimension matching the instances",
                                 outputs[i].name);
+        if (nested_lists(t) > BT_CODEC_MAX_V1_LISTS) {
+            char shape[256];
+            return bt_error_set(err, BT_ERR_INFERENCE,
+                                "output '%.64s' of shape %s would take more than %d nested "
+                                "JSON lists; ask for it through the v2 protocol, which sends "
+                                "it flat",
+                                outputs[i].name, bt_shape_str(shape, sizeof shape, t->shape, t->ndim),
+                                BT_CODEC_MAX_V1_LISTS);
+        }
     }
     int64_t rows = outputs[0].tensor->shape[0];
     bt_buf_puts(out, "{\"predictions\":[");

@@ -19,6 +19,8 @@
 
 #define BT_CODEC_MAX_NDIM 32     /* deepest tensor a request may declare */
 #define BT_CODEC_MAX_TENSORS 256 /* most inputs or requested outputs in one request */
+/* Nested lists a v1 response may hold (rows of empty lists cost nothing to keep). */
+#define BT_CODEC_MAX_V1_LISTS (1 << 26)
 
 /* A growable byte buffer; oom is set (and appends stop) when an allocation fails. */
 typedef struct bt_buf {
