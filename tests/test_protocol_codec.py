@@ -649,30 +649,44 @@ def test_error_bodies_stay_valid_utf8_when_a_name_is_cut_inside_a_character(seed
     assert message.startswith("input 'a" + "é" * 31 + "\ufffd'")
 
 
-def test_v1_refuses_an_empty_output_with_huge_dimensions_quickly(models_dir):
-    # zeros(rows, 1e8, 0) holds nothing but would be 1e8 nested "[]" per row in v1
+@pytest.mark.parametrize("rows, shape_text, lists", [
+    (0, "(2, 100000000, 0)", 200000002),  # rows of 1e8 empty lists each
+    (10 ** 13, "(10000000000000, 0)", 10 ** 13),  # 1e13 rows of [] for 2 instances
+])
+def test_v1_refuses_an_empty_output_with_huge_dimensions_quickly(models_dir, rows, shape_text, lists):
+    # such outputs hold nothing but would be written as that many nested "[]"
     import time
     import torch
 
     class Hollow(torch.nn.Module):
+        def __init__(self, rows: int):
+            super().__init__()
+            self.rows = rows
+
         def forward(self, x):
-            return torch.zeros(x.size(0), 100_000_000, 0)
+            if self.rows == 0:
+                return torch.zeros(x.size(0), 100_000_000, 0)
+            return torch.zeros(self.rows, 0)
 
     meta = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 1]}],
-            "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, -1, -1]}]}
-    service = _core.Service(berth.load(save_script(Hollow(), models_dir / "hollow.pt", meta)), "h")
+            "outputs": [{"name": "y", "dtype": "float32"}]}
+    path = save_script(Hollow(rows), models_dir / f"hollow{rows}.pt", meta)
+    service = _core.Service(berth.load(path), "h", batching=False)
     try:
         start = time.perf_counter()
         status, _, reply = service.handle("POST", "/v1/models/h:predict",
                                           b'{"instances": [[1.0], [2.0]]}', JSON)
         assert time.perf_counter() - start < 2.0
         assert status >= 400
-        assert "output 'y' of shape (2, 100000000, 0) would take more than" in json.loads(reply)["error"]
+        assert (f"output 'y' of shape {shape_text} holds 0 numbers but would take "
+                f"{lists} nested JSON lists; ask for it through the v2 protocol"
+                in json.loads(reply)["error"])
         # the v2 protocol sends the same output flat
         status, _, reply = service.handle(
             "POST", "/v2/models/h/infer",
             json.dumps({"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP32",
                                     "data": [1.0, 2.0]}]}).encode(), JSON)
-        assert status == 200 and json.loads(reply)["outputs"][0]["shape"] == [2, 100000000, 0]
+        assert status == 200, reply
+        assert json.loads(reply)["outputs"][0]["shape"] == [int(d) for d in shape_text[1:-1].split(", ")]
     finally:
         service.close()

@@ -1233,14 +1233,20 @@ int bt_codec_encode_v1(bt_buf *out, const bt_output *outputs, size_t n, bt_error
             return bt_error_set(err, BT_ERR_INFERENCE,
                                 "output '%.64s' has no leading dimension matching the instances",
                                 outputs[i].name);
-        if (nested_lists(t) > BT_CODEC_MAX_V1_LISTS) {
+        /* Each level of nesting takes at most one list per number, so only zero-sized
+         * dimensions can ask for more than numel * (ndim - 1) lists. */
+        int64_t lists = nested_lists(t), levels = t->ndim > 1 ? t->ndim - 1 : 1;
+        if (lists > BT_CODEC_MAX_V1_EMPTY_LISTS &&
+            (lists - BT_CODEC_MAX_V1_EMPTY_LISTS) / levels > bt_numel(t)) {
             char shape[256];
             return bt_error_set(err, BT_ERR_INFERENCE,
-                                "output '%.64s' of shape %s would take more than %d nested "
-                                "JSON lists; ask for it through the v2 protocol, which sends "
-                                "it flat",
-                                outputs[i].name, bt_shape_str(shape, sizeof shape, t->shape, t->ndim),
-                                BT_CODEC_MAX_V1_LISTS);
+                                "output '%.64s' of shape %s holds %lld numbers but would take "
+                                "%s%lld nested JSON lists; ask for it through the v2 protocol, "
+                                "which sends it flat",
+                                outputs[i].name,
+                                bt_shape_str(shape, sizeof shape, t->shape, t->ndim),
+                                (long long)bt_numel(t), lists == INT64_MAX ? "over " : "",
+                                (long long)lists);
         }
     }
     int64_t rows = outputs[0].tensor->shape[0];

@@ -19,8 +19,10 @@
 
 #define BT_CODEC_MAX_NDIM 32     /* deepest tensor a request may declare */
 #define BT_CODEC_MAX_TENSORS 256 /* most inputs or requested outputs in one request */
-/* Nested lists a v1 response may hold (rows of empty lists cost nothing to keep). */
-#define BT_CODEC_MAX_V1_LISTS (1 << 26)
+/* Nested lists a v1 output may take beyond one per number per level of nesting: only
+ * zero-sized dimensions ask for more, and rows of empty lists cost nothing to hold but
+ * all the time in the world to write. */
+#define BT_CODEC_MAX_V1_EMPTY_LISTS (1 << 20)
 
 /* A growable byte buffer; oom is set (and appends stop) when an allocation fails. */
 typedef struct bt_buf {
