@@ -264,8 +264,8 @@ static float half_to_float(uint16_t h)
  * |v| < 2^53 (the interoperable range of RFC 7493, I-JSON). */
 #define JSON_EXACT_LIMIT 9007199254740992.0 /* 2^53 */
 
-/* How the leaves of one input's data are checked, worked out once per input so that the
- * walks below dispatch on the datatype once per list rather than once per leaf. */
+/* How the leaves of one input's data are checked: class and range, worked out once per
+ * input rather than from the datatype at every leaf. */
 typedef enum leaf_class { LEAF_BOOL, LEAF_INT, LEAF_FLOAT } leaf_class;
 
 typedef struct leaf_rule {
@@ -368,54 +368,37 @@ static int check_nested(const cJSON *list, const leaf_rule *r, int depth, int fl
     return check_run(list->child, r, depth + 1, 0, count, err);
 }
 
+/* Whether leaf c passes r's checks (leaf_error says why one does not). */
+static inline int leaf_ok(const cJSON *c, const leaf_rule *r)
+{
+    int type = c->type & 0xFF;
+    double d = c->valuedouble;
+    switch (r->cls) {
+    case LEAF_FLOAT:
+        return type == cJSON_Number && fabs(d) <= r->hi; /* false for inf */
+    case LEAF_INT:
+        /* in range first, so the cast is defined; the cast then tests integrality */
+        return type == cJSON_Number && d >= r->lo && d <= r->hi && d == (double)(int64_t)d;
+    default:
+        return type == cJSON_True || type == cJSON_False ||
+               (type == cJSON_Number && (d == 0 || d == 1));
+    }
+}
+
 /* Checks the values of the sibling list starting at c (all at the given depth), adding
- * the number of leaves to *count. Nested lists are walked (or refused when flat). One
- * loop per dtype class, so a leaf costs a type test and a range test. */
+ * the number of leaves to *count. Nested lists are walked (or refused when flat). */
 static int check_run(const cJSON *c, const leaf_rule *r, int depth, int flat, int64_t *count,
                      bt_error *err)
 {
     int64_t n = 0;
-    const double lo = r->lo, hi = r->hi;
-    switch (r->cls) {
-    case LEAF_FLOAT:
-        for (; c; c = c->next) {
-            int type = c->type & 0xFF;
-            if (type == cJSON_Number && fabs(c->valuedouble) <= hi) /* false for inf */
-                n++;
-            else if (type == cJSON_Array) {
-                if (check_nested(c, r, depth, flat, count, err) != 0)
-                    return -1;
-            } else
-                return leaf_error(c, r, err);
-        }
-        break;
-    case LEAF_INT:
-        for (; c; c = c->next) {
-            int type = c->type & 0xFF;
-            double d = c->valuedouble;
-            /* in range first, so the cast is defined; the cast then tests integrality */
-            if (type == cJSON_Number && d >= lo && d <= hi && d == (double)(int64_t)d)
-                n++;
-            else if (type == cJSON_Array) {
-                if (check_nested(c, r, depth, flat, count, err) != 0)
-                    return -1;
-            } else
-                return leaf_error(c, r, err);
-        }
-        break;
-    case LEAF_BOOL:
-        for (; c; c = c->next) {
-            int type = c->type & 0xFF;
-            if (type == cJSON_True || type == cJSON_False ||
-                (type == cJSON_Number && (c->valuedouble == 0 || c->valuedouble == 1)))
-                n++;
-            else if (type == cJSON_Array) {
-                if (check_nested(c, r, depth, flat, count, err) != 0)
-                    return -1;
-            } else
-                return leaf_error(c, r, err);
-        }
-        break;
+    for (; c; c = c->next) {
+        if (leaf_ok(c, r))
+            n++;
+        else if ((c->type & 0xFF) == cJSON_Array) {
+            if (check_nested(c, r, depth, flat, count, err) != 0)
+                return -1;
+        } else
+            return leaf_error(c, r, err);
     }
     *count += n;
     return 0;
