@@ -99,7 +99,7 @@ void bt_json_init(void)
 
 cJSON *bt_json_parse_body(const char *text, size_t len, bt_json_error *e)
 {
-    if (atomic_load(&hooks_installed) && !t_active)
+    if (atomic_load(&hooks_installed))
         t_active = 1;
     cJSON *root = bt_json_parse(text, len, e);
     if (!root && t_active)

@@ -46,9 +46,9 @@ void bt_model_free(bt_model *model);
 
 /* Freezes the model and applies libtorch's optimize_for_inference (see the shim's
  * model_optimize): resnet18 ran 25-30% faster per image on the CPU. Call before the model
- * is shared: not safe while forward runs. On failure (modules that mutate attributes in
- * forward cannot be frozen) returns -1 with err set (BT_ERR_LOAD) and the model is
- * unchanged. */
+ * is shared: not safe while forward runs. On failure (libtorch cannot freeze, e.g., a
+ * ModuleDict indexed by a runtime key) returns -1 with err set (BT_ERR_LOAD) and the
+ * model is unchanged. */
 int bt_model_optimize(bt_model *model, bt_error *err);
 
 /* The libtorch version string of the loaded shim, or NULL before any load. */

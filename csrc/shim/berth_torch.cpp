@@ -351,8 +351,8 @@ berth_status *model_optimize(berth_torch_model *m) {
     torch::jit::Module optimized = torch::jit::optimize_for_inference(m->module);
     auto method = optimized.find_method("forward");
     if (!method) return make_status(BERTH_E_INTERNAL, "the optimized module lost its forward method");
+    m->forward = &method->function();
     m->module = optimized;
-    m->forward = &m->module.get_method("forward").function();
     return nullptr;
     FIREWALL_END(BERTH_E_INFERENCE)
 }

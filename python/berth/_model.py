@@ -79,8 +79,10 @@ def load(path, *, optimize=False):
     ``optimize=True`` freezes the model and applies libtorch's ``optimize_for_inference``
     (batch norms folded into convolutions, oneDNN-prepacked weights; what
     ``python -m berth serve`` does by default). Results agree with the unoptimized model
-    to float rounding; resnet18 ran 25-30% faster per image on the CPU. Modules that
-    change their attributes in forward cannot be frozen: they raise ModelLoadError.
+    to float rounding; resnet18 ran 25-30% faster per image on the CPU. Parameters and
+    buffers become constants, so a forward that updates its own buffers (a call counter)
+    no longer does. Modules libtorch cannot freeze (a ModuleDict indexed by a runtime
+    key, say) raise ModelLoadError.
 
     Raises :class:`berth.ModelLoadError` for a missing, non-TorchScript or corrupt file.
 
