@@ -11,7 +11,7 @@ def test_demo_trains_saves_deploys_and_serves(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     text = result.stdout
     assert f"saved TorchScript + berth.json -> {out / 'model.pt'}" in text
-    assert "server answer equals berth.load(...).predict: max |diff| = 0.00e+00" in text
+    assert "server answer equals berth.load(..., optimize=True).predict: max |diff| = 0.00e+00" in text
     assert "exited with status 0" in text
     assert os.path.isfile(out / "deploy" / "Dockerfile")
     assert os.path.isfile(out / "deploy" / "k8s" / "deployment.yaml")

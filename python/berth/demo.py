@@ -133,8 +133,8 @@ def main(argv=()):
     x, _ = synthetic_regression(2, seed=2)
     answer = serve_and_ask(path, context.name, x)
     served = np.array(answer["outputs"][0]["data"], dtype=np.float32).reshape(answer["outputs"][0]["shape"])
-    local = berth.load(path).predict(x)
-    print(f"      server answer equals berth.load(...).predict: max |diff| = {float(np.max(np.abs(served - local))):.2e}")
+    local = berth.load(path, optimize=True).predict(x)  # as serve loads it
+    print(f"      server answer equals berth.load(..., optimize=True).predict: max |diff| = {float(np.max(np.abs(served - local))):.2e}")
     print(f"\nartifacts: model {path}\n           deploy context {context.out}\n"
           f"next: see {os.path.join(str(context.out), 'README.md')} for the build, push and apply commands")
     return 0
