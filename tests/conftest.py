@@ -64,3 +64,14 @@ def run_python(code, env=None, timeout=120):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env,
                           timeout=timeout)
+
+
+def assert_same_answer(got, want):
+    """The same model's answer for the same rows, to float rounding.
+
+    Not bit-for-bit: oneDNN's and MKL's GEMM kernels may sum in another order depending on
+    the alignment of the input buffer (a JSON-decoded body vs a NumPy array), which moved
+    the seed MLP's outputs by up to 4.5e-8 on an AVX-512 machine.
+    """
+    import numpy as np
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

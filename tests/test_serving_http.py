@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import berth
-from conftest import save_script
+from conftest import assert_same_answer, save_script
 from test_batcher import slow_model
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -110,7 +110,7 @@ def seed_server(seed_model_path):
 
 @pytest.fixture(scope="module")
 def seed_model(seed_model_path):
-    return berth.load(seed_model_path)
+    return berth.load(seed_model_path, optimize=True)  # as serve loads it
 
 
 def test_health_metadata_and_numbers(seed_server, seed_model):
@@ -123,7 +123,7 @@ def test_health_metadata_and_numbers(seed_server, seed_model):
                                                 JSON_HEADERS)
     assert status == 200, body
     assert headers["Content-Type"] == "application/json"
-    np.testing.assert_array_equal(output_of(body), seed_model.predict(x))
+    assert_same_answer(output_of(body), seed_model.predict(x))
     # binary in and out over the wire
     head = json.dumps({"inputs": [{"name": "dense_input", "shape": [4, 10], "datatype": "FP32",
                                    "parameters": {"binary_data_size": 160}}],
@@ -134,11 +134,11 @@ def test_health_metadata_and_numbers(seed_server, seed_model):
     assert status == 200, body
     n = int(headers["Inference-Header-Content-Length"])
     assert json.loads(body[:n])["outputs"][0]["parameters"]["binary_data_size"] == 16
-    np.testing.assert_array_equal(np.frombuffer(body[n:], np.float32).reshape(4, 1), seed_model.predict(x))
+    assert_same_answer(np.frombuffer(body[n:], np.float32).reshape(4, 1), seed_model.predict(x))
     status, _, body = seed_server.request("POST", "/v1/models/seed:predict",
                                           json.dumps({"instances": x.tolist()}).encode(), JSON_HEADERS)
     assert status == 200
-    np.testing.assert_array_equal(np.float32(json.loads(body)["predictions"]), seed_model.predict(x))
+    assert_same_answer(np.float32(json.loads(body)["predictions"]), seed_model.predict(x))
 
 
 def test_errors_on_the_wire(seed_server):
@@ -306,7 +306,7 @@ def test_tls_and_bearer_token(seed_model_path, tmp_path):
         status, _, body = call("POST", "/v2/models/seed/infer", infer_body(x),
                                dict(JSON_HEADERS, Authorization="Bearer t0ken-value"))
         assert status == 200
-        np.testing.assert_array_equal(output_of(body), berth.load(seed_model_path).predict(x))
+        assert_same_answer(output_of(body), berth.load(seed_model_path, optimize=True).predict(x))
         assert call("GET", "/metrics")[0] == 401
         with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
             server.request("GET", "/v2/health/live")  # plain HTTP to the HTTPS port
@@ -384,7 +384,7 @@ def test_storm_of_malformed_bodies_gets_4xx_and_leaves_the_server_right(seed_ser
     x = np.random.default_rng(9).standard_normal((3, 10)).astype(np.float32)
     status, _, body = seed_server.request("POST", "/v2/models/seed/infer", infer_body(x), JSON_HEADERS)
     assert status == 200
-    np.testing.assert_array_equal(output_of(body), seed_model.predict(x))
+    assert_same_answer(output_of(body), seed_model.predict(x))
 
 
 def test_a_port_in_use_is_refused(seed_server, seed_model_path):
