@@ -1,31 +1,69 @@
 # berth's build and checks. Use ./dev.sh TARGET on a fresh machine: it installs what is
 # missing, then calls make.
+#
+# Two stacks, each in its own venv:
+#  - the primary one, what a user who types `pip install` gets: torch from PyPI
+#    (requirements/pypi-stack.txt) in .venv, berth built in place against that torch's
+#    libtorch (editable install);
+#  - Debian's: /usr/bin/python3 with python3-torch and libtorch-dev 1.13 in .venv-debian
+#    (--system-site-packages), berth built from a copy of the tree into that venv, since
+#    both stacks' extensions would have the same file name in python/berth/.
+PYTHON_PYPI ?= $(shell command -v python3.11 || command -v python3)
 PYTHON_SYS := /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
+DEB_VENV := .venv-debian
+DEB_PY := $(DEB_VENV)/bin/python
+DEB_SRC := build/debian-src
 ASAN_DIR := build/asan
 SOURCES := $(wildcard csrc/core/*.c csrc/core/*.h csrc/include/*.h csrc/shim/*.cpp csrc/shim/*.h csrc/shim/CMakeLists.txt) setup.py pyproject.toml
 STAMP := $(VENV)/.berth-built
+DEB_STAMP := $(DEB_VENV)/.berth-built
 
-.PHONY: all build demo test test-core test-serving sanitize fuzz bench bench-server clean validate-tools deploy-reference image-test
+.PHONY: all build build-debian demo demo-debian test test-pypi test-debian test-core test-serving sanitize fuzz bench bench-server clean validate-tools deploy-reference image-test
 
 all: build
 
-$(PY):
-	$(PYTHON_SYS) -m venv --system-site-packages $(VENV)
+# pip is told the exact torch: a range would let it fetch a CUDA build of several GB.
+$(VENV)/.requirements: requirements/pypi-stack.txt
+	test -x $(PY) || $(PYTHON_PYPI) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements/pypi-stack.txt
+	cp requirements/pypi-stack.txt $@
 
 # Editable install: the native parts are built in place under python/berth/.
-$(STAMP): $(PY) $(SOURCES)
+$(STAMP): $(VENV)/.requirements $(SOURCES)
 	$(PY) -m pip install -q --no-build-isolation --no-deps --no-index -e .
 	touch $@
 
 build: $(STAMP)
 
+$(DEB_PY):
+	$(PYTHON_SYS) -m venv --system-site-packages $(DEB_VENV)
+
+# The Debian leg installs berth (not editable) from a copy of the tracked tree.
+$(DEB_STAMP): $(DEB_PY) $(SOURCES) $(shell git ls-files python)
+	rm -rf $(DEB_SRC) && mkdir -p $(DEB_SRC)
+	git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C $(DEB_SRC)
+	$(DEB_PY) -m pip install -q --no-build-isolation --no-deps --no-index $(DEB_SRC)
+	touch $@
+
+build-debian: $(DEB_STAMP)
+
 demo: build
 	$(PY) -m berth demo
 
-test: build
+demo-debian: build-debian
+	cd build && ../$(DEB_PY) -m berth demo --out ../berth-demo-debian
+
+# Both stacks: the PyPI one with the docstring examples, then Debian's.
+test: test-pypi test-debian
+
+test-pypi: build
 	$(PY) -m pytest -q --doctest-modules tests python/berth
+
+# Run from build/ so that `import berth` finds the installed copy, not python/berth.
+test-debian: build-debian
+	cd build && ../$(DEB_PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml ../tests
 
 test-core: build
 	$(PY) -m pytest -q tests/test_core_*.py

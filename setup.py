@@ -6,6 +6,7 @@ libtorch is found the ecosystem's way: an explicit ``Torch_DIR``, else the insta
 ``BERTH_SANITIZE=1`` builds both parts with AddressSanitizer and UBSan.
 """
 import glob
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -56,6 +57,16 @@ def find_torch_dir():
              "\nInstall Debian's libtorch-dev, or the torch package, or set Torch_DIR.")
 
 
+def torch_prefix(torch_dir):
+    """The install prefix above <prefix>/share/cmake/Torch (or <prefix>/lib/cmake/Torch).
+
+    Passed as CMAKE_PREFIX_PATH so that TorchConfig.cmake's find_library calls find that
+    prefix's libraries before the system's: with Debian's libtorch-dev also installed,
+    a torch wheel's headers would otherwise be linked against /usr/lib's libtorch 1.13.
+    """
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(torch_dir))))
+
+
 class BuildWithShim(build_ext):
     """build_ext that first builds libberth_torch.so with CMake and puts it beside _core."""
 
@@ -65,11 +76,14 @@ class BuildWithShim(build_ext):
 
     def build_shim(self):
         torch_dir, origin = find_torch_dir()
-        build_dir = os.path.join(HERE, "build", "shim-asan" if SANITIZE else "shim")
+        # One build folder per libtorch: the PyPI and Debian stacks build side by side.
+        tag = hashlib.sha256(os.path.realpath(torch_dir).encode()).hexdigest()[:8]
+        build_dir = os.path.join(HERE, "build", f"shim-{tag}" + ("-asan" if SANITIZE else ""))
         os.makedirs(build_dir, exist_ok=True)
         print(f"berth: building the libtorch shim against {torch_dir} ({origin})")
         subprocess.check_call(["cmake", "-S", os.path.join(HERE, "csrc", "shim"), "-B", build_dir,
-                               f"-DTorch_DIR={torch_dir}", "-DCMAKE_BUILD_TYPE=Release",
+                               f"-DTorch_DIR={torch_dir}", f"-DCMAKE_PREFIX_PATH={torch_prefix(torch_dir)}",
+                               "-DCMAKE_BUILD_TYPE=Release",
                                f"-DBERTH_SANITIZE={'ON' if SANITIZE else 'OFF'}",
                                f"-DBERTH_WERROR={'ON' if WERROR else 'OFF'}", "-Wno-dev"],
                               stdout=subprocess.DEVNULL if not self.verbose else None)
@@ -84,7 +98,8 @@ class BuildWithShim(build_ext):
     def check_abi(build_dir):
         """Refuse a shim whose C++ ABI differs from the torch package in this interpreter."""
         with open(os.path.join(build_dir, "torch_abi.txt")) as f:
-            shim_abi = 1 if "_GLIBCXX_USE_CXX11_ABI=1" in f.read() else 0
+            # torch >= 2.7 builds only the new ABI and states no flag: libstdc++'s default, 1.
+            shim_abi = 0 if "_GLIBCXX_USE_CXX11_ABI=0" in f.read() else 1
         _, package_abi = torch_package_info()
         if package_abi is not None and package_abi != shim_abi:
             sys.exit(f"berth: the libtorch found by CMake uses _GLIBCXX_USE_CXX11_ABI={shim_abi} but the torch "

@@ -75,3 +75,10 @@ def assert_same_answer(got, want):
     """
     import numpy as np
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def berth_pythonpath():
+    """The folder holding the imported ``berth`` package: python/ of this checkout on the
+    PyPI stack (built in place), the venv's site-packages on the Debian leg."""
+    import berth
+    return os.path.dirname(os.path.dirname(os.path.abspath(berth.__file__)))

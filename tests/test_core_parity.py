@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-import torchvision
+import models
 
 import berth
 from conftest import save_script
@@ -62,8 +62,8 @@ def cases():
     encoder = torch.nn.TransformerEncoder(
         torch.nn.TransformerEncoderLayer(d_model=16, nhead=4, dim_feedforward=32, batch_first=True), 2)
     return [
-        ("resnet18", torchvision.models.resnet18(), (image,)),
-        ("mobilenet_v3_small", torchvision.models.mobilenet_v3_small(), (image,)),
+        ("resnet18", models.resnet18(), (image,)),
+        ("mobilenet_v3_small", models.mobilenet_v3_small(), (image,)),
         ("transformer_encoder", encoder, (rng.standard_normal((3, 7, 16)).astype(np.float32),)),
         ("lstm_tokens", TokenClassifier(), (rng.integers(0, 50, (4, 9)).astype(np.int64),)),
         ("two_inputs", TwoInputs(), (rng.standard_normal((6, 4)).astype(np.float32),

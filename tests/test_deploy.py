@@ -15,6 +15,7 @@ import berth
 from berth.deployment import deploy, main
 from berth.deployment import manifests, writer
 from berth.deployment.yaml_text import dump
+from conftest import berth_pythonpath
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -246,7 +247,7 @@ def test_a_failure_while_writing_leaves_nothing(model_path, tmp_path, monkeypatc
 
 
 def test_cli_writes_a_context_and_exits_2_with_a_message_on_bad_input(model_path, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
+    env = {**os.environ, "PYTHONPATH": berth_pythonpath()}
     ok = subprocess.run([sys.executable, "-m", "berth", "deploy", str(model_path), "--name",
                          "My_Model", "--out", str(tmp_path / "ctx"), "--kserve", "--grafana",
                          "--service-monitor", "--namespace", "ml", "--min-replicas", "1",

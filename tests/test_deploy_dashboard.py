@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from berth.deployment import grafana
+from conftest import berth_pythonpath
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,7 +26,7 @@ def server(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "berth", "serve", str(model), "--host",
                              "127.0.0.1", "--port", "0", "--name", "seed", "--threads", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={"PYTHONPATH": str(REPO / "python"), "PATH": "/usr/bin:/bin"})
+                            env={"PYTHONPATH": berth_pythonpath(), "PATH": "/usr/bin:/bin"})
     url, lines, deadline = None, [], time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         line = proc.stdout.readline()

@@ -2,6 +2,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -13,7 +15,12 @@ def _reference_module():
 
 
 def test_deploy_reference_output_is_up_to_date():
-    stale = _reference_module().differences(REPO / "deploy")
+    import torch
+    reference = _reference_module()
+    if torch.__version__.split("+")[0] != reference.REFERENCE_TORCH:
+        pytest.skip(f"deploy/ holds a model saved by torch {reference.REFERENCE_TORCH}; "
+                    f"this is torch {torch.__version__} (the PyPI stack checks it)")
+    stale = reference.differences(REPO / "deploy")
     assert stale == [], ("deploy/ is out of date with berth deploy; regenerate it with "
                          f"`make deploy-reference`. Differing files: {stale}")
 

@@ -19,6 +19,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LEFT_OUT = ("berth-src/", "model/")
+# The model's bytes (and so its sha256 in the manifests) depend on the torch that saves
+# it: deploy/ is written on the primary stack, and only that torch can check it.
+REFERENCE_TORCH = "2.13.0"
 COMMAND = ("python -m berth deploy model.pt --name my_model --out deploy "
            "--service-monitor --grafana --kserve")
 
