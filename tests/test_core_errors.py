@@ -20,14 +20,14 @@ def test_directory(tmp_path):
 def test_not_torchscript(tmp_path):
     path = tmp_path / "notes.pt"
     path.write_text("hello, not a model\n")
-    with pytest.raises(berth.ModelLoadError, match="not a TorchScript file"):
+    with pytest.raises(berth.ModelLoadError, match="not a TorchScript or .pt2 file"):
         berth.load(path)
 
 
 def test_pickled_state_dict_is_refused(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(torch.nn.Linear(2, 2).state_dict(), path)
-    with pytest.raises(berth.ModelLoadError, match="not a readable TorchScript archive"):
+    with pytest.raises(berth.ModelLoadError, match="not a readable TorchScript or .pt2 archive"):
         berth.load(path)
 
 

@@ -406,6 +406,8 @@ int bt_batcher_create(bt_model *model, const bt_batcher_params *params, bt_batch
     if (p.max_queue < 1)
         return bt_error_set(err, BT_ERR_VALUE, "max_queue must be at least 1, got %d",
                             p.max_queue);
+    /* a .pt2 admits batches only up to the range its batch dimension was exported for */
+    if (model->max_batch < p.max_batch_size) p.max_batch_size = (int)model->max_batch;
     if (model->n_inputs > BT_BATCH_MAX_INPUTS)
         return bt_error_set(err, BT_ERR_VALUE,
                             "the batcher handles models of at most %d inputs; this one takes %zu",

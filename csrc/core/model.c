@@ -34,6 +34,8 @@ static void free_specs(bt_spec *specs, size_t n) {
     for (size_t i = 0; specs && i < n; ++i) {
         free(specs[i].name);
         free(specs[i].shape);
+        free(specs[i].min);
+        free(specs[i].max);
     }
     free(specs);
 }
@@ -49,7 +51,41 @@ void bt_model_free(bt_model *m) {
     free(m);
 }
 
-/* Fills spec from one {"name","dtype","shape"} object of berth.json. */
+/* A JSON integer >= 0 below 2^53 into *out; -1 otherwise. */
+static int json_extent(const cJSON *v, int64_t *out) {
+    double x = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    if (!(x >= 0 && x < 9007199254740992.0) || x != (double)(int64_t)x) return -1;
+    *out = (int64_t)x;
+    return 0;
+}
+
+/* "ranges": one entry per dimension, null for a static one, [min, max] (max null for no
+ * bound) for a dynamic one: what torch.export was told, which berth checks. */
+static int parse_ranges(const cJSON *obj, const char *at, bt_spec *spec, bt_error *err) {
+    const cJSON *ranges;
+    if (bt_json_get(obj, "ranges", at, &ranges, BT_ERR_LOAD, err) != 0) return -1;
+    if (!ranges || cJSON_IsNull(ranges)) return 0;
+    if (!cJSON_IsArray(ranges) || spec->ndim < 0 || bt_json_size(ranges) != (size_t)spec->ndim)
+        return bt_error_set(err, BT_ERR_LOAD, "%s: ranges must be a list with one entry per dimension of shape", at);
+    size_t nd = (size_t)spec->ndim;
+    spec->min = calloc(nd ? nd : 1, sizeof(int64_t));
+    spec->max = calloc(nd ? nd : 1, sizeof(int64_t));
+    if (!spec->min || !spec->max) return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+    size_t d = 0;
+    for (const cJSON *r = ranges->child; r; r = r->next, ++d) {
+        spec->min[d] = spec->shape[d] >= 0 ? spec->shape[d] : 0;
+        spec->max[d] = spec->shape[d] >= 0 ? spec->shape[d] : INT64_MAX;
+        if (cJSON_IsNull(r)) continue;
+        const cJSON *lo = cJSON_GetArrayItem(r, 0), *hi = cJSON_GetArrayItem(r, 1);
+        if (!cJSON_IsArray(r) || bt_json_size(r) != 2 || json_extent(lo, &spec->min[d]) != 0 ||
+            (!cJSON_IsNull(hi) && json_extent(hi, &spec->max[d]) != 0) || spec->max[d] < spec->min[d])
+            return bt_error_set(err, BT_ERR_LOAD, "%s: ranges[%zu] must be null or [min, max] with 0 <= min <= max "
+                                "(max null for no bound)", at, d);
+    }
+    return 0;
+}
+
+/* Fills spec from one {"name","dtype","shape","ranges"} object of berth.json. */
 static int parse_spec(const cJSON *obj, const char *where, size_t index, bt_spec *spec, const char *path,
                       bt_error *err) {
     if (!cJSON_IsObject(obj))
@@ -94,7 +130,7 @@ static int parse_spec(const cJSON *obj, const char *where, size_t index, bt_spec
         }
         spec->ndim = (int)nd;
     }
-    return 0;
+    return parse_ranges(obj, at, spec, err);
 }
 
 static int parse_metadata(bt_model *m, bt_error *err) {
@@ -148,7 +184,10 @@ done:
     return rc;
 }
 
-static int leading_any(const bt_spec *s) { return s->ndim >= 1 && s->shape[0] == -1; }
+/* A leading dimension that batches: any extent, a batch of one allowed. */
+static int leading_any(const bt_spec *s) {
+    return s->ndim >= 1 && s->shape[0] == -1 && (!s->min || s->min[0] <= 1);
+}
 
 /* Turns the shim's load failure into words a user can act on. */
 static int load_failure(const char *path, const char *detail, bt_error *err) {
@@ -157,15 +196,44 @@ static int load_failure(const char *path, const char *detail, bt_error *err) {
     size_t got = f ? fread(magic, 1, 4, f) : 0;
     if (f) fclose(f);
     if (got < 4 || memcmp(magic, "PK\x03\x04", 4) != 0)
-        return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': not a TorchScript file (it is not a zip "
-                            "archive); save models with berth's model.save(path) or "
+        return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': not a TorchScript or .pt2 file (it is not a zip "
+                            "archive); save models with berth's model.save(path), berth.export(...) or "
                             "torch.jit.save(torch.jit.script(model), path)", path);
-    return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': not a readable TorchScript archive (%s); save "
-                        "models with berth's model.save(path) or torch.jit.save(torch.jit.script(model), path)",
-                        path, detail);
+    return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': not a readable TorchScript or .pt2 archive (%s); save "
+                        "models with berth's model.save(path), berth.export(...) or "
+                        "torch.jit.save(torch.jit.script(model), path)", path, detail);
 }
 
-int bt_model_load(const char *path, bt_model **out, bt_error *err) {
+/* A .pt2 runs kernels that trust their inputs: berth must know each input's dtype and
+ * shape to check them first. */
+static int require_signature(const bt_model *m, bt_error *err) {
+    for (size_t i = 0; i < m->n_inputs; ++i)
+        if (!m->inputs[i].has_dtype || m->inputs[i].ndim < 0)
+            return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': berth cannot tell the dtype and shape of its "
+                                "input '%s' from the package, and AOTInductor's kernels do not check their inputs; "
+                                "export it with berth.export(...), which embeds the signature", m->path,
+                                m->inputs[i].name);
+    return 0;
+}
+
+static int64_t batch_bound(const bt_model *m) {
+    int64_t bound = INT64_MAX;
+    for (size_t i = 0; i < m->n_inputs; ++i)
+        if (m->inputs[i].max && m->inputs[i].ndim >= 1 && m->inputs[i].max[0] < bound) bound = m->inputs[i].max[0];
+    return bound;
+}
+
+int bt_load_library(const char *path, bt_error *err) {
+    const berth_torch_api *t = bt_torch(err);
+    if (!t) return -1;
+    berth_status *s = t->load_library(path);
+    if (!s) return 0;
+    bt_error_set(err, BT_ERR_LOAD, "%s", t->status_message(s));
+    t->status_free(s);
+    return -1;
+}
+
+int bt_model_load(const char *path, const bt_load_options *options, bt_model **out, bt_error *err) {
     double start = now_seconds();
     *out = NULL;
     struct stat st;
@@ -173,7 +241,8 @@ int bt_model_load(const char *path, bt_model **out, bt_error *err) {
         return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s", path ? path : "(null)",
                             path ? strerror(errno) : "no path given");
     if (S_ISDIR(st.st_mode))
-        return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': it is a directory, expected a TorchScript file", path);
+        return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': it is a directory, expected a TorchScript or .pt2 file",
+                            path);
     const berth_torch_api *t = bt_torch(err);
     if (!t) return -1;
     if (atomic_load(&threads_in_effect) == 0) {
@@ -186,14 +255,24 @@ int bt_model_load(const char *path, bt_model **out, bt_error *err) {
         free(m);
         return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
     }
-    berth_status *s = t->model_load(path, &m->handle);
+    berth_load_options opts = {sizeof opts, NULL, 0};
+    if (options) {
+        opts.device = options->device;
+        opts.concurrency = options->concurrency;
+    }
+    if (!opts.concurrency) opts.concurrency = (uint32_t)(atomic_load(&threads_in_effect) > 0 ? atomic_load(&threads_in_effect) : 1);
+    berth_status *s = t->model_load(path, &opts, &m->handle);
     if (s || !m->handle) {
-        if (s && t->status_code(s) == BERTH_E_NO_MEMORY) bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory loading '%s'", path);
+        berth_code code = t->status_code(s);
+        if (code == BERTH_E_NO_MEMORY) bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory loading '%s'", path);
+        else if (code == BERTH_E_INVALID_ARGUMENT) bt_error_set(err, BT_ERR_VALUE, "%s", t->status_message(s));
+        else if (code == BERTH_E_UNSUPPORTED) bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s", path, t->status_message(s));
         else load_failure(path, s ? t->status_message(s) : "out of memory", err);
         t->status_free(s);
         bt_model_free(m);
         return -1;
     }
+    m->format = t->model_format(m->handle);
     m->n_inputs = t->model_num_args(m->handle);
     m->n_required = t->model_num_required_args(m->handle);
     m->inputs = calloc(m->n_inputs ? m->n_inputs : 1, sizeof(bt_spec));
@@ -215,6 +294,11 @@ int bt_model_load(const char *path, bt_model **out, bt_error *err) {
             return -1;
         }
     }
+    if (strcmp(m->format, "pt2") == 0 && require_signature(m, err) != 0) {
+        bt_model_free(m);
+        return -1;
+    }
+    m->max_batch = batch_bound(m);
     m->batchable = m->n_inputs > 0 && m->n_outputs > 0;
     for (size_t i = 0; i < m->n_inputs; ++i) m->batchable &= leading_any(&m->inputs[i]);
     for (size_t i = 0; i < m->n_outputs; ++i) m->batchable &= leading_any(&m->outputs[i]);
@@ -261,6 +345,14 @@ int bt_model_check_input(const bt_model *m, size_t index, const DLTensor *t, DLD
                                 bt_shape_str(want, sizeof want, s->shape, s->ndim),
                                 bt_shape_str(got, sizeof got, t->shape, t->ndim));
         }
+        for (int d = 0; s->min && d < s->ndim; ++d)
+            if (t->shape[d] < s->min[d] || t->shape[d] > s->max[d]) {
+                char hi[32] = "any";
+                if (s->max[d] != INT64_MAX) snprintf(hi, sizeof hi, "%lld", (long long)s->max[d]);
+                return bt_error_set(err, BT_ERR_VALUE, "input '%s' dimension %d must be between %lld and %s (the range "
+                                    "the model was exported for), got %lld", s->name, d, (long long)s->min[d], hi,
+                                    (long long)t->shape[d]);
+            }
     }
     if (s->has_dtype && !bt_dtype_equal(s->dtype, t->dtype)) {
         if (!bt_cast_allowed(t->dtype, s->dtype))
@@ -276,6 +368,12 @@ int bt_model_check_input(const bt_model *m, size_t index, const DLTensor *t, DLD
 int bt_model_forward(bt_model *m, DLManagedTensor *const *in, size_t n, DLManagedTensor **out, size_t max_out,
                      size_t *n_out, int *is_tuple, bt_error *err) {
     const berth_torch_api *t = bt_torch_loaded();
+    if (n != m->n_inputs && strcmp(m->format, "pt2") == 0) {
+        /* AOTInductor would read past the inputs it was given */
+        for (size_t i = 0; i < n; ++i)
+            if (in[i] && in[i]->deleter) in[i]->deleter(in[i]);
+        return bt_error_set(err, BT_ERR_VALUE, "the model takes %zu inputs, got %zu", m->n_inputs, n);
+    }
     berth_status *s = t->model_forward(m->handle, in, n, out, max_out, n_out, is_tuple);
     if (!s) return 0;
     berth_code code = t->status_code(s);

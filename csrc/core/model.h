@@ -21,25 +21,43 @@ typedef struct bt_spec {
     DLDataType dtype;
     int ndim;        /* -1 when the shape is unknown */
     int64_t *shape;  /* owned, ndim entries; -1 = any extent */
+    int64_t *min;    /* owned, ndim entries, or NULL: the smallest extent of each dim */
+    int64_t *max;    /* owned, ndim entries, or NULL: the largest (INT64_MAX: no bound) */
 } bt_spec;
+
+/* How to load; zeroed means the CPU and one forward at a time for .pt2. */
+typedef struct bt_load_options {
+    const char *device;   /* NULL, "cpu", "cuda", "cuda:N" */
+    unsigned concurrency; /* .pt2: forwards that may run at once; 0 = the intra-op threads */
+} bt_load_options;
 
 typedef struct bt_model {
     struct berth_torch_model *handle; /* the shim's model, owned */
     char *path;                       /* owned copy of the file path */
+    const char *format;               /* "torchscript" or "pt2" (static string) */
     size_t n_inputs;                  /* forward's argument count */
     size_t n_required;                /* arguments without a default */
     bt_spec *inputs;                  /* n_inputs entries, owned */
     size_t n_outputs;                 /* 0 when unknown (no metadata) */
     bt_spec *outputs;                 /* n_outputs entries, owned */
-    int batchable;                    /* every input and output has a leading -1 dim */
+    int batchable;                    /* every input and output has a leading -1 dim that
+                                         admits a batch of one */
+    int64_t max_batch;                /* the largest leading extent every input admits
+                                         (INT64_MAX when unbounded) */
     char *metadata;                   /* berth.json text (NUL-terminated), owned; NULL if none */
     size_t metadata_len;
     double load_seconds;              /* wall time spent in bt_model_load (and optimizing) */
     int optimized;                    /* frozen and optimized for inference */
 } bt_model;
 
-/* Loads path (TorchScript). On failure returns -1 with err set (BT_ERR_LOAD, ...). */
-int bt_model_load(const char *path, bt_model **out, bt_error *err);
+/* Loads path, a TorchScript archive or a .pt2 package (told apart by their contents).
+ * options may be NULL. On failure returns -1 with err set (BT_ERR_LOAD, ...). A .pt2
+ * must have a complete input signature (dtype and shape of each input): AOTInductor's
+ * kernels do not check their inputs, so berth does. */
+int bt_model_load(const char *path, const bt_load_options *options, bt_model **out, bt_error *err);
+
+/* dlopens a library of custom operators for models loaded after it (-1 with err set). */
+int bt_load_library(const char *path, bt_error *err);
 
 /* NULL-tolerant. */
 void bt_model_free(bt_model *model);

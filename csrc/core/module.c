@@ -48,7 +48,23 @@ static PyObject *core_keep_freed_memory(PyObject *self, PyObject *unused) {
     Py_RETURN_FALSE;
 }
 
+static PyObject *core_load_library(PyObject *self, PyObject *arg) {
+    (void)self;
+    PyObject *path = NULL;
+    if (!PyUnicode_FSConverter(arg, &path)) return NULL;
+    bt_error err = {0};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bt_load_library(PyBytes_AS_STRING(path), &err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path);
+    if (rc != 0) return bt_py_raise(&err);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef core_methods[] = {
+    {"load_library", core_load_library, METH_O,
+     "load_library(path)\n--\n\nLoad a library of custom operators (RTLD_GLOBAL) for models loaded after it."},
     {"keep_freed_memory", core_keep_freed_memory, METH_NOARGS,
      "keep_freed_memory()\n--\n\nglibc only: serve every allocation from the heap and keep freed memory "
      "for reuse instead of returning it to the kernel. True if applied."},

@@ -19,11 +19,12 @@ bt_model *bt_py_model_get(PyObject *obj) {
 }
 
 static int Model_init(bt_ModelObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"path", "optimize", NULL};
+    static char *kwlist[] = {"path", "optimize", "device", NULL};
     PyObject *path_bytes = NULL;
     int optimize = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$p:Model", kwlist, PyUnicode_FSConverter, &path_bytes,
-                                     &optimize))
+    const char *device = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pz:Model", kwlist, PyUnicode_FSConverter, &path_bytes,
+                                     &optimize, &device))
         return -1;
     if (self->model) {
         Py_DECREF(path_bytes);
@@ -35,7 +36,8 @@ static int Model_init(bt_ModelObject *self, PyObject *args, PyObject *kwds) {
     int rc;
     const char *path = PyBytes_AS_STRING(path_bytes);
     Py_BEGIN_ALLOW_THREADS
-    rc = bt_model_load(path, &m, &err);
+    bt_load_options options = {device, 0};
+    rc = bt_model_load(path, &options, &m, &err);
     if (rc == 0 && optimize && bt_model_optimize(m, &err) != 0) {
         bt_model_free(m);
         m = NULL;
@@ -246,6 +248,20 @@ static PyObject *Model_get_optimized(bt_ModelObject *self, void *closure) {
     return m ? PyBool_FromLong(m->optimized) : NULL;
 }
 
+static PyObject *Model_get_format(bt_ModelObject *self, void *closure) {
+    (void)closure;
+    bt_model *m = bt_py_model_get((PyObject *)self);
+    return m ? PyUnicode_FromString(m->format) : NULL;
+}
+
+static PyObject *Model_get_max_batch(bt_ModelObject *self, void *closure) {
+    (void)closure;
+    bt_model *m = bt_py_model_get((PyObject *)self);
+    if (!m) return NULL;
+    if (m->max_batch == INT64_MAX) Py_RETURN_NONE;
+    return PyLong_FromLongLong((long long)m->max_batch);
+}
+
 static PyObject *Model_get_load_seconds(bt_ModelObject *self, void *closure) {
     (void)closure;
     bt_model *m = bt_py_model_get((PyObject *)self);
@@ -272,10 +288,12 @@ static PyGetSetDef Model_getset[] = {
     {"num_required_inputs", (getter)Model_get_required, NULL, "inputs without a default in forward", NULL},
     {"load_seconds", (getter)Model_get_load_seconds, NULL, "seconds spent loading (and optimizing) the model", NULL},
     {"optimized", (getter)Model_get_optimized, NULL, "whether the model was frozen and optimized for inference", NULL},
+    {"format", (getter)Model_get_format, NULL, "'torchscript' or 'pt2' (told from the file's contents)", NULL},
+    {"max_batch", (getter)Model_get_max_batch, NULL, "the largest batch the exported ranges admit, or None", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-PyDoc_STRVAR(Model_doc, "Model(path, *, optimize=False)\n--\n\nA TorchScript model run by berth's C core. Use berth.load(path).");
+PyDoc_STRVAR(Model_doc, "Model(path, *, optimize=False, device=None)\n--\n\nA TorchScript or .pt2 model run by berth's C core. Use berth.load(path).");
 
 PyTypeObject bt_ModelType = {
     PyVarObject_HEAD_INIT(NULL, 0)

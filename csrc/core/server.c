@@ -227,6 +227,8 @@ int bt_service_create(bt_model *model, const bt_service_params *params, bt_servi
     svc->log_requests = params->log_requests;
     svc->timeout_ms = params->timeout_ms;
     svc->bp = params->batch;
+    /* a .pt2 admits batches only up to the range its batch dimension was exported for */
+    if (model->max_batch < svc->bp.max_batch_size) svc->bp.max_batch_size = (int)model->max_batch;
     for (int e = 0; e < N_EP; e++)
         bt_histogram_init(&svc->latency[e], BT_SECONDS_BOUNDS, BT_SECONDS_N);
     if (bt_batcher_create(model, &svc->bp, &svc->batcher, err) != 0) {
@@ -464,7 +466,9 @@ static void model_metadata(bt_service *svc, bt_buf *b)
     char scratch[32];
     bt_buf_puts(b, "{\"name\":");
     bt_buf_json_string(b, svc->name);
-    bt_buf_puts(b, ",\"versions\":[\"1\"],\"platform\":\"pytorch_torchscript\",\"inputs\":[");
+    bt_buf_puts(b, strcmp(svc->model->format, "pt2") == 0
+                       ? ",\"versions\":[\"1\"],\"platform\":\"torch_aoti\",\"inputs\":["
+                       : ",\"versions\":[\"1\"],\"platform\":\"pytorch_torchscript\",\"inputs\":[");
     for (size_t i = 0; i < m->n_inputs; i++) {
         if (i)
             bt_buf_puts(b, ",");

@@ -6,12 +6,28 @@
 #include <torch/script.h>
 #include <torch/version.h>
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
+#include <caffe2/serialize/inline_container.h>
 
+// AOTInductor's package loader (torch.export -> .pt2) arrived in libtorch 2.6.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6)
+#define BERTH_HAVE_AOTI 1
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#else
+#define BERTH_HAVE_AOTI 0
+#endif
+
+#include <dlfcn.h>
+
+#include <algorithm>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <new>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -25,8 +41,14 @@ struct berth_status {
 };
 
 struct berth_torch_model {
-    torch::jit::Module module;
+    bool pt2 = false;                         // an AOTInductor package, else TorchScript
+    c10::Device device{at::kCPU};
+    torch::jit::Module module;                // TorchScript
     torch::jit::Function *forward = nullptr;  // owned by the module's compilation unit
+#if BERTH_HAVE_AOTI
+    std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package;  // .pt2
+#endif
+    bool single_output = true;                // .pt2: the output spec is one tensor
     std::vector<std::string> arg_names;
     size_t num_required = 0;
     std::string metadata;
@@ -35,13 +57,14 @@ struct berth_torch_model {
 
 namespace {
 
+// Returned when even the error cannot be allocated; status_free leaves it alone.
+berth_status out_of_memory{BERTH_E_NO_MEMORY, std::string()};
+
 berth_status *make_status(berth_code code, std::string message) noexcept {
     try {
         return new berth_status{code, std::move(message)};
     } catch (...) {
-        // Out of memory while reporting an error: a static status would be freed by the
-        // caller, so fall back to the one allocation-free signal we have.
-        return nullptr;
+        return &out_of_memory;
     }
 }
 
@@ -63,9 +86,11 @@ std::string short_message(const std::string &full) {
         start = end + 1;
     }
     if (best.empty()) {
-        size_t end = full.find('\n');
-        best = full.substr(0, end);
-        // "Expected ... (Triggered internally at ...)" and similar: keep the first line.
+        // "Expected ... (Triggered internally at ...)" and similar: keep the first line
+        // that says something (libtorch's "Unknown builtin op" starts with a newline).
+        size_t at = full.find_first_not_of(" \t\r\n");
+        if (at == std::string::npos) return full;
+        best = full.substr(at, full.find('\n', at) - at);
     }
     return best;
 }
@@ -205,9 +230,14 @@ DLManagedTensor *to_dlpack(const at::Tensor &src) {
 
 berth_code status_code(const berth_status *s) { return s ? s->code : BERTH_OK; }
 
-const char *status_message(const berth_status *s) { return s ? s->message.c_str() : ""; }
+const char *status_message(const berth_status *s) {
+    if (s == &out_of_memory) return "out of memory";
+    return s ? s->message.c_str() : "";
+}
 
-void status_free(berth_status *s) { delete s; }
+void status_free(berth_status *s) {
+    if (s != &out_of_memory) delete s;
+}
 
 int set_num_threads(int n) {
     static std::once_flag once;
@@ -227,30 +257,219 @@ int set_num_threads(int n) {
     return in_effect;
 }
 
-berth_status *model_load(const char *path, berth_torch_model **out) {
+// A model format this libtorch cannot run (BERTH_E_UNSUPPORTED).
+struct Unsupported : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// --- which format a file is -------------------------------------------------------------
+
+enum class Format { torchscript, pt2, unknown };
+
+// Both formats are zip archives in PyTorch's layout (one top-level folder); a package
+// says "pt2" in its archive_format record, a TorchScript archive has data.pkl.
+Format sniff(caffe2::serialize::PyTorchStreamReader &reader) {
+    if (reader.hasRecord("archive_format")) {
+        auto record = reader.getRecord("archive_format");
+        std::string text(static_cast<const char *>(std::get<0>(record).get()), std::get<1>(record));
+        if (text.rfind("pt2", 0) == 0) return Format::pt2;
+    }
+    if (reader.hasRecord("data.pkl")) return Format::torchscript;
+    return Format::unknown;
+}
+
+#if BERTH_HAVE_AOTI
+std::string json_string(const std::string &s) {
+    std::string out = "\"";
+    for (char c : s) {
+        if (c == '"' || c == '\\') out += '\\';
+        if (static_cast<unsigned char>(c) < 0x20) continue;
+        out += c;
+    }
+    return out + "\"";
+}
+
+// --- a .pt2's signature from its generated input checks ------------------------------------
+
+// AOTInductor generates, for each input i, a check_input_i() that states the dtype it
+// was compiled for, each static extent and the range of each dynamic one (they run only
+// with AOTI_RUNTIME_CHECK_INPUTS=1). berth reads them from the package's wrapper source,
+// so any .pt2 gets a signature berth can check inputs against before calling kernels
+// that do not check them. Returns berth.json text, or "" when the source is not there.
+std::string signature_from_wrapper(caffe2::serialize::PyTorchStreamReader &reader) {
+    std::string source;
+    for (const auto &name : reader.getAllRecords()) {
+        const std::string suffix = ".wrapper.cpp";
+        if (name.rfind("data/aotinductor/model/", 0) == 0 && name.size() > suffix.size() &&
+            name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+            auto record = reader.getRecord(name);
+            source.assign(static_cast<const char *>(std::get<0>(record).get()), std::get<1>(record));
+            break;
+        }
+    }
+    if (source.empty()) return "";
+    auto indexed = [&](const char *pattern) {
+        std::map<size_t, std::string> names;
+        std::regex re(pattern);
+        for (std::sregex_iterator it(source.begin(), source.end(), re), end; it != end; ++it)
+            names[std::stoul((*it)[1])] = (*it)[2];
+        return names;
+    };
+    auto inputs = indexed(R"re(inputs_info_\[(\d+)\]\.name = "([^"]*)")re");
+    auto outputs = indexed(R"re(outputs_info_\[(\d+)\]\.name = "([^"]*)")re");
+    const std::regex dtype_re(R"re(_expected_dtype = aoti_torch_dtype_(\w+)\(\))re");
+    const std::regex fixed_re(R"re(if \((-?\d+) != \w+_size\[(\d+)\]\))re");
+    const std::regex min_re(R"re(if \(\w+_size\[(\d+)\] < (-?\d+)\))re");
+    const std::regex max_re(R"re(if \(\w+_size\[(\d+)\] > (-?\d+)\))re");
+    const std::regex dim_re(R"re(\w+_(?:size|stride)\[(\d+)\])re");
+    std::string json = "{\"inputs\": [";
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        if (!inputs.count(i)) return "";
+        std::string head = "static void check_input_" + std::to_string(i) + "(";
+        size_t from = source.find(head);
+        if (from == std::string::npos) return "";
+        size_t to = source.find("\n}\n", from);
+        std::string body = source.substr(from, to == std::string::npos ? std::string::npos : to - from);
+        std::smatch m;
+        std::string dtype = std::regex_search(body, m, dtype_re) ? m[1].str() : "";
+        int rank = 0;
+        for (std::sregex_iterator it(body.begin(), body.end(), dim_re), end; it != end; ++it)
+            rank = std::max(rank, std::stoi((*it)[1]) + 1);
+        std::vector<long long> shape(rank, -1), lo(rank, -1), hi(rank, -1);
+        for (std::sregex_iterator it(body.begin(), body.end(), fixed_re), end; it != end; ++it)
+            shape[std::stoi((*it)[2])] = std::stoll((*it)[1]);
+        for (std::sregex_iterator it(body.begin(), body.end(), min_re), end; it != end; ++it)
+            lo[std::stoi((*it)[1])] = std::stoll((*it)[2]);
+        for (std::sregex_iterator it(body.begin(), body.end(), max_re), end; it != end; ++it)
+            hi[std::stoi((*it)[1])] = std::stoll((*it)[2]);
+        json += (i ? ", " : "") + std::string("{\"name\": \"input_") + std::to_string(i) + "\"" +
+                ", \"dtype\": " + (dtype.empty() ? "null" : json_string(dtype)) + ", \"shape\": [";
+        for (int d = 0; d < rank; ++d) json += (d ? ", " : "") + std::to_string(shape[d]);
+        json += "], \"ranges\": [";
+        for (int d = 0; d < rank; ++d) {
+            json += d ? ", " : "";
+            if (shape[d] >= 0) json += "null";
+            else json += "[" + std::to_string(lo[d] < 0 ? 0 : lo[d]) + ", " + (hi[d] < 0 ? "null" : std::to_string(hi[d])) + "]";
+        }
+        json += "]}";
+    }
+    json += "], \"outputs\": [";
+    for (size_t i = 0; i < outputs.size(); ++i)
+        json += (i ? ", " : "") + std::string("{\"name\": \"output_") + std::to_string(i) + "\"}";
+    return json + "]}";
+}
+
+#endif  // BERTH_HAVE_AOTI
+
+// --- loading ------------------------------------------------------------------------------
+
+c10::Device parse_device(const char *text) {
+    if (!text || !text[0]) return c10::Device(at::kCPU);
+    c10::Device device{std::string(text)};
+    if (device.is_cuda() && !at::hasCUDA())
+        throw std::invalid_argument(std::string("device='") + text + "' needs a CUDA build of libtorch with a visible "
+                                    "GPU; this libtorch (" TORCH_VERSION ") has none: use device='cpu'");
+    if (!device.is_cpu() && !device.is_cuda())
+        throw std::invalid_argument(std::string("device='") + text + "' is not supported: use 'cpu' or 'cuda[:N]'");
+    return device;
+}
+
+void load_torchscript(berth_torch_model &model, const char *path) {
+    torch::jit::ExtraFilesMap extra{{"berth.json", ""}};
+    model.module = torch::jit::load(path, model.device, extra);
+    model.module.eval();
+    auto it = extra.find("berth.json");
+    if (it != extra.end() && !it->second.empty()) {
+        model.metadata = it->second;
+        model.has_metadata = true;
+    }
+    auto method = model.module.find_method("forward");
+    if (!method) throw std::invalid_argument("the TorchScript module has no forward method");
+    model.forward = &method->function();
+    const auto &args = model.forward->getSchema().arguments();
+    for (size_t i = 1; i < args.size(); ++i) {  // 0 is self
+        model.arg_names.push_back(args[i].name());
+        if (!args[i].default_value()) model.num_required = model.arg_names.size();
+    }
+}
+
+void load_pt2(berth_torch_model &model, const char *path, caffe2::serialize::PyTorchStreamReader &reader,
+              uint32_t concurrency) {
+#if BERTH_HAVE_AOTI
+    model.pt2 = true;
+    c10::DeviceIndex index = model.device.is_cuda() ? model.device.index() : -1;
+    model.package = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+        path, "model", false, concurrency ? concurrency : 1, index);
+    auto meta = model.package->get_metadata();
+    auto key = meta.find("AOTI_DEVICE_KEY");
+    if (key != meta.end() && !key->second.empty() && key->second != c10::DeviceTypeName(model.device.type(), true))
+        throw std::invalid_argument("the package was compiled for device '" + key->second + "', not '" +
+                                    model.device.str() + "': load it with device='" + key->second + "'");
+    auto spec = model.package->get_call_spec();
+    if (spec.size() == 2) model.single_output = spec[1].find("\"type\": null") < 8;
+    auto it = meta.find("berth.json");
+    if (it != meta.end() && !it->second.empty()) {
+        model.metadata = it->second;
+    } else {
+        model.metadata = signature_from_wrapper(reader);
+    }
+    model.has_metadata = !model.metadata.empty();
+    // One input per leaf of the input spec (the positional arguments, flattened):
+    // "input_0", ... unless berth.json names them.
+    size_t leaves = 0;
+    if (!spec.empty())
+        for (size_t at = spec[0].find("\"type\": null"); at != std::string::npos; at = spec[0].find("\"type\": null", at + 1))
+            ++leaves;
+    for (size_t i = 0; i < leaves; ++i) model.arg_names.push_back("input_" + std::to_string(i));
+    model.num_required = leaves;
+#else
+    (void)model, (void)path, (void)reader, (void)concurrency;
+    throw Unsupported("it is a torch.export / AOTInductor package (.pt2), which needs libtorch 2.6 or "
+                                "newer; berth was built against libtorch " TORCH_VERSION
+                                ": install torch>=2.6 and rebuild berth, or save the model as TorchScript");
+#endif
+}
+
+berth_status *model_load(const char *path, const berth_load_options *options, berth_torch_model **out) {
     FIREWALL_BEGIN
     if (!path || !out) return make_status(BERTH_E_INVALID_ARGUMENT, "path and out must not be NULL");
     *out = nullptr;
+    berth_load_options opts{};
+    if (options) std::memcpy(&opts, options, std::min<size_t>(options->struct_size, sizeof opts));
     c10::InferenceMode guard;
     auto model = std::make_unique<berth_torch_model>();
-    torch::jit::ExtraFilesMap extra{{"berth.json", ""}};
-    model->module = torch::jit::load(path, at::kCPU, extra);
-    model->module.eval();
-    auto it = extra.find("berth.json");
-    if (it != extra.end() && !it->second.empty()) {
-        model->metadata = it->second;
-        model->has_metadata = true;
+    try {
+        model->device = parse_device(opts.device);
+    } catch (const std::exception &e) {
+        return make_status(BERTH_E_INVALID_ARGUMENT, what_of(e));
     }
-    auto method = model->module.find_method("forward");
-    if (!method) return make_status(BERTH_E_LOAD, "the TorchScript module has no forward method");
-    model->forward = &method->function();
-    const auto &schema = model->forward->getSchema();
-    const auto &args = schema.arguments();
-    for (size_t i = 1; i < args.size(); ++i) {  // 0 is self
-        model->arg_names.push_back(args[i].name());
-        if (!args[i].default_value()) model->num_required = model->arg_names.size();
+    Format format;
+    try {
+        caffe2::serialize::PyTorchStreamReader reader(path);
+        format = sniff(reader);
+        if (format == Format::pt2) load_pt2(*model, path, reader, opts.concurrency);
+    } catch (const Unsupported &e) {
+        return make_status(BERTH_E_UNSUPPORTED, e.what());
     }
+    if (format == Format::torchscript) load_torchscript(*model, path);
+    if (format == Format::unknown)
+        return make_status(BERTH_E_LOAD, "the archive is neither TorchScript (no data.pkl) nor a .pt2 package "
+                                         "(no archive_format)");
     *out = model.release();
+    return nullptr;
+    FIREWALL_END(BERTH_E_LOAD)
+}
+
+const char *model_format(const berth_torch_model *m) { return m && m->pt2 ? "pt2" : "torchscript"; }
+
+berth_status *load_library(const char *path) {
+    FIREWALL_BEGIN
+    if (!path) return make_status(BERTH_E_INVALID_ARGUMENT, "path must not be NULL");
+    if (!dlopen(path, RTLD_NOW | RTLD_GLOBAL)) {
+        const char *why = dlerror();
+        return make_status(BERTH_E_LOAD, std::string("cannot load the operator library '") + path + "': " +
+                                             (why ? why : "unknown error"));
+    }
     return nullptr;
     FIREWALL_END(BERTH_E_LOAD)
 }
@@ -293,34 +512,54 @@ berth_status *model_forward(berth_torch_model *m, DLManagedTensor *const *inputs
         *n_outputs = 0;
         *is_tuple = 0;
         c10::InferenceMode guard;
-        torch::jit::Stack stack;
-        stack.reserve(n_inputs + 1);
-        stack.emplace_back(m->module._ivalue());  // self
-        for (; taken < n_inputs;) {
-            DLManagedTensor *in = inputs[taken];
-            ++taken;  // from here the tensor's storage owns it (or from_dlpack threw after
-                      // taking it: at::from_blob frees through the deleter on failure)
-            stack.emplace_back(from_dlpack(in, taken - 1));
-        }
-        // What Module::forward does (checks types, fills defaults), without the lookup.
-        c10::IValue result = (*m->forward)(std::move(stack), torch::jit::Kwargs());
         std::vector<at::Tensor> tensors;
-        if (result.isTensor()) {
-            tensors.push_back(result.toTensor());
-        } else if (result.isTuple()) {
-            *is_tuple = 1;
-            for (const auto &v : result.toTupleRef().elements()) {
-                if (!v.isTensor())
-                    return make_status(BERTH_E_INFERENCE, "the model returned a tuple holding a " +
-                                                              v.tagKind() + "; berth needs tensors");
-                tensors.push_back(v.toTensor());
+        if (m->pt2) {
+#if BERTH_HAVE_AOTI
+            std::vector<at::Tensor> args;
+            args.reserve(n_inputs);
+            for (; taken < n_inputs;) {
+                DLManagedTensor *in = inputs[taken];
+                ++taken;
+                at::Tensor t = from_dlpack(in, taken - 1);
+                // AOTInductor's kernels index inputs as contiguous and on their device.
+                if (!t.is_contiguous()) t = t.contiguous();
+                if (m->device != t.device()) t = t.to(m->device);
+                args.push_back(std::move(t));
             }
-        } else if (result.isTensorList()) {
-            *is_tuple = 1;
-            for (const auto &t : result.toTensorVector()) tensors.push_back(t);
+            tensors = m->package->boxed_run(std::move(args));
+            *is_tuple = !m->single_output;
+#endif
         } else {
-            return make_status(BERTH_E_INFERENCE, "the model returned a " + result.tagKind() +
-                                                      "; berth needs a tensor or a tuple of tensors");
+            torch::jit::Stack stack;
+            stack.reserve(n_inputs + 1);
+            stack.emplace_back(m->module._ivalue());  // self
+            for (; taken < n_inputs;) {
+                DLManagedTensor *in = inputs[taken];
+                ++taken;  // from here the tensor's storage owns it (or from_dlpack threw after
+                          // taking it: at::from_blob frees through the deleter on failure)
+                at::Tensor t = from_dlpack(in, taken - 1);
+                if (m->device != t.device()) t = t.to(m->device);
+                stack.emplace_back(std::move(t));
+            }
+            // What Module::forward does (checks types, fills defaults), without the lookup.
+            c10::IValue result = (*m->forward)(std::move(stack), torch::jit::Kwargs());
+            if (result.isTensor()) {
+                tensors.push_back(result.toTensor());
+            } else if (result.isTuple()) {
+                *is_tuple = 1;
+                for (const auto &v : result.toTupleRef().elements()) {
+                    if (!v.isTensor())
+                        return make_status(BERTH_E_INFERENCE, "the model returned a tuple holding a " +
+                                                                  v.tagKind() + "; berth needs tensors");
+                    tensors.push_back(v.toTensor());
+                }
+            } else if (result.isTensorList()) {
+                *is_tuple = 1;
+                for (const auto &t : result.toTensorVector()) tensors.push_back(t);
+            } else {
+                return make_status(BERTH_E_INFERENCE, "the model returned a " + result.tagKind() +
+                                                          "; berth needs a tensor or a tuple of tensors");
+            }
         }
         if (tensors.size() > max_outputs)
             return make_status(BERTH_E_INFERENCE, "the model returned " + std::to_string(tensors.size()) +
@@ -348,6 +587,9 @@ berth_status *model_forward(berth_torch_model *m, DLManagedTensor *const *inputs
 berth_status *model_optimize(berth_torch_model *m) {
     FIREWALL_BEGIN
     if (!m) return make_status(BERTH_E_INVALID_ARGUMENT, "model must not be NULL");
+    if (m->pt2) return nullptr;  // AOTInductor already compiled it for inference
+    // Under InferenceMode as at load: frozen modules' oneDNN passes assert outside it.
+    c10::InferenceMode guard;
     torch::jit::Module optimized = torch::jit::optimize_for_inference(m->module);
     auto method = optimized.find_method("forward");
     if (!method) return make_status(BERTH_E_INTERNAL, "the optimized module lost its forward method");
@@ -367,6 +609,8 @@ const berth_torch_api kApi = {
     set_num_threads,
     model_load,
     model_free,
+    model_format,
+    load_library,
     model_num_args,
     model_num_required_args,
     model_arg_name,

@@ -10,7 +10,8 @@
  *  - A fallible call returns a berth_status*: NULL on success, else an object with a code
  *    (enum berth_code) and a message, owned by the caller and released with status_free.
  *  - No C++ exception ever crosses this ABI: every entry point catches everything.
- *  - Tensors cross as DLPack (berth_dlpack.h), host memory only.
+ *  - Tensors cross as DLPack (berth_dlpack.h), host memory only: with a CUDA device the
+ *    shim copies inputs to it and outputs back.
  */
 #ifndef BERTH_TORCH_H
 #define BERTH_TORCH_H
@@ -25,19 +26,29 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to berth_torch_api. */
-#define BERTH_TORCH_ABI_VERSION 2u
+#define BERTH_TORCH_ABI_VERSION 3u
 
 typedef enum berth_code {
     BERTH_OK = 0,
     BERTH_E_INVALID_ARGUMENT = 1, /* the caller passed something unusable */
-    BERTH_E_LOAD = 2,             /* the file is missing, not TorchScript, or corrupt */
+    BERTH_E_LOAD = 2,             /* the file is missing, not a model, or corrupt */
     BERTH_E_INFERENCE = 3,        /* forward raised (shape mismatch, bad dtype, ...) */
     BERTH_E_NO_MEMORY = 4,        /* an allocation failed */
-    BERTH_E_INTERNAL = 5          /* anything else; a bug in berth or libtorch */
+    BERTH_E_INTERNAL = 5,         /* anything else; a bug in berth or libtorch */
+    BERTH_E_UNSUPPORTED = 6       /* a model format this libtorch cannot run */
 } berth_code;
 
 typedef struct berth_status berth_status;
 typedef struct berth_torch_model berth_torch_model;
+
+/* How to load a model; a zeroed struct (with struct_size set) means the defaults. */
+typedef struct berth_load_options {
+    uint32_t struct_size;  /* sizeof(berth_load_options) in the caller */
+    const char *device;    /* NULL or "cpu"; "cuda", "cuda:1", ...: inputs are copied there
+                              and outputs back */
+    uint32_t concurrency;  /* .pt2: forwards that may run at once (AOTInductor keeps one
+                              set of activations per runner); 0 means 1 */
+} berth_load_options;
 
 typedef struct berth_torch_api {
     uint32_t abi_version; /* BERTH_TORCH_ABI_VERSION the shim was built with */
@@ -53,10 +64,23 @@ typedef struct berth_torch_api {
      * effect (num_threads <= 0 leaves libtorch's default). Returns the count in effect. */
     int (*set_num_threads)(int num_threads);
 
-    /* Loads a TorchScript file under InferenceMode, in eval mode, on the CPU, and reads
-     * its berth.json extra file when present. */
-    berth_status *(*model_load)(const char *path, berth_torch_model **out);
+    /* Loads a model file; the format comes from the file's contents, not its name:
+     *  - a TorchScript archive, loaded under InferenceMode in eval mode; its signature is
+     *    the berth.json extra file when present;
+     *  - a torch.export / AOTInductor package (.pt2; needs libtorch >= 2.6), whose
+     *    signature is the berth.json entry of the package metadata when present, else
+     *    what the package's generated input checks say (names, dtypes, static extents
+     *    and the ranges of dynamic ones), as berth.json text.
+     * options may be NULL. */
+    berth_status *(*model_load)(const char *path, const berth_load_options *options,
+                                berth_torch_model **out);
     void (*model_free)(berth_torch_model *model);
+
+    /* "torchscript" or "pt2". */
+    const char *(*model_format)(const berth_torch_model *model);
+
+    /* dlopens a library of custom operators (RTLD_GLOBAL, so models find its ops). */
+    berth_status *(*load_library)(const char *path);
 
     /* forward's schema: argument count (without self), how many have no default,
      * and each argument's name (valid while the model lives). */
@@ -64,8 +88,8 @@ typedef struct berth_torch_api {
     size_t (*model_num_required_args)(const berth_torch_model *model);
     const char *(*model_arg_name)(const berth_torch_model *model, size_t index);
 
-    /* The berth.json extra file's bytes and length, or NULL when the file has none.
-     * Valid while the model lives. */
+    /* The signature as berth.json text (see model_load) and its length, or NULL when
+     * the file has none. Valid while the model lives. */
     const char *(*model_metadata)(const berth_torch_model *model, size_t *length);
 
     /* Runs forward. Ownership of every input passes to the shim on every path, success

@@ -1,6 +1,7 @@
 """berth: from notebook to production for PyTorch models.
 
-Train with a Keras-style API on torch, save TorchScript, run it from C with zero-copy
+Train with a Keras-style API on torch, save TorchScript or a torch.export/AOTInductor
+package (``.pt2``, :func:`berth.export`), run it from C with zero-copy
 NumPy input, serve it over the Open Inference Protocol, and emit a validated Docker build
 context plus Kubernetes manifests.
 
@@ -24,6 +25,7 @@ __all__ = [
     "__version__", "load",
     # loaded on first use:
     "Sequential", "layers", "callbacks", "optimizers", "losses", "metrics", "load_model", "utils", "deploy",
+    "export",
 ]
 
 # name -> (module, attribute or None for the module itself); imported on first access so
@@ -39,6 +41,7 @@ _LAZY = {
     "train": ("berth.train", None),
     "utils": ("berth.utils", None),
     "deploy": ("berth.deployment", "deploy"),
+    "export": ("berth.pt2", "export"),
     "serving": ("berth.serving", None),
 }
 

@@ -19,7 +19,7 @@ class TensorSpec(NamedTuple):
 
 
 class Model(_core.Model):
-    """A TorchScript model run by berth's C core; make one with :func:`berth.load`.
+    """A TorchScript or ``.pt2`` model run by berth's C core; make one with :func:`berth.load`.
 
     ``predict(*inputs)`` takes NumPy arrays (or any buffer) and returns an ndarray, or a
     tuple for tuple outputs. Inputs are not copied; outputs own libtorch's memory. Where
@@ -73,8 +73,19 @@ def _spec_text(spec):
     return f"{spec.name}: {spec.dtype or '?'} {shape}"
 
 
-def load(path, *, optimize=False):
-    """Load a TorchScript file (scripted or traced) into berth's C core.
+def load(path, *, optimize=False, device=None):
+    """Load a model file into berth's C core: TorchScript (scripted or traced), or a
+    torch.export / AOTInductor package (``.pt2``, libtorch >= 2.6). The format is told
+    from the file's contents, not its name (``Model.format``).
+
+    A ``.pt2`` carries its signature (:func:`berth.export` embeds names, dtypes, shapes
+    and the exported batch range; for other packages berth reads the package's own input
+    checks), and berth checks every input against it before AOTInductor's kernels, which
+    do not check their inputs, run.
+
+    ``device`` (``"cpu"``, the default, or ``"cuda"``/``"cuda:N"``): where the model runs;
+    inputs are copied there and outputs back. A libtorch without CUDA refuses
+    ``"cuda"`` with ValueError. A ``.pt2`` runs on the device it was compiled for.
 
     ``optimize=True`` freezes the model and applies libtorch's ``optimize_for_inference``
     (batch norms folded into convolutions, oneDNN-prepacked weights; what
@@ -84,7 +95,8 @@ def load(path, *, optimize=False):
     no longer does. Modules libtorch cannot freeze (a ModuleDict indexed by a runtime
     key, say) raise ModelLoadError.
 
-    Raises :class:`berth.ModelLoadError` for a missing, non-TorchScript or corrupt file.
+    Raises :class:`berth.ModelLoadError` for a missing, unreadable or corrupt file, or one
+    that is neither format.
 
     >>> load(42)
     Traceback (most recent call last):
@@ -93,4 +105,6 @@ def load(path, *, optimize=False):
     """
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"berth.load(path): expected a file path (str or os.PathLike), got {type(path).__name__}")
-    return Model(os.fsdecode(path), optimize=bool(optimize))
+    if device is not None and not isinstance(device, str):
+        raise TypeError(f"berth.load(device): expected 'cpu', 'cuda' or 'cuda:N', got {type(device).__name__}")
+    return Model(os.fsdecode(path), optimize=bool(optimize), device=device)

@@ -125,9 +125,9 @@ def _target(path, argument="path"):
     return path, directory
 
 
-def _atomic_write(path, directory, write):
+def _atomic_write(path, directory, write, suffix=".tmp"):
     """Call ``write(temp_path)`` then rename over ``path``; on failure nothing is left behind."""
-    handle, temp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    handle, temp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=suffix)
     os.close(handle)
     try:
         write(temp)
@@ -138,12 +138,36 @@ def _atomic_write(path, directory, write):
         raise
 
 
+def _save_pt2(model, path):
+    """``model.save("m.pt2")``: torch.export + AOTInductor, the signature in the package."""
+    from .. import pt2
+
+    if any(d is None for d in model.input_shape):
+        raise ValueError(f"save: a .pt2 package fixes every input dimension but the batch; this model's input_shape "
+                         f"is {tuple(model.input_shape)}. Give input_shape in full, or save TorchScript (a .pt path)")
+    example = torch.zeros([2] + list(model.input_shape), dtype=getattr(torch, model._input_dtype_name()))
+    info = metadata(model, None)
+    for key in ("inputs", "outputs", "batch_dim", "export", "berth_format"):
+        info.pop(key)
+    pt2.export(model.body, example, path, input_names=[model._input_name()], output_names=[model.layers[-1].name],
+               metadata=info)
+
+
 def save_model(model, path):
-    """Save ``model`` for ``berth.load``: scripted TorchScript with ``berth.json`` embedded."""
-    path, directory = _target(path)
+    """Save ``model`` for ``berth.load``: scripted TorchScript with ``berth.json`` embedded,
+    or, for a path ending in ``.pt2``, a torch.export / AOTInductor package (torch >= 2.6)."""
     if not model.built or not len(model.body):
         raise ValueError("save: the model has no built layers; give the first layer input_shape=(...) "
                          "or train it before saving")
+    if isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(".pt2"):
+        was_training = model.training
+        try:
+            model_for_export = model if model._device().type == "cpu" else __import__("copy").deepcopy(model).cpu()
+            _save_pt2(model_for_export, path)
+        finally:
+            model.train(was_training)
+        return
+    path, directory = _target(path)
     was_training = model.training
     model.eval()
     try:
@@ -160,7 +184,12 @@ def save_model(model, path):
 
 
 def read_metadata(path):
-    """The ``berth.json`` dict embedded in a saved model."""
+    """The ``berth.json`` dict embedded in a saved model (TorchScript or ``.pt2``)."""
+    from ..pt2 import read_signature
+
+    signature = read_signature(path)
+    if signature is not None:
+        return signature
     files = {METADATA_FILE: ""}
     torch.jit.load(os.fspath(path), map_location="cpu", _extra_files=files)
     if not files[METADATA_FILE]:
@@ -177,6 +206,11 @@ def load_model(path):
 
     if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
         raise ValueError(f"path: expected an existing file saved by model.save, got {path!r}")
+    from ..pt2 import read_signature
+
+    if read_signature(path) is not None:
+        raise ValueError(f"path: '{path}' is a .pt2 package, compiled for inference: serve it with berth.load; "
+                         "to train again, keep a TorchScript copy (model.save('model.pt')) or save_weights")
     files = {METADATA_FILE: ""}
     scripted = torch.jit.load(os.fspath(path), map_location="cpu", _extra_files=files)
     if not files[METADATA_FILE]:

@@ -492,7 +492,8 @@ class Sequential(nn.Module):
 
     # ------------------------------------------------------------------ saving
     def save(self, path):
-        """Write a TorchScript file with embedded ``berth.json`` for ``berth.load`` and ``berth serve``."""
+        """Write a file for ``berth.load`` and ``berth serve`` with ``berth.json`` embedded: TorchScript,
+        or a torch.export / AOTInductor package when ``path`` ends in ``.pt2`` (torch >= 2.6)."""
         saving.save_model(self, path)
 
     def save_weights(self, path):
