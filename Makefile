@@ -76,7 +76,7 @@ test-serving: build
 # serving tests (the servers they start inherit the instrumented build).
 # Python itself is not instrumented, so the runtime is preloaded and leak checking is off
 # (CPython keeps its interned objects until exit).
-sanitize: $(PY)
+sanitize: $(VENV)/.requirements
 	rm -rf $(ASAN_DIR)/berth && mkdir -p $(ASAN_DIR) && cp -r python/berth $(ASAN_DIR)/berth
 	find $(ASAN_DIR)/berth -name '*.so' -delete
 	BERTH_SANITIZE=1 BERTH_WERROR=1 $(PY) setup.py -q build_ext -b $(ASAN_DIR) -t build/asan-obj
@@ -85,7 +85,7 @@ sanitize: $(PY)
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 BERTH_SANITIZED=1 \
 	PYTHONPATH=$(ASAN_DIR) $(PY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS)
 
-SANITIZE_TESTS ?= tests/test_core_*.py $(SERVING_TESTS)
+SANITIZE_TESTS ?= tests/test_core_*.py tests/test_pt2.py $(SERVING_TESTS)
 
 # libFuzzer (clang, ASan/UBSan) on the protocol codec for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 60
@@ -94,6 +94,7 @@ fuzz:
 
 bench: build
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_pt2.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_server.py
 

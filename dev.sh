@@ -10,12 +10,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# The tested stack: Debian's Python, torch and libtorch. libopenblas0-pthread matters:
-# without it libtorch falls back to reference BLAS (a 64-row MLP batch ran 12x slower).
+# Debian's leg (its Python, torch and libtorch; the primary stack's torch comes from PyPI,
+# see the Makefile). libopenblas0-pthread matters: without it Debian's libtorch falls back
+# to reference BLAS (a 64-row MLP batch ran 12x slower).
 PACKAGES=(
   make cmake gcc g++ pkg-config git
   python3 python3-dev python3-venv python3-pip python3-setuptools python3-numpy python3-pytest python3-yaml
-  python3-torch libtorch-dev libopenblas0-pthread python3-torchvision
+  python3-torch libtorch-dev libopenblas0-pthread
   libcjson-dev libmicrohttpd-dev libgnutls28-dev
   python3-nbclient python3-ipykernel python3-matplotlib
   python3-fastapi python3-uvicorn python3-flask python3-httpx python3-prometheus-client

@@ -25,10 +25,11 @@ import time
 
 import numpy as np
 import torch
-import torchvision
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import berth  # noqa: E402
+import models  # noqa: E402  (tests/models.py: resnet18 from torch.nn; PyPI's torchvision does not import)
 
 
 def save_models(directory):
@@ -39,7 +40,7 @@ def save_models(directory):
             "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 1]}]}
     paths = {"mlp": os.path.join(directory, "mlp.pt"), "resnet18": os.path.join(directory, "resnet18.pt")}
     torch.jit.save(torch.jit.script(mlp), paths["mlp"], _extra_files={"berth.json": json.dumps(meta)})
-    torch.jit.save(torch.jit.script(torchvision.models.resnet18().eval()), paths["resnet18"])
+    torch.jit.save(torch.jit.script(models.resnet18().eval()), paths["resnet18"])
     return paths
 
 

@@ -28,12 +28,14 @@ PORT = 18470
 def make_models(directory):
     """Saves the seed MLP and resnet18 (random weights) with berth.json signatures."""
     import torch
-    import torchvision
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    import models  # tests/models.py: resnet18 from torch.nn; PyPI's torchvision does not import
 
     torch.manual_seed(0)
     mlp = torch.nn.Sequential(torch.nn.Linear(10, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
                               torch.nn.ReLU(), torch.nn.Linear(64, 1)).eval()
-    resnet = torchvision.models.resnet18().eval()
+    resnet = models.resnet18().eval()
     models = {}
     for name, module, shape in (("mlp", mlp, [10]), ("resnet18", resnet, [3, 224, 224])):
         meta = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1] + shape}],

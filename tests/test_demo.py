@@ -11,7 +11,11 @@ def test_demo_trains_saves_deploys_and_serves(tmp_path):
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     text = result.stdout
-    assert f"saved TorchScript + berth.json -> {out / 'model.pt'}" in text
+    import torch
+    pt2 = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 6)
+    saved = (f"saved torch.export + AOTInductor package + berth.json -> {out / 'model.pt2'}" if pt2
+             else f"saved TorchScript + berth.json -> {out / 'model.pt'}")
+    assert saved in text, text
     diff = re.search(r"server answer equals berth.load\(\.\.\., optimize=True\)\.predict: max \|diff\| = (\S+)", text)
     assert diff and float(diff.group(1)) < 1e-6, text  # float rounding only (see assert_same_answer)
     assert "exited with status 0" in text

@@ -175,3 +175,28 @@ def test_a_broken_context_fails_validation(broken_results, index):
     _file, _old, _new, tool, message = BREAKAGES[index]
     problems = broken_results[index]
     assert any(line.startswith(tool) and message in line for line in problems), problems
+
+
+def test_a_pt2_context_validates_and_carries_its_libtorch(validator, tmp_path):
+    torch = pytest.importorskip("torch")
+    if tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 6):
+        pytest.skip(f"torch {torch.__version__} cannot export .pt2 packages")
+    spec = importlib.util.spec_from_file_location("seed_model", REPO / "tests/image/seed_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    package = module.export_seed_model(tmp_path / "seed.pt2")
+    out = tmp_path / "ctx"
+    context = deploy(package, "seed", out=out, kserve=True)
+    assert validator(out) == {out: []}
+    files = set(context.files)
+    assert {"model/model.pt2", "runtime/lib/libtorch_cpu.so", "runtime/lib/libc10.so",
+            "runtime/berth/libberth_torch.so"} <= files
+    assert not any(f.startswith("berth-src/") for f in files)  # nothing to build in the image
+    dockerfile = (out / "Dockerfile").read_text()
+    assert "COPY runtime/lib/ /usr/local/lib/berth-torch/" in dockerfile
+    assert f"served with the libtorch {torch.__version__}" in dockerfile
+    # the package is unpacked into the writable /tmp: the emptyDir is sized for it
+    deployment = yaml.safe_load((out / "k8s/deployment.yaml").read_text())
+    volume = deployment["spec"]["template"]["spec"]["volumes"][0]
+    size = int(volume["emptyDir"]["sizeLimit"].rstrip("Mi")) << 20
+    assert size >= 2 * Path(package).stat().st_size + (64 << 20)

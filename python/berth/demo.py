@@ -1,7 +1,8 @@
 """``python -m berth demo``: the seed workflow end to end, printing where each artifact goes.
 
 1. train the seed MLP (10 -> 128 -> 64 -> 1) on synthetic data with berth's Keras-style API;
-2. save it as TorchScript with its signature embedded;
+2. save it with its signature embedded: as a torch.export / AOTInductor package
+   (``model.pt2``) on torch >= 2.6, else as TorchScript (``model.pt``);
 3. load it into the C core and compare its predictions and latency with torch's;
 4. write a Docker build context and Kubernetes manifests for it (``berth deploy``);
 5. serve it with ``berth serve`` on 127.0.0.1 and send one Open Inference Protocol request.
@@ -43,9 +44,14 @@ def train_and_save(out_dir, epochs):
     model.compile(optimizer="adam", loss="mse", metrics=["mae"])
     history = model.fit(x, y, epochs=epochs, batch_size=32, validation_split=0.2, verbose=2)
     print(f"      final loss {history.history['loss'][-1]:.4f}, val_loss {history.history['val_loss'][-1]:.4f}")
-    path = os.path.join(out_dir, "model.pt")
+    from berth.pt2 import MIN_TORCH
+    import torch
+    pt2 = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= MIN_TORCH
+    path = os.path.join(out_dir, "model.pt2" if pt2 else "model.pt")
+    start = time.perf_counter()
     model.save(path)
-    print(f"      saved TorchScript + berth.json -> {path}")
+    what = "torch.export + AOTInductor package" if pt2 else "TorchScript"
+    print(f"      saved {what} + berth.json -> {path} ({time.perf_counter() - start:.1f} s)")
     return model, path
 
 
@@ -119,7 +125,7 @@ def main(argv=()):
 
     step(1, "train the seed model (Dense 128 relu -> Dense 64 relu -> Dense 1) on synthetic data")
     model, path = train_and_save(out_dir, args.epochs)
-    step(2, "saved as TorchScript; its signature travels inside the file")
+    step(2, f"saved as {berth.load(path).format}; its signature travels inside the file")
     print(f"      {path}: inputs {berth.load(path).inputs}")
     step(3, "run it from C (no `import torch` on this path)")
     compare_with_torch(model, path)

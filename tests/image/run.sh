@@ -3,11 +3,14 @@
 #
 #  1. a Debian bookworm minbase root file system (debootstrap, cached) is imported with
 #     `podman import` as debian:bookworm-slim, the Dockerfile's base;
-#  2. `berth deploy` writes the context for the seed model;
+#  2. `berth deploy` writes the context for the seed model, as TorchScript and, where the
+#     torch here can export one, as a .pt2 package (each then goes through 3-6);
 #  3. `podman build` builds it (storage in a temporary directory: overlay, or vfs where
 #     overlay cannot mount; Debian packages cached between runs);
-#  4. the image is checked: size against the naive 1.46 GB image, no compiler and no
-#     torch Python package inside, non-root user, labels, refusal of a wrong model sha256;
+#  4. the image is checked: size against the naive image (1.46 GB with Debian's
+#     libtorch1.13 for TorchScript; for a .pt2, python3 + `pip install torch` CPU, see
+#     NAIVE_PT2_BYTES), no compiler and no torch Python package inside, non-root user,
+#     labels, refusal of a wrong model sha256;
 #  5. it runs with runc, the port published on 127.0.0.1, root file system read-only and
 #     all capabilities dropped (as the Kubernetes manifests ask); once ready, v2 and v1
 #     requests must give berth.load(...).predict's answers;
@@ -22,7 +25,13 @@ set -eu
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${BERTH_CACHE_DIR:-/var/tmp/berth-cache}
 max_ratio=${BERTH_IMAGE_MAX_RATIO:-0.45}
+max_ratio_pt2=${BERTH_IMAGE_MAX_RATIO_PT2:-0.45}
 naive_bytes=1460000000
+# The naive .pt2 image: debian:bookworm-slim + python3 + python3-pip (built and measured
+# in this run) + what `pip install --target DIR torch==2.13.0 numpy` writes with the CPU
+# wheel, 944,903,549 bytes (du -sb DIR, measured here 2026-12-03): the image a user who
+# pip-installs torch gets.
+pip_torch_bytes=944903549
 if [ -z "${PYTHON:-}" ]; then
     if [ -x "$repo/.venv/bin/python" ]; then PYTHON=$repo/.venv/bin/python; else PYTHON=/usr/bin/python3; fi
 fi
@@ -59,12 +68,14 @@ for deb in /var/cache/apt/archives/*.deb; do
     [ -e "$deb" ] && ln -f "$deb" "$cache/apt-archives/" 2>/dev/null || true
 done
 
-# 2. the build context, for the seed model, under the seed article's name
-PYTHONHASHSEED=0 "$PYTHON" "$repo/tests/image/seed_model.py" "$work/model.pt"
-"$PYTHON" -m berth deploy "$work/model.pt" --name my_model --out "$work/ctx" >"$work/deploy.out"
+# 2-6 for one model file: test_image MODEL NAIVE_BYTES MAX_RATIO
+test_image() {
+model=$1 naive_bytes=$2 max_ratio=$3
+rm -rf "$work/ctx"
+"$PYTHON" -m berth deploy "$model" --name my_model --out "$work/ctx" >"$work/deploy.out"
 image=$(sed -n 's/^  image: *//p' "$work/deploy.out")
 [ -n "$image" ] || fail "berth deploy printed no image: $(cat "$work/deploy.out")"
-sha=$(sha256sum "$work/model.pt" | cut -d' ' -f1)
+sha=$(sha256sum "$model" | cut -d' ' -f1)
 case "$image" in *latest*) fail "image tag is latest: $image" ;; esac
 [ "$image" = "my-model:$(echo "$sha" | cut -c1-12)" ] || fail "image $image is not tagged with the model's sha256 prefix"
 
@@ -119,7 +130,7 @@ pm run -d --name "$container" --runtime runc --ulimit nofile=1024:1024 --ulimit 
     --health-interval disable -e BERTH_NUM_THREADS=2 -p "127.0.0.1:$port:8080" "$image" \
     >/dev/null 2>"$work/run.err" || { cat "$work/run.err" >&2; fail "podman run failed"; }
 if ! "$PYTHON" "$repo/tests/image/check_server.py" --url "http://127.0.0.1:$port" \
-        --model "$work/model.pt" --name my-model --timeout 120; then
+        --model "$model" --name my-model --timeout 120; then
     pm logs "$container" >&2 || true
     cat "$work/run.err" >&2
     fail "the container did not serve correctly"
@@ -139,4 +150,24 @@ pm logs "$container" >"$work/server.log" 2>&1 || true
 [ "$code" = 0 ] || { cat "$work/server.log" >&2; fail "after SIGTERM the server exited with '$code', expected 0"; }
 [ "$stop_s" -le 25 ] || fail "the server took ${stop_s} s to stop after SIGTERM"
 say "SIGTERM: clean exit 0 after ${stop_s} s"
-say "passed: image $image, $((size / 1000000)) MB (ratio $ratio to the naive 1460 MB), built in ${build_s} s"
+pm rm -f -t 0 "$container" >/dev/null 2>&1 || true
+pm rmi -f "$image" >/dev/null 2>&1 || true
+say "passed: $(basename "$model") image $image, $((size / 1000000)) MB (ratio $ratio to the naive $((naive_bytes / 1000000)) MB), built in ${build_s} s"
+}
+
+# the seed model, under the seed article's name: TorchScript, then .pt2 where torch can export
+PYTHONHASHSEED=0 "$PYTHON" "$repo/tests/image/seed_model.py" "$work/model.pt"
+test_image "$work/model.pt" "$naive_bytes" "$max_ratio"
+if "$PYTHON" -c "import berth.pt2, sys; berth.pt2._torch()" 2>/dev/null; then
+    "$PYTHON" "$repo/tests/image/seed_model.py" "$work/model.pt2"
+    mkdir -p "$work/naive"
+    printf 'FROM debian:bookworm-slim\nRUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip && rm -rf /var/lib/apt/lists/*\n' >"$work/naive/Dockerfile"
+    pm build --format docker --pull=never --network host --layers=false \
+        --volume "$cache/apt-archives:/var/cache/apt/archives" -t naive-python "$work/naive" >"$work/naive.log" 2>&1 \
+        || { tail -n 20 "$work/naive.log" >&2; fail "building the naive python3 + pip image failed"; }
+    naive_pt2_bytes=$(( $(pm image inspect --format '{{.Size}}' naive-python) + pip_torch_bytes ))
+    pm rmi -f naive-python >/dev/null 2>&1 || true
+    test_image "$work/model.pt2" "$naive_pt2_bytes" "$max_ratio_pt2"
+else
+    say "this torch cannot export .pt2 packages: the .pt2 image is not tested here"
+fi

@@ -1,4 +1,5 @@
-"""The seed MLP (10 -> 128 -> 64 -> 1, ReLU) saved as a berth TorchScript model.
+"""The seed MLP (10 -> 128 -> 64 -> 1, ReLU) saved as a berth TorchScript model, or as a
+.pt2 package (berth.export) when the path ends in .pt2.
 
 Shared by the deploy tests, the reference output in deploy/ and the image test. The
 weights come from a fixed seed so the file, and so its sha256, is reproducible.
@@ -31,5 +32,14 @@ def save_seed_model(path, seed=0):
     return path
 
 
+def export_seed_model(path, seed=0):
+    """The seed MLP as a .pt2 package (torch.export + AOTInductor) with the same signature."""
+    import torch
+
+    import berth
+    return berth.export(seed_module(seed), torch.zeros(2, 10), str(path), input_names=["dense_input"],
+                        output_names=["output_0"])
+
+
 if __name__ == "__main__":
-    save_seed_model(sys.argv[1])
+    (export_seed_model if sys.argv[1].endswith(".pt2") else save_seed_model)(sys.argv[1])

@@ -329,13 +329,13 @@ function checkDockerfile(context) {
     const src = l.split(/\s+/).filter((w) => !w.startsWith("--"))[1];
     if (!fs.existsSync(path.join(context, src))) report("berth-rules", "Dockerfile", `COPY source ${src} is not in the context`);
   }
-  const modelPath = path.join(context, "model", "model.pt");
-  if (fs.existsSync(modelPath)) {
+  const modelPath = ["model.pt", "model.pt2"].map((f) => path.join(context, "model", f)).find((p) => fs.existsSync(p));
+  if (modelPath) {
     const sha = createHash("sha256").update(fs.readFileSync(modelPath)).digest("hex");
     if (!text.includes(`BERTH_MODEL_SHA256=${sha}`)) report("berth-rules", "Dockerfile", `BERTH_MODEL_SHA256 is not the model's sha256 ${sha}`);
     if (!text.includes(`dev.berth.model.sha256="${sha}"`)) report("berth-rules", "Dockerfile", "LABEL dev.berth.model.sha256 is not the model's sha256");
   } else {
-    report("berth-rules", "model/model.pt", "missing");
+    report("berth-rules", "model/model.pt (or model.pt2)", "missing");
   }
 }
 

@@ -27,6 +27,13 @@ from .writer import check_destination, write_tree
 __all__ = ["deploy", "main", "BuildContext"]
 
 
+def tmp_size(model):
+    """The writable /tmp a pod needs: a .pt2 is unpacked there at start (twice its size
+    leaves room for the unpacked copy and the loader's scratch), with 64 MiB beside."""
+    extra = 2 * model.size if model.format == "pt2" else 0
+    return f"{64 + -(-extra // (1 << 20))}Mi"
+
+
 @dataclass(frozen=True)
 class BuildContext:
     """What ``deploy`` wrote: the directory, the Kubernetes name, the image and files."""
@@ -64,7 +71,7 @@ def deploy(model_path, name, out=None, image=None, replicas=2, cpu="1", memory="
     check_destination(out, force)
     model = inspect_model(model_path)
     opts = DeployOptions(image=image_reference(image, k8s_name, model.sha256),
-                         version=model.sha256[:TAG_LENGTH], **opts_partial)
+                         version=model.sha256[:TAG_LENGTH], tmp_size=tmp_size(model), **opts_partial)
     files = build_files(opts, model)
     written = write_tree(out, files, force=force)
     return BuildContext(out=written, name=k8s_name, image=opts.image,

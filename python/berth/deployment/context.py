@@ -1,14 +1,14 @@
 """Assembling a build context: every file's bytes, decided before anything is written."""
 import hashlib
 
-from . import dockerfile, grafana, manifests
+from . import dockerfile, grafana, manifests, torch_bundle
 from .._version import __version__
 from .collect_runtime_libs import __file__ as _collector_path
 from .context_readme import render_readme
 from .source_tree import find_source_root, source_files
 from .yaml_text import dump
 
-MODEL_FILENAME = "model.pt"
+MODEL_FILENAMES = {"torchscript": "model.pt", "pt2": "model.pt2"}
 
 
 def k8s_documents(opts):
@@ -26,8 +26,9 @@ def k8s_documents(opts):
 
 
 def build_files(opts, model):
-    """{relative path: bytes} for the whole context."""
+    """{relative path: bytes, or a Path to copy} for the whole context."""
     version = __version__
+    model_filename = MODEL_FILENAMES[model.format]
     files = {}
     k8s = k8s_documents(opts)
     for filename, doc in k8s:
@@ -40,22 +41,30 @@ def build_files(opts, model):
         files["k8s/kserve/kustomization.yaml"] = dump(
             manifests.kustomization(["inferenceservice.yaml"], opts.namespace)).encode()
         kserve_files = ["kserve/inferenceservice.yaml"]
-    files["Dockerfile"] = dockerfile.render_dockerfile(
-        name=opts.name, model_filename=MODEL_FILENAME, model_sha256=model.sha256,
-        berth_version=version).encode()
-    files[".dockerignore"] = dockerfile.DOCKERIGNORE.encode()
-    with open(_collector_path, "rb") as handle:
-        files["build/collect_runtime_libs.py"] = handle.read()
+    if model.format == "pt2":
+        libraries, torch_version = torch_bundle.check_bundle(model.signature)
+        files["Dockerfile"] = dockerfile.render_prebuilt_dockerfile(
+            name=opts.name, model_filename=model_filename, model_sha256=model.sha256, berth_version=version,
+            torch_version=torch_version or "unknown").encode()
+        files[".dockerignore"] = dockerfile.PREBUILT_DOCKERIGNORE.encode()
+        files.update(torch_bundle.bundle_files(libraries))
+    else:
+        files["Dockerfile"] = dockerfile.render_dockerfile(
+            name=opts.name, model_filename=model_filename, model_sha256=model.sha256,
+            berth_version=version).encode()
+        files[".dockerignore"] = dockerfile.DOCKERIGNORE.encode()
+        with open(_collector_path, "rb") as handle:
+            files["build/collect_runtime_libs.py"] = handle.read()
+        for relative, full in source_files(find_source_root()):
+            with open(full, "rb") as handle:
+                files[f"berth-src/{relative}"] = handle.read()
     with open(model.path, "rb") as handle:
         model_bytes = handle.read()
     if hashlib.sha256(model_bytes).hexdigest() != model.sha256:
         raise RuntimeError(f"model_path: expected {model.path!r} to stay unchanged while "
                            "deploying, got different bytes on the second read")
-    files[f"model/{MODEL_FILENAME}"] = model_bytes
-    for relative, full in source_files(find_source_root()):
-        with open(full, "rb") as handle:
-            files[f"berth-src/{relative}"] = handle.read()
+    files[f"model/{model_filename}"] = model_bytes
     files["README.md"] = render_readme(
-        opts=opts, model=model, model_filename=MODEL_FILENAME, berth_version=version,
+        opts=opts, model=model, model_filename=model_filename, berth_version=version,
         k8s_files=names + ["kustomization.yaml"], kserve_files=kserve_files).encode()
     return files

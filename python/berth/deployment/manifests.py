@@ -109,7 +109,7 @@ def deployment(opts):
                     "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
                     "securityContext": _pod_security(),
                     "containers": [container(opts, opts.name)],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": opts.tmp_size}}],
                 },
             },
         },
@@ -192,7 +192,7 @@ def inference_service(opts):
             "automountServiceAccountToken": False,
             "securityContext": _pod_security(),
             "containers": [spec_container],
-            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": opts.tmp_size}}],
         }},
     }
 

@@ -2,8 +2,10 @@
 
 A TorchScript file (``torch.jit.save``) is a zip archive with one top-level folder
 holding ``data.pkl``, ``code/`` and, for berth models, ``extra/berth.json`` (the
-signature). Reading the zip's directory is enough to tell a TorchScript file from
-anything else, so ``berth deploy`` stays fast and needs no torch.
+signature). A torch.export / AOTInductor package (``.pt2``) is a zip archive in the same
+layout whose ``archive_format`` says ``pt2``; ``berth.export`` puts the signature in its
+metadata. Reading the zip's directory is enough to tell them apart, so ``berth deploy``
+stays fast and needs no torch.
 """
 import hashlib
 import json
@@ -21,6 +23,7 @@ class ModelFile:
     sha256: str
     size: int
     signature: dict
+    format: str = "torchscript"  # or "pt2"
 
 
 def sha256_of(path, chunk=1 << 20):
@@ -53,6 +56,9 @@ def inspect_model(path, argument="model_path"):
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         roots = {name.split("/", 1)[0] for name in names if "/" in name}
+        if any(f"{r}/archive_format" in names and archive.read(f"{r}/archive_format").startswith(b"pt2")
+               for r in roots):
+            return _inspect_pt2(path, argument)
         root = next((r for r in sorted(roots)
                      if f"{r}/data.pkl" in names
                      and any(n.startswith(f"{r}/code/") for n in names)), None)
@@ -100,3 +106,15 @@ def sample_request(signature):
         inputs.append({"name": spec.get("name", "input"), "shape": shape,
                        "datatype": datatype, "data": [zero] * count})
     return {"inputs": inputs}
+
+
+def _inspect_pt2(path, argument):
+    from ..pt2 import read_signature
+
+    signature = read_signature(path)
+    if not signature or not isinstance(signature.get("inputs"), list) or not signature["inputs"]:
+        raise ValueError(f"{argument}: expected a .pt2 package with berth's signature (export it with "
+                         f"berth.export(module, example_inputs, path) or model.save('model.pt2')), got a package "
+                         f"without one: {path!r}")
+    return ModelFile(path=path, sha256=sha256_of(path), size=os.path.getsize(path), signature=signature,
+                     format="pt2")

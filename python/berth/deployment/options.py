@@ -37,6 +37,7 @@ class DeployOptions:
     kserve: bool
     service_monitor: bool
     grafana: bool
+    tmp_size: str = "64Mi"  # the writable /tmp (emptyDir): a .pt2 is unpacked there
 
 
 def split_image(image):

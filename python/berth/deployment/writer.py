@@ -24,7 +24,8 @@ def check_destination(out, force, argument="out"):
 
 
 def write_tree(out, files, force=False):
-    """Write ``files`` ({relative posix path: bytes}) as directory ``out``, atomically."""
+    """Write ``files`` ({relative posix path: bytes, a Path to copy from, or a function
+    that writes the file at the path it is given}) as directory ``out``, atomically."""
     out = Path(out).absolute()
     check_destination(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -33,8 +34,13 @@ def write_tree(out, files, force=False):
         for relative in sorted(files):
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "wb") as handle:
-                handle.write(files[relative])
+            if isinstance(files[relative], os.PathLike):  # big files (libtorch) are copied
+                shutil.copyfile(files[relative], target)
+            elif callable(files[relative]):
+                files[relative](target)
+            else:
+                with open(target, "wb") as handle:
+                    handle.write(files[relative])
             os.chmod(target, 0o644)
         for dirpath, _dirs, _files in os.walk(staging):
             os.chmod(dirpath, 0o755)

@@ -114,6 +114,22 @@ def check_arguments(args):
                                f"expected {expected}", EXIT_USAGE)
 
 
+def check_compiled_for(model, libtorch):
+    """A .pt2 runs only on the libtorch it was compiled for: refuse another at start.
+
+    >>> class M: format = "pt2"; metadata = {"torch_version": "2.12.0"}; path = "m.pt2"
+    >>> check_compiled_for(M(), "2.13.0+cpu")
+    Traceback (most recent call last):
+    ...
+    berth.serving.cli.StartupError: refusing to start: m.pt2 was compiled by torch 2.12.0, but this server runs libtorch 2.13.0+cpu; export it again with torch 2.13.0, or serve it where torch 2.12.0 is installed
+    """
+    want = model.metadata.get("torch_version") if model.format == "pt2" else None
+    if want and libtorch and want.split("+")[0] != libtorch.split("+")[0]:
+        raise StartupError(f"refusing to start: {model.path} was compiled by torch {want}, but this server runs "
+                           f"libtorch {libtorch}; export it again with torch {libtorch.split('+')[0]}, or serve it "
+                           f"where torch {want.split('+')[0]} is installed", EXIT_LOAD)
+
+
 def read_text(path, what):
     """Contents of a small text file, or StartupError naming the flag."""
     try:
@@ -150,6 +166,7 @@ def start(args):
         raise StartupError(str(e), EXIT_LOAD) from None
     if unoptimized:
         log(f"warning: serving the model unoptimized: {unoptimized}")
+    check_compiled_for(model, _core.torch_version())
     name = args.name or model_name_from_path(args.model)
     try:
         service = _core.Service(model, name, max_batch_size=args.max_batch_size,
@@ -241,7 +258,8 @@ def main(argv):
             + (f"on (max {args.max_batch_size} rows, {args.max_delay_ms:g} ms)"
                if service.batching else "off")
             + f", {args.workers} worker(s)"
-            + ("; optimized for inference" if model.optimized else "")
+            + ("; AOTInductor package" if model.format == "pt2"
+               else "; optimized for inference" if model.optimized else "")
             + f"; listening on {scheme}://{args.host}:{server.port}"
             + ("; bearer token required" if args.auth_token_file else ""))
         if not stop.is_set():
