@@ -22,12 +22,12 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <new>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -291,6 +291,53 @@ std::string json_string(const std::string &s) {
 
 // --- a .pt2's signature from its generated input checks ------------------------------------
 
+// A tiny scanner over the generated C++ (std::regex is slow here and trips GCC 12's
+// -Wmaybe-uninitialized under ASan).
+struct Scan {
+    const std::string &s;
+    size_t at;
+    bool lit(const char *text) {
+        size_t n = std::strlen(text);
+        if (s.compare(at, n, text) != 0) return false;
+        at += n;
+        return true;
+    }
+    bool integer(long long &out) {
+        size_t start = at;
+        if (at < s.size() && s[at] == '-') ++at;
+        size_t digits = at;
+        while (at < s.size() && s[at] >= '0' && s[at] <= '9') ++at;
+        if (at == digits || at - digits > 18) { at = start; return false; }
+        out = std::stoll(s.substr(start, at - start));
+        return true;
+    }
+    std::string ident() {
+        size_t start = at;
+        while (at < s.size() && (std::isalnum(static_cast<unsigned char>(s[at])) || s[at] == '_')) ++at;
+        return s.substr(start, at - start);
+    }
+    // NAME_size[D] (or _stride): the dimension D, or -1.
+    long long dim(const char *suffix) {
+        std::string name = ident();
+        size_t n = std::strlen(suffix);
+        long long d;
+        if (name.size() <= n || name.compare(name.size() - n, n, suffix) != 0 || !lit("[") || !integer(d) || !lit("]"))
+            return -1;
+        return d;
+    }
+};
+
+// The largest I + 1 over "PREFIXI]" in source (inputs_info_[I], outputs_info_[I]).
+size_t count_indexed(const std::string &source, const char *prefix) {
+    size_t count = 0;
+    for (size_t at = source.find(prefix); at != std::string::npos; at = source.find(prefix, at + 1)) {
+        Scan scan{source, at + std::strlen(prefix)};
+        long long i;
+        if (scan.integer(i) && i >= 0 && static_cast<size_t>(i) >= count) count = static_cast<size_t>(i) + 1;
+    }
+    return count;
+}
+
 // AOTInductor generates, for each input i, a check_input_i() that states the dtype it
 // was compiled for, each static extent and the range of each dynamic one (they run only
 // with AOTI_RUNTIME_CHECK_INPUTS=1). berth reads them from the package's wrapper source,
@@ -308,45 +355,43 @@ std::string signature_from_wrapper(caffe2::serialize::PyTorchStreamReader &reade
         }
     }
     if (source.empty()) return "";
-    auto indexed = [&](const char *pattern) {
-        std::map<size_t, std::string> names;
-        std::regex re(pattern);
-        for (std::sregex_iterator it(source.begin(), source.end(), re), end; it != end; ++it)
-            names[std::stoul((*it)[1])] = (*it)[2];
-        return names;
-    };
-    auto inputs = indexed(R"re(inputs_info_\[(\d+)\]\.name = "([^"]*)")re");
-    auto outputs = indexed(R"re(outputs_info_\[(\d+)\]\.name = "([^"]*)")re");
-    const std::regex dtype_re(R"re(_expected_dtype = aoti_torch_dtype_(\w+)\(\))re");
-    const std::regex fixed_re(R"re(if \((-?\d+) != \w+_size\[(\d+)\]\))re");
-    const std::regex min_re(R"re(if \(\w+_size\[(\d+)\] < (-?\d+)\))re");
-    const std::regex max_re(R"re(if \(\w+_size\[(\d+)\] > (-?\d+)\))re");
-    const std::regex dim_re(R"re(\w+_(?:size|stride)\[(\d+)\])re");
+    size_t n_inputs = count_indexed(source, "inputs_info_["), n_outputs = count_indexed(source, "outputs_info_[");
     std::string json = "{\"inputs\": [";
-    for (size_t i = 0; i < inputs.size(); ++i) {
-        if (!inputs.count(i)) return "";
+    for (size_t i = 0; i < n_inputs; ++i) {
         std::string head = "static void check_input_" + std::to_string(i) + "(";
         size_t from = source.find(head);
         if (from == std::string::npos) return "";
         size_t to = source.find("\n}\n", from);
         std::string body = source.substr(from, to == std::string::npos ? std::string::npos : to - from);
-        std::smatch m;
-        std::string dtype = std::regex_search(body, m, dtype_re) ? m[1].str() : "";
-        int rank = 0;
-        for (std::sregex_iterator it(body.begin(), body.end(), dim_re), end; it != end; ++it)
-            rank = std::max(rank, std::stoi((*it)[1]) + 1);
+        std::string dtype;
+        size_t at = body.find("_expected_dtype = aoti_torch_dtype_");
+        if (at != std::string::npos) {
+            Scan scan{body, at + std::strlen("_expected_dtype = aoti_torch_dtype_")};
+            dtype = scan.ident();
+        }
+        long long rank = 0;
+        for (const char *kind : {"_size[", "_stride["})
+            for (size_t p = body.find(kind); p != std::string::npos; p = body.find(kind, p + 1)) {
+                Scan scan{body, p + std::strlen(kind)};
+                long long d;
+                if (scan.integer(d) && d >= 0 && d < 64) rank = std::max(rank, d + 1);
+            }
         std::vector<long long> shape(rank, -1), lo(rank, -1), hi(rank, -1);
-        for (std::sregex_iterator it(body.begin(), body.end(), fixed_re), end; it != end; ++it)
-            shape[std::stoi((*it)[2])] = std::stoll((*it)[1]);
-        for (std::sregex_iterator it(body.begin(), body.end(), min_re), end; it != end; ++it)
-            lo[std::stoi((*it)[1])] = std::stoll((*it)[2]);
-        for (std::sregex_iterator it(body.begin(), body.end(), max_re), end; it != end; ++it)
-            hi[std::stoi((*it)[1])] = std::stoll((*it)[2]);
+        for (size_t p = body.find("if ("); p != std::string::npos; p = body.find("if (", p + 1)) {
+            Scan scan{body, p + 4};
+            long long value, d;
+            if (scan.integer(value)) {  // if (10 != x_size[1])
+                if (scan.lit(" != ") && (d = scan.dim("_size")) >= 0 && d < rank) shape[d] = value;
+            } else if ((d = scan.dim("_size")) >= 0 && d < rank) {  // if (x_size[0] < 2)
+                bool below = scan.lit(" < "), above = !below && scan.lit(" > ");
+                if ((below || above) && scan.integer(value)) (below ? lo : hi)[d] = value;
+            }
+        }
         json += (i ? ", " : "") + std::string("{\"name\": \"input_") + std::to_string(i) + "\"" +
                 ", \"dtype\": " + (dtype.empty() ? "null" : json_string(dtype)) + ", \"shape\": [";
-        for (int d = 0; d < rank; ++d) json += (d ? ", " : "") + std::to_string(shape[d]);
+        for (long long d = 0; d < rank; ++d) json += (d ? ", " : "") + std::to_string(shape[d]);
         json += "], \"ranges\": [";
-        for (int d = 0; d < rank; ++d) {
+        for (long long d = 0; d < rank; ++d) {
             json += d ? ", " : "";
             if (shape[d] >= 0) json += "null";
             else json += "[" + std::to_string(lo[d] < 0 ? 0 : lo[d]) + ", " + (hi[d] < 0 ? "null" : std::to_string(hi[d])) + "]";
@@ -354,11 +399,10 @@ std::string signature_from_wrapper(caffe2::serialize::PyTorchStreamReader &reade
         json += "]}";
     }
     json += "], \"outputs\": [";
-    for (size_t i = 0; i < outputs.size(); ++i)
+    for (size_t i = 0; i < n_outputs; ++i)
         json += (i ? ", " : "") + std::string("{\"name\": \"output_") + std::to_string(i) + "\"}";
     return json + "]}";
 }
-
 #endif  // BERTH_HAVE_AOTI
 
 // --- loading ------------------------------------------------------------------------------
