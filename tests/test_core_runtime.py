@@ -110,3 +110,13 @@ def test_the_sanitizer_build_is_the_one_under_test(seed_model_path):
     maps = open("/proc/self/maps").read()
     assert "/build/asan/berth/" in berth._core.__file__
     assert "libasan" in maps and "/build/asan/berth/libberth_torch.so" in maps
+
+
+def test_gc_sees_the_subclass_type_once(seed_model_path):
+    # berth.Model is a heap type over the static _core.Model: CPython's subtype_traverse
+    # visits the heap type; the static base's traverse must not visit it again.
+    import gc
+    from berth import _core
+    m = berth.load(seed_model_path)
+    assert gc.get_referents(m) == [type(m)]
+    assert gc.get_referents(_core.Model(seed_model_path)) == []

@@ -58,8 +58,13 @@ static void Model_dealloc(bt_ModelObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Model holds no Python references. Its type is static, so instances do not visit it: a
+ * Python subclass (berth.Model) is a heap type whose subtype_traverse visits the type
+ * itself before calling this (visiting it here too counted it twice). */
 static int Model_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
+    (void)self;
+    (void)visit;
+    (void)arg;
     return 0;
 }
 
