@@ -1102,11 +1102,11 @@ static void append_elem(bt_buf *b, const char *p, DLDataType dt)
 static int check_output(const bt_output *o, bt_error *err)
 {
     if (!bt_codec_datatype_name(o->tensor->dtype))
-        return bt_error_set(err, BT_ERR_INFERENCE,
+        return bt_error_set(err, BT_ERR_MODEL,
                             "output '%.64s' has dtype %s, which the protocol cannot carry",
                             o->name, bt_dtype_name(o->tensor->dtype.code, o->tensor->dtype.bits));
     if (o->tensor->ndim > BT_CODEC_MAX_NDIM)
-        return bt_error_set(err, BT_ERR_INFERENCE, "output '%.64s' has too many dimensions",
+        return bt_error_set(err, BT_ERR_MODEL, "output '%.64s' has too many dimensions",
                             o->name);
     return 0;
 }
@@ -1206,14 +1206,14 @@ static int64_t nested_lists(const DLTensor *t)
 int bt_codec_encode_v1(bt_buf *out, const bt_output *outputs, size_t n, bt_error *err)
 {
     if (n == 0)
-        return bt_error_set(err, BT_ERR_INFERENCE, "the model returned no outputs");
+        return bt_error_set(err, BT_ERR_MODEL, "the model returned no outputs");
     for (size_t i = 0; i < n; i++) {
         if (check_output(&outputs[i], err) != 0)
             return -1;
         const DLTensor *t = outputs[i].tensor;
         if (t->ndim < 1 || t->shape[0] != outputs[0].tensor->shape[0] ||
             outputs[0].tensor->ndim < 1)
-            return bt_error_set(err, BT_ERR_INFERENCE,
+            return bt_error_set(err, BT_ERR_MODEL,
                                 "output '%.64s' has no leading dimension matching the instances",
                                 outputs[i].name);
         /* Each level of nesting takes at most one list per number, so only zero-sized
@@ -1222,7 +1222,7 @@ int bt_codec_encode_v1(bt_buf *out, const bt_output *outputs, size_t n, bt_error
         if (lists > BT_CODEC_MAX_V1_EMPTY_LISTS &&
             (lists - BT_CODEC_MAX_V1_EMPTY_LISTS) / levels > bt_numel(t)) {
             char shape[256];
-            return bt_error_set(err, BT_ERR_INFERENCE,
+            return bt_error_set(err, BT_ERR_VALUE, /* the client can ask through v2 */
                                 "output '%.64s' of shape %s holds %lld numbers but would take "
                                 "%s%lld nested JSON lists; ask for it through the v2 protocol, "
                                 "which sends it flat",

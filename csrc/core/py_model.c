@@ -87,7 +87,7 @@ static PyObject *input_names(const bt_model *m) {
 /* Raises InferenceError naming the inputs given, for a forward that failed without a
  * signature check (models saved without berth.json). */
 static PyObject *raise_forward_error(const bt_model *m, PyObject *const *args, Py_ssize_t nargs, const bt_error *err) {
-    if (err->kind != BT_ERR_INFERENCE) return bt_py_raise(err);
+    if (err->kind != BT_ERR_INFERENCE && err->kind != BT_ERR_MODEL) return bt_py_raise(err);
     char given[768] = "";
     size_t used = 0;
     for (Py_ssize_t i = 0; i < nargs && used < sizeof given; ++i) {
