@@ -142,7 +142,22 @@ static const dtype_entry DTYPES[] = {
     {"FP16", kDLFloat, 16},     {"FP32", kDLFloat, 32}, {"FP64", kDLFloat, 64},
 };
 #define N_DTYPES (sizeof DTYPES / sizeof DTYPES[0])
-#define SUPPORTED_DATATYPES "BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, FP32, FP64"
+#define SUPPORTED_DATATYPES                                                                \
+    "BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BF16 (binary data only)"
+
+/* BF16 travels only on the wire: the shim's dtype table has no bfloat16, so a BF16 input
+ * becomes float32 (exact: bfloat16 is float32's upper half) before it meets the model. */
+#define BF16_NAME "BF16"
+
+static void bf16_to_float32(const char *src, float *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, 2);
+        uint32_t x = (uint32_t)h << 16;
+        memcpy(&dst[i], &x, 4);
+    }
+}
 
 const char *bt_codec_datatype_name(DLDataType dtype)
 {
@@ -639,7 +654,12 @@ static int parse_v2_input(const cJSON *in, size_t i, const char *bin, size_t bin
     if (!bt_json_utf8_valid(jdt->valuestring))
         return bt_error_set(err, BT_ERR_VALUE, "%s: 'datatype' is not valid UTF-8", what);
     DLDataType dt;
-    if (bt_codec_datatype_parse(jdt->valuestring, &dt, err) != 0) {
+    int bf16 = strcmp(jdt->valuestring, BF16_NAME) == 0;
+    if (bf16) {
+        dt.code = kDLFloat;
+        dt.bits = 32;
+        dt.lanes = 1;
+    } else if (bt_codec_datatype_parse(jdt->valuestring, &dt, err) != 0) {
         char msg[sizeof err->message];
         snprintf(msg, sizeof msg, "%s", err->message);
         return bt_error_set(err, BT_ERR_TYPE, "%s: %s", what, msg);
@@ -667,7 +687,7 @@ static int parse_v2_input(const cJSON *in, size_t i, const char *bin, size_t bin
         if (__builtin_mul_overflow(numel, shape[d], &numel))
             overflow = 1;
     }
-    size_t esize = dt.bits / 8u;
+    size_t esize = bf16 ? 2u : dt.bits / 8u; /* bytes per element on the wire */
 
     if (get_key(in, "data", where, &data, err) != 0 ||
         get_key(in, "parameters", where, &iparams, err) != 0)
@@ -712,13 +732,20 @@ static int parse_v2_input(const cJSON *in, size_t i, const char *bin, size_t bin
         t = bt_tensor_new(dt, (int)ndim, shape, err);
         if (!t)
             return -1;
-        if (size)
+        if (bf16)
+            bf16_to_float32(bin + *bin_off, t->dl_tensor.data, (size_t)numel);
+        else if (size)
             memcpy(t->dl_tensor.data, bin + *bin_off, (size_t)size);
         *bin_off += (size_t)size;
     } else {
         if (!data)
             return bt_error_set(err, BT_ERR_VALUE,
                                 "%s has no 'data' (and no parameters.binary_data_size)", what);
+        if (bf16)
+            return bt_error_set(err, BT_ERR_TYPE,
+                                "%s: BF16 data must come as binary tensor data "
+                                "(parameters.binary_data_size), not in 'data'",
+                                what);
         /* count and check every leaf before anything is sized from the declared shape */
         leaf_rule rule;
         leaf_rule_init(&rule, dt, what);
