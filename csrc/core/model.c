@@ -128,7 +128,12 @@ static int parse_metadata(bt_model *m, bt_error *err) {
         for (const cJSON *v = inputs->child; v && rc == 0; v = v->next, ++i)
             rc = parse_spec(v, "inputs", i, &m->inputs[i], m->path, err);
     }
-    if (rc == 0 && outputs && cJSON_IsArray(outputs) && bt_json_size(outputs) <= BT_MAX_OUTPUTS) {
+    if (rc == 0 && outputs && cJSON_IsArray(outputs) && bt_json_size(outputs) > BT_MAX_OUTPUTS) {
+        rc = bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s' lists %zu outputs; berth serves at most %d",
+                          m->path, bt_json_size(outputs), BT_MAX_OUTPUTS);
+        goto done;
+    }
+    if (rc == 0 && outputs && cJSON_IsArray(outputs)) {
         size_t n = bt_json_size(outputs);
         m->outputs = calloc(n ? n : 1, sizeof(bt_spec));
         if (!m->outputs) { rc = bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory"); goto done; }
