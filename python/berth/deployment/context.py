@@ -5,6 +5,7 @@ from . import dockerfile, grafana, manifests
 from .._version import __version__
 from .collect_runtime_libs import __file__ as _collector_path
 from .context_readme import render_readme
+from .model_file import sample_request_file
 from .source_tree import find_source_root, source_files
 from .yaml_text import dump
 
@@ -46,8 +47,11 @@ def build_files(opts, model):
     files[".dockerignore"] = dockerfile.DOCKERIGNORE.encode()
     with open(_collector_path, "rb") as handle:
         files["build/collect_runtime_libs.py"] = handle.read()
-    with open(model.path, "rb") as handle:
-        model_bytes = handle.read()
+    if model.data is not None:  # a copy with an embedded signature
+        model_bytes = model.data
+    else:
+        with open(model.path, "rb") as handle:
+            model_bytes = handle.read()
     if hashlib.sha256(model_bytes).hexdigest() != model.sha256:
         raise RuntimeError(f"model_path: expected {model.path!r} to stay unchanged while "
                            "deploying, got different bytes on the second read")
@@ -55,7 +59,12 @@ def build_files(opts, model):
     for relative, full in source_files(find_source_root()):
         with open(full, "rb") as handle:
             files[f"berth-src/{relative}"] = handle.read()
+    sample = None
+    if model.signature is not None:
+        sample = sample_request_file(model.signature)
+        files[sample[0]] = sample[1]
     files["README.md"] = render_readme(
         opts=opts, model=model, model_filename=MODEL_FILENAME, berth_version=version,
-        k8s_files=names + ["kustomization.yaml"], kserve_files=kserve_files).encode()
+        k8s_files=names + ["kustomization.yaml"], kserve_files=kserve_files,
+        sample=sample).encode()
     return files
