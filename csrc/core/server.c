@@ -739,7 +739,8 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
         return finish_sync(svc, ep, start, req, resp);
     case EP_SERVER_META:
         bt_buf_puts(&resp->body, "{\"name\":\"berth\",\"version\":\"" BERTH_SERVER_VERSION
-                                 "\",\"extensions\":[\"binary_tensor_data\"]}");
+                                 "\",\"extensions\":[\"binary_tensor_data\","
+                                 "\"model_configuration\",\"statistics\"]}");
         return finish_sync(svc, ep, start, req, resp);
     case EP_MODEL_META:
         model_metadata(svc, &resp->body);
