@@ -291,6 +291,7 @@ void bt_service_set_failed(bt_service *svc, const char *message)
     snprintf(svc->failure, sizeof svc->failure, "%s", message);
     atomic_store(&svc->state, STATE_FAILED); /* after the message: readers load state first */
 }
+
 int bt_service_batching(const bt_service *svc) { return bt_batcher_is_batching(svc->batcher); }
 bt_batcher *bt_service_batcher(bt_service *svc) { return svc->batcher; }
 int64_t bt_service_pending(const bt_service *svc) { return atomic_load(&svc->pending); }
