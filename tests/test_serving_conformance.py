@@ -155,3 +155,69 @@ def test_content_codings_on_the_wire(server):
     status, _, out = server.request("POST", "/v2/models/two/infer", bomb,
                                     {"Content-Type": "application/json", "Content-Encoding": "gzip"})
     assert status == 413 and "inflates to more than the limit" in json.loads(out)["error"]
+
+
+def _serve_in_thread(make_server):
+    """Starts an HTTP server on a free port in a daemon thread; returns (port, stop)."""
+    server = make_server()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server.server_port, server.shutdown
+
+
+@pytest.fixture(scope="module", params=["flask", "fastapi"])
+def adapter_url(request, models_dir):
+    """The same model behind a Flask blueprint (werkzeug) or a FastAPI router (uvicorn)."""
+    import time
+
+    import torch
+
+    class Two(torch.nn.Module):
+        def forward(self, x):
+            return x * 2, x + 1
+
+    path = save_script(Two(), models_dir / "two_adapter.pt", META)
+    from berth.serving import fastapi_router, flask_blueprint
+    if request.param == "flask":
+        from flask import Flask
+        from werkzeug.serving import make_server
+        app = Flask("conformance")
+        app.register_blueprint(flask_blueprint(path, name="two"))
+        port, stop = _serve_in_thread(lambda: make_server("127.0.0.1", 0, app, threaded=True))
+        yield f"127.0.0.1:{port}"
+        stop()
+    else:
+        import uvicorn
+        from fastapi import FastAPI
+        app = FastAPI()
+        app.include_router(fastapi_router(path, name="two"))
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"127.0.0.1:{port}"
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_tritonclient_against_the_adapters(adapter_url):
+    c = httpclient.InferenceServerClient(url=adapter_url)
+    try:
+        assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("two")
+        assert c.get_model_metadata("two")["name"] == "two"
+        assert c.get_model_config("two")["input"][0]["data_type"] == "TYPE_FP32"
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        for binary in (True, False):
+            result = c.infer("two", [make_input(x, binary)],
+                             outputs=[httpclient.InferRequestedOutput("plus", binary_data=binary)],
+                             request_compression_algorithm="gzip",
+                             response_compression_algorithm="gzip")
+            np.testing.assert_array_equal(result.as_numpy("plus"), x + 1)
+        stats = c.get_inference_statistics("two")["model_stats"][0]
+        assert stats["inference_count"] == 4 and stats["inference_stats"]["success"]["count"] == 2
+    finally:
+        c.close()
