@@ -1147,7 +1147,7 @@ int bt_codec_encode_v2(bt_buf *out, const char *model_name, const char *id,
     size_t start = out->len;
     bt_buf_puts(out, "{\"model_name\":");
     bt_buf_json_string(out, model_name);
-    bt_buf_puts(out, ",\"model_version\":\"1\"");
+    bt_buf_puts(out, ",\"model_version\":\"" BT_MODEL_VERSION "\"");
     if (id) {
         bt_buf_puts(out, ",\"id\":");
         bt_buf_json_string(out, id);

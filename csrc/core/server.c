@@ -51,9 +51,6 @@ static const char *const EP_NAMES[N_EP] = {
     "infer",       "v1_metadata",  "v1_predict",      "metrics",        "model_config",
     "statistics",  "other"};
 
-/* The one version a model has. */
-#define MODEL_VERSION "1"
-
 #define N_CODES 600
 
 enum { STATE_STARTING = 0, STATE_READY = 1, STATE_DRAINING = 2, STATE_FAILED = 3 };
@@ -515,7 +512,8 @@ static void model_metadata(bt_service *svc, bt_buf *b)
     char scratch[32];
     bt_buf_puts(b, "{\"name\":");
     bt_buf_json_string(b, svc->name);
-    bt_buf_puts(b, ",\"versions\":[\"1\"],\"platform\":\"pytorch_torchscript\",\"inputs\":[");
+    bt_buf_puts(b, ",\"versions\":[\"" BT_MODEL_VERSION "\"],\"platform\":\"pytorch_torchscript\","
+                   "\"inputs\":[");
     for (size_t i = 0; i < m->n_inputs; i++) {
         if (i)
             bt_buf_puts(b, ",");
@@ -576,7 +574,7 @@ static void model_config(bt_service *svc, bt_buf *b)
     if (batching)
         bt_buf_printf(b, ",\"dynamic_batching\":{\"max_queue_delay_microseconds\":%.0f}",
                       svc->bp.max_delay_ms * 1000.0);
-    bt_buf_puts(b, ",\"version_policy\":{\"specific\":{\"versions\":[" MODEL_VERSION "]}}}");
+    bt_buf_puts(b, ",\"version_policy\":{\"specific\":{\"versions\":[" BT_MODEL_VERSION "]}}}");
 }
 
 static const char *ready_reason(const bt_service *svc)
@@ -708,9 +706,10 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
                    (int)(name_len > 200 ? 200 : name_len), name, svc->name);
         return finish_sync(svc, ep, start, req, resp);
     }
-    if (version && (version_len != strlen(MODEL_VERSION) ||
-                    memcmp(version, MODEL_VERSION, version_len) != 0)) {
-        set_errorf(resp, 404, "model '%s' has no version '%.*s': its only version is " MODEL_VERSION,
+    if (version && (version_len != strlen(BT_MODEL_VERSION) ||
+                    memcmp(version, BT_MODEL_VERSION, version_len) != 0)) {
+        set_errorf(resp, 404,
+                   "model '%s' has no version '%.*s': its only version is " BT_MODEL_VERSION,
                    svc->name, (int)(version_len > 64 ? 64 : version_len), version);
         return finish_sync(svc, ep, start, req, resp);
     }
@@ -735,7 +734,8 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
         return finish_sync(svc, ep, start, req, resp);
     case EP_STATS: /* this server's one model, asked for by name or not */
         bt_buf_puts(&resp->body, "{\"model_stats\":[");
-        bt_stats_json(&resp->body, bt_batcher_infer_stats(svc->batcher), svc->name, MODEL_VERSION);
+        bt_stats_json(&resp->body, bt_batcher_infer_stats(svc->batcher), svc->name,
+                      BT_MODEL_VERSION);
         bt_buf_puts(&resp->body, "]}");
         return finish_sync(svc, ep, start, req, resp);
     case EP_SERVER_META:
