@@ -175,6 +175,11 @@ def test_two_models_in_one_app_each_answer_their_own(two_model_app):
     assert json.loads(send(client, "GET", "/v2/health/live")[2]) == {"live": True}
     names = [m["name"] for m in json.loads(send(client, "GET", "/v2/models/stats")[2])["model_stats"]]
     assert names == ["seed", "double"]
+    status, headers, body = send(client, "GET", "/v2/models/stats", headers={"Accept-Encoding": "gzip"})
+    if headers.get("Content-Encoding") == "gzip" and body[:2] == b"\x1f\x8b":
+        import gzip
+        body = gzip.decompress(body)
+    assert status == 200 and len(json.loads(body)["model_stats"]) == 2
     assert send(client, "GET", "/v2/health/ready")[0] == 200
     services[1].set_ready(False)  # the second model drains: the app is not ready
     status, _, body = send(client, "GET", "/v2/health/ready")

@@ -8,11 +8,16 @@ bytes come back unchanged. The endpoints are the same as ``python -m berth serve
     app.include_router(fastapi_router("model.pt"))       # FastAPI
     app.register_blueprint(flask_blueprint("model.pt"))  # Flask
 
+Several models in one app: one router or blueprint per model. Each answers only its own
+model's paths; the shared ones (``SHARED_PATHS``) answer for all the app's models, and a
+name none of them serves gets a 404 that lists the names served.
+
 >>> service_for(42)
 Traceback (most recent call last):
 ...
 TypeError: expected a model file path or a berth.Model, got int
 """
+import json
 import os
 import warnings
 
@@ -60,9 +65,9 @@ def shared_answer(served, method, path, body, headers):
     if path == "/v2/health/ready":
         answers = [_handle(s.service, method, path, body, headers) for s in served]
         return next((a for a in answers if a[0] != 200), answers[0])
-    if path == "/v2/models/stats":
-        import json
-        answers = [_handle(s.service, method, path, body, headers) for s in served]
+    if path == "/v2/models/stats":  # read back and merged: asked for uncompressed
+        answers = [_handle(s.service, method, path, body, headers, compress=False)
+                   for s in served]
         bad = next((a for a in answers if a[0] != 200), None)
         if bad:
             return bad
@@ -74,7 +79,6 @@ def shared_answer(served, method, path, body, headers):
 
 def not_found(served, path):
     """404 for a model name no router or blueprint of the app serves."""
-    import json
     names = ", ".join(f"'{s.name}'" for s in served)
     message = f"model '{name_in_path(path)}' not found: this app serves {names}"
     return 404, [("Content-Type", "application/json")], json.dumps({"error": message}).encode()
@@ -113,18 +117,18 @@ def model_name(path, name=None):
     return name or os.path.splitext(os.path.basename(path))[0] or "model"
 
 
-def _handle(service, method, path, body, headers):
+def _handle(service, method, path, body, headers, compress=True):
     return service.handle(method, path, body, headers.get("content-type"),
                           headers.get("authorization"),
                           headers.get("inference-header-content-length"),
-                          headers.get("content-encoding"), headers.get("accept-encoding"))
+                          headers.get("content-encoding"),
+                          headers.get("accept-encoding") if compress else None)
 
 
 def _served(model, name, options):
     import berth
-    path = model.path if isinstance(model, berth.Model) else os.fsdecode(model) \
-        if isinstance(model, (str, bytes, os.PathLike)) else None
-    service = service_for(model, name, **options)
+    service = service_for(model, name, **options)  # refuses anything but a path or a Model
+    path = model.path if isinstance(model, berth.Model) else os.fsdecode(model)
     return Served(model_name(path, name), service)
 
 
