@@ -187,3 +187,17 @@ def test_bf16_through_the_binary_extension_reaches_a_float32_model(seed):
     status, _, out = call(seed, "POST", "/v2/models/seed/infer", json.dumps(
         {"inputs": [dict(ROW, datatype="BF16")]}).encode())
     assert status == 400 and "BF16 data must come as binary tensor data" in json.loads(out)["error"]
+
+
+def test_garbage_and_cut_compressed_bodies_are_400s(seed):
+    rng = np.random.default_rng(7)
+    good = gzip.compress(infer_body(3))
+    bodies = [rng.integers(0, 256, int(n), dtype=np.uint8).tobytes()
+              for n in rng.integers(0, 300, 100)]
+    bodies += [good[:k] for k in range(0, len(good), max(1, len(good) // 50))]
+    bodies += [good + b"trailing", zlib.compress(b"{") + b"\x00"]
+    for i, body in enumerate(bodies):
+        coding = "gzip" if i % 2 == 0 or body[:2] == b"\x1f\x8b" else "deflate"
+        status, _, out = call(seed, "POST", "/v2/models/seed/infer", body, content_encoding=coding)
+        assert status == 400, (i, status, out)
+        assert "error" in json.loads(out)
