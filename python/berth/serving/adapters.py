@@ -132,6 +132,30 @@ def _served(model, name, options):
     return Served(model_name(path, name), service)
 
 
+def fastapi_served(app, own):
+    """The berth models of a FastAPI/Starlette app, in the order their routers were
+    included (own alone when none is found): each berth route's endpoint carries its
+    model. Walks included routers and mounts, as FastAPI keeps them (flattened copies in
+    older releases, the included router itself in newer ones)."""
+    found, seen = [], set()
+
+    def walk(routes):
+        for route in routes:
+            if id(route) in seen:
+                continue
+            seen.add(id(route))
+            served = getattr(getattr(route, "endpoint", None), "berth_served", None)
+            if served is not None and served not in found:
+                found.append(served)
+            for attr in ("original_router", "app"):
+                inner = getattr(route, attr, None)
+                if inner is not None and isinstance(getattr(inner, "routes", None), list):
+                    walk(inner.routes)
+
+    walk(getattr(app, "routes", []))
+    return found or [own]
+
+
 def fastapi_router(model, name=None, **options):
     """An ``APIRouter`` serving ``model`` (path or berth.Model); see the module docstring.
 
@@ -142,30 +166,12 @@ def fastapi_router(model, name=None, **options):
     never blocks. ``router.berth_service`` is the underlying service (``metrics()``,
     ``stats()``).
     """
-    from contextlib import asynccontextmanager
-
     from fastapi import APIRouter
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import Response
 
     own = _served(model, name, options)
-
-    @asynccontextmanager
-    async def lifespan(app):
-        # The app learns its models when it starts: the shared paths answer for all, and
-        # one route after every router's own answers 404 for names none of them serves.
-        if not hasattr(app.state, "berth_served"):
-            app.state.berth_served = []
-            for root in ("/v2/models", "/v1/models"):
-                app.router.add_route(root + "/{rest:path}", endpoint(root, unknown),
-                                     methods=METHODS, include_in_schema=False)
-        app.state.berth_served.append(own)
-        yield
-
-    router = APIRouter(lifespan=lifespan)
-
-    def app_served(request):
-        return getattr(request.app.state, "berth_served", None) or [own]
+    router = APIRouter()
 
     def respond(answer):
         status, headers, out = answer
@@ -179,16 +185,24 @@ def fastapi_router(model, name=None, **options):
             path = base if rest is None else f"{base}/{rest}"
             body = await request.body()
             return respond(await run_in_threadpool(answer, request, path, body))
+        handle.berth_served = own
         return handle
 
     def model_answer(request, path, body):
         return _handle(own.service, request.method, path, body, request.headers)
 
     def shared(request, path, body):
-        return shared_answer(app_served(request), request.method, path, body, request.headers)
+        return shared_answer(fastapi_served(request.app, own), request.method, path, body,
+                             request.headers)
 
-    def unknown(request, path, body):
-        return not_found(app_served(request), path)
+    def by_name(request, path, body):
+        # Starlette tries routes in order: the first router's catch-all sees the paths of
+        # models whose routers were included after it, and hands them to their service.
+        served = fastapi_served(request.app, own)
+        target = next((s for s in served if s.name == name_in_path(path)), None)
+        if target is None:
+            return not_found(served, path)
+        return _handle(target.service, request.method, path, body, request.headers)
 
     for path in model_paths(own.name):
         router.add_route(path, endpoint(path, model_answer), methods=METHODS,
@@ -198,6 +212,9 @@ def fastapi_router(model, name=None, **options):
                      include_in_schema=False)
     for path in SHARED_PATHS:
         router.add_route(path, endpoint(path, shared), methods=METHODS, include_in_schema=False)
+    for root in ("/v2/models", "/v1/models"):
+        router.add_route(root + "/{rest:path}", endpoint(root, by_name), methods=METHODS,
+                         include_in_schema=False)
     router.berth_service = own.service
     return router
 
