@@ -37,8 +37,8 @@ def client(server):
     c.close()
 
 
-def make_input(x, binary=True):
-    inp = httpclient.InferInput("x", list(x.shape), "FP32")
+def make_input(x, binary=True, name="x"):
+    inp = httpclient.InferInput(name, list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=binary)
     return inp
 
@@ -221,3 +221,29 @@ def test_tritonclient_against_the_adapters(adapter_url):
         assert stats["inference_count"] == 4 and stats["inference_stats"]["success"]["count"] == 2
     finally:
         c.close()
+
+
+def test_tritonclient_with_a_plain_torchscript_file(models_dir):
+    # No berth.json: no batching, outputs named output_0.., and still the client's calls work.
+    import torch
+
+    class Plain(torch.nn.Module):
+        def forward(self, x):
+            return x - 1
+
+    path = save_script(Plain(), models_dir / "plain_conformance.pt")
+    proc = ServeProcess(path, "--name", "plain", "--threads", "1")
+    try:
+        c = httpclient.InferenceServerClient(url=f"127.0.0.1:{proc.port}")
+        try:
+            assert c.is_model_ready("plain")
+            assert c.get_model_config("plain")["max_batch_size"] == 0
+            x = np.arange(4, dtype=np.float32).reshape(2, 2)
+            result = c.infer("plain", [make_input(x)], request_compression_algorithm="gzip")
+            assert c.get_model_metadata("plain")["inputs"][0]["name"] == "x"
+            np.testing.assert_array_equal(result.as_numpy("output_0"), x - 1)
+            assert c.get_inference_statistics("plain")["model_stats"][0]["execution_count"] == 1
+        finally:
+            c.close()
+    finally:
+        assert proc.stop() == 0
