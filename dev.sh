@@ -17,7 +17,7 @@ PACKAGES=(
   make cmake gcc g++ pkg-config git
   python3 python3-dev python3-venv python3-pip python3-setuptools python3-numpy python3-pytest python3-yaml
   python3-torch libtorch-dev libopenblas0-pthread
-  libcjson-dev libmicrohttpd-dev libgnutls28-dev
+  libcjson-dev libmicrohttpd-dev libgnutls28-dev zlib1g-dev
   python3-nbclient python3-ipykernel python3-matplotlib
   python3-fastapi python3-uvicorn python3-flask python3-httpx python3-prometheus-client
   wrk openssl curl clang libclang-rt-14-dev

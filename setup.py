@@ -127,7 +127,7 @@ core = Extension(
     "berth._core",
     sources=sorted(glob.glob("csrc/core/*.c")),
     include_dirs=["csrc/include", "csrc/shim", "csrc/core", numpy.get_include()],
-    libraries=["cjson", "microhttpd", "pthread", "dl"],
+    libraries=["cjson", "microhttpd", "z", "pthread", "dl"],
     extra_compile_args=["-std=c11", "-Wall", "-Wextra",
                         "-fvisibility=hidden"] + (["-Werror"] if WERROR else []) + (SANITIZE_FLAGS + ["-O1", "-g"] if SANITIZE else ["-O2"]),
     extra_link_args=SANITIZE_FLAGS if SANITIZE else [],

@@ -47,6 +47,22 @@ def test_corrupt_berth_json(tmp_path):
         berth.load(path)
 
 
+def test_more_outputs_than_berth_serves_is_a_load_error(tmp_path):
+    # BT_MAX_OUTPUTS is 64: a signature listing more used to be dropped without a word.
+    import json
+    meta = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 2]}],
+            "outputs": [{"name": f"y{i}", "dtype": "float32", "shape": [-1, 2]} for i in range(65)]}
+    path = tmp_path / "many.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path),
+                   _extra_files={"berth.json": json.dumps(meta)})
+    with pytest.raises(berth.ModelLoadError, match="lists 65 outputs; berth serves at most 64"):
+        berth.load(path)
+    meta["outputs"] = meta["outputs"][:64]
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path),
+                   _extra_files={"berth.json": json.dumps(meta)})
+    assert len(berth.load(path).outputs) == 64
+
+
 def test_wrong_number_of_inputs(seed_model_path):
     model = berth.load(seed_model_path)
     x = np.zeros((1, 10), np.float32)

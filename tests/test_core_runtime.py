@@ -110,3 +110,25 @@ def test_the_sanitizer_build_is_the_one_under_test(seed_model_path):
     maps = open("/proc/self/maps").read()
     assert "/build/asan/berth/" in berth._core.__file__
     assert "libasan" in maps and "/build/asan/berth/libberth_torch.so" in maps
+
+
+def test_gc_sees_the_subclass_type_once(seed_model_path):
+    # berth.Model is a heap type over the static _core.Model: CPython's subtype_traverse
+    # visits the heap type; the static base's traverse must not visit it again.
+    import gc
+    from berth import _core
+    m = berth.load(seed_model_path)
+    assert gc.get_referents(m) == [type(m)]
+    assert gc.get_referents(_core.Model(seed_model_path)) == []
+
+
+def test_requires_python_admits_no_version_the_extension_cannot_build_on():
+    # Py_NewRef, used by the C core, appeared in Python 3.10.
+    import glob
+    import re
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sources = "".join(open(p).read() for p in glob.glob(os.path.join(root, "csrc", "*", "*.c")))
+    text = open(os.path.join(root, "pyproject.toml")).read()
+    minimum = tuple(int(x) for x in re.search(r'requires-python = ">=(\d+)\.(\d+)"', text).groups())
+    if "Py_NewRef" in sources or "Py_XNewRef" in sources:
+        assert minimum >= (3, 10)

@@ -8,6 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml  # Debian's python3-yaml: an independent YAML reader for the emitter's output
 
@@ -78,7 +79,7 @@ def test_context_has_every_file_and_sanitizes_the_name(model_path, tmp_path, cap
     install = runtime.split("apt-get install -y --no-install-recommends", 1)[1]
     packages = [word for word in install.split("&&", 1)[0].replace("\\", " ").split()
                 if not word.startswith("-") and "::" not in word]
-    assert packages == ["python3", "python3-numpy", "libcjson1", "libmicrohttpd12",
+    assert packages == ["python3", "python3-numpy", "libcjson1", "libmicrohttpd12", "zlib1g",
                         "libopenblas0-pthread"]
     assert runtime.count("apt-get install") == 1
     readme = (out / "README.md").read_text()
@@ -184,8 +185,15 @@ def _write_zip(path, entries):
      r"model_path: expected a TorchScript model .* not a zip archive"),
     ("other zip", {"model_path": "zip"}, ValueError,
      r"model_path: expected a TorchScript model .* no <archive>/data.pkl"),
-    ("no signature", {"model_path": "nosig"}, ValueError,
-     r"model_path: expected a berth model with an embedded berth.json"),
+    ("signed twice", {"inputs": ["x:FP32:-1,10"]}, ValueError,
+     r"model_path: .* already carries a berth.json signature"),
+    ("bad input option", {"model_path": "nosig", "inputs": ["x:FP99:-1,10"]}, ValueError,
+     r"--input: expected a DATATYPE among FP32, FP64, .* got 'FP99'"),
+    ("input count", {"model_path": "nosig", "inputs": ["a:FP32:-1,10", "b:FP32:-1,10"]},
+     ValueError, r"inputs: the signature from --input/--output does not fit .* lists 2 inputs "
+                 r"but forward takes 1"),
+    ("output alone", {"model_path": "nosig", "outputs": ["y:FP32:-1,1"]}, ValueError,
+     r"outputs: --output needs --input too"),
     ("bad memory", {"memory": "1GBx"}, ValueError,
      r"memory: expected a Kubernetes quantity such as '500m', '2' or '1Gi', got '1GBx'"),
     ("fractional memory", {"memory": "0.5Gi5"}, ValueError, r"memory: expected"),
@@ -320,3 +328,84 @@ def test_source_bundled_inside_the_package_is_preferred_to_the_checkout(tmp_path
     shutil.rmtree(bundled)
     with pytest.raises(FileNotFoundError, match="set BERTH_SOURCE_DIR to a berth checkout"):
         source_tree.find_source_root()
+
+
+def _plain_copy(model_path, path):
+    """The seed model without its berth.json: what a plain torch.jit.save writes."""
+    with zipfile.ZipFile(model_path) as archive:
+        _write_zip(path, {n: archive.read(n) for n in archive.namelist()
+                          if not n.endswith("extra/berth.json")})
+    return path
+
+
+def test_the_context_ships_a_sample_request_that_the_readme_posts(model_path, tmp_path):
+    out = tmp_path / "ctx"
+    deploy(model_path, "m", out=out)
+    body = json.loads((out / "sample-request.json").read_bytes())
+    assert body["inputs"][0]["name"] == "dense_input" and body["inputs"][0]["shape"] == [1, 10]
+    readme = (out / "README.md").read_text()
+    assert "--data-binary @sample-request.json" in readme and " -d '" not in readme
+    assert "sample-request.*" in (out / ".dockerignore").read_text()
+
+
+def test_a_plain_torchscript_file_deploys_and_says_how_to_give_a_signature(model_path, tmp_path, capsys):
+    plain = _plain_copy(model_path, tmp_path / "plain.pt")
+    result = deploy(plain, out=tmp_path / "ctx")  # the name defaults from the file, as in serve
+    assert result.name == "plain"
+    err = capsys.readouterr().err
+    assert "without a signature" in err and "--input NAME:DATATYPE:SHAPE" in err
+    files = set(_tree(tmp_path / "ctx"))
+    assert not any(f.startswith("sample-request") for f in files)
+    readme = (tmp_path / "ctx" / "README.md").read_text()
+    assert "carries no signature" in readme and "--input x:FP32:-1,10" in readme
+    assert (tmp_path / "ctx/model/model.pt").read_bytes() == plain.read_bytes()
+
+
+def test_input_options_embed_a_signature_the_server_reads(model_path, tmp_path):
+    plain = _plain_copy(model_path, tmp_path / "plain.pt")
+    result = deploy(plain, "plain", out=tmp_path / "ctx", inputs=["x:FP32:-1,10"],
+                    outputs=["y:FP32:-1,1"])
+    deployed = tmp_path / "ctx/model/model.pt"
+    assert result.model_sha256 == hashlib.sha256(deployed.read_bytes()).hexdigest()
+    assert f"BERTH_MODEL_SHA256={result.model_sha256}" in (tmp_path / "ctx/Dockerfile").read_text()
+    model = berth.load(deployed)
+    assert [(s.name, s.dtype, s.shape) for s in model.inputs] == [("x", "float32", (-1, 10))]
+    assert [(s.name, s.shape) for s in model.outputs] == [("y", (-1, 1))]
+    x = np.ones((2, 10), np.float32)
+    np.testing.assert_array_equal(model.predict(x), berth.load(model_path).predict(x))
+    assert json.loads((tmp_path / "ctx/sample-request.json").read_bytes())["inputs"][0]["name"] == "x"
+
+
+def test_big_inputs_get_a_binary_sample_request(tmp_path):
+    import torch
+    from conftest import save_script
+
+    class Mean(torch.nn.Module):
+        def forward(self, image):
+            return image.mean(dim=(1, 2, 3)).unsqueeze(1)
+
+    plain = save_script(Mean(), tmp_path / "image.pt")
+    deploy(plain, out=tmp_path / "ctx", inputs=["image:FP32:-1,3,224,224"])
+    data = (tmp_path / "ctx/sample-request.bin").read_bytes()
+    readme = (tmp_path / "ctx/README.md").read_text()
+    header = int(readme.split("Inference-Header-Content-Length: ", 1)[1].split("'", 1)[0])
+    assert "--data-binary @sample-request.bin" in readme
+    head = json.loads(data[:header])
+    assert head["inputs"][0]["parameters"]["binary_data_size"] == 3 * 224 * 224 * 4
+    assert len(data) == header + 3 * 224 * 224 * 4
+    # The file is a request the protocol takes: the C codec answers it.
+    from berth import _core
+    service = _core.Service(berth.load(tmp_path / "ctx/model/model.pt"), "image")
+    try:
+        status, _, out = service.handle("POST", "/v2/models/image/infer", data,
+                                        "application/octet-stream", None, str(header))
+        assert status == 200 and json.loads(out)["outputs"][0]["shape"] == [1, 1]
+    finally:
+        service.close()
+
+
+def test_cli_takes_a_plain_file_without_a_name_and_input_options(model_path, tmp_path):
+    plain = _plain_copy(model_path, tmp_path / "plain.pt")
+    assert main([str(plain), "--out", str(tmp_path / "ctx"), "--input", "x:FP32:-1,10"]) == 0
+    assert (tmp_path / "ctx/sample-request.json").is_file()
+    assert main([str(plain), "--out", str(tmp_path / "bad"), "--input", "x:FP32"]) == 2

@@ -115,3 +115,87 @@ def test_a_wrong_model_argument_is_refused():
         flask_blueprint(3)
     with pytest.raises(berth.ModelLoadError):
         fastapi_router("/nonexistent/model.pt")
+
+
+@pytest.fixture(scope="module")
+def double_model_path(models_dir):
+    import torch
+    from conftest import save_script
+
+    class Double(torch.nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    meta = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
+            "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 3]}]}
+    return save_script(Double(), models_dir / "double.pt", meta)
+
+
+@pytest.fixture(params=["fastapi", "flask"])
+def two_model_app(request, seed_model_path, double_model_path):
+    """One app, two models: each from its own router or blueprint."""
+    if request.param == "fastapi":
+        from fastapi import FastAPI
+        from fastapi.testclient import TestClient
+        app = FastAPI()
+        routers = [fastapi_router(seed_model_path), fastapi_router(double_model_path)]
+        for r in routers:
+            app.include_router(r)
+        with TestClient(app) as client:
+            yield client, [r.berth_service for r in routers]
+    else:
+        from flask import Flask
+        app = Flask("two_models")
+        blueprints = [flask_blueprint(seed_model_path), flask_blueprint(double_model_path)]
+        for b in blueprints:
+            app.register_blueprint(b)
+        yield app.test_client(), [b.berth_service for b in blueprints]
+
+
+def test_two_models_in_one_app_each_answer_their_own(two_model_app):
+    client, services = two_model_app
+    json_ct = {"Content-Type": "application/json"}
+    status, _, body = send(client, "POST", "/v2/models/double/infer", json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}).encode(),
+        json_ct)
+    assert status == 200, body
+    assert json.loads(body)["model_name"] == "double"
+    assert json.loads(body)["outputs"][0]["data"] == [2, 4, 6]
+    x = np.zeros((1, 10), np.float32)
+    status, _, body = send(client, "POST", "/v2/models/seed/infer", infer_body(x).encode(), json_ct)
+    assert status == 200 and json.loads(body)["model_name"] == "seed"
+    status, _, body = send(client, "POST", "/v1/models/double:predict", b'{"instances": [[1, 1, 1]]}', json_ct)
+    assert status == 200 and json.loads(body) == {"predictions": [[2, 2, 2]]}
+    assert json.loads(send(client, "GET", "/v2/models/double")[2])["name"] == "double"
+    assert json.loads(send(client, "GET", "/v2/models/seed/config")[2])["name"] == "seed"
+    status, _, body = send(client, "POST", "/v2/models/nope/infer", b"{}", json_ct)
+    assert status == 404
+    assert json.loads(body)["error"] == "model 'nope' not found: this app serves 'seed', 'double'"
+    # The shared paths answer for both models.
+    assert json.loads(send(client, "GET", "/v2/health/live")[2]) == {"live": True}
+    names = [m["name"] for m in json.loads(send(client, "GET", "/v2/models/stats")[2])["model_stats"]]
+    assert names == ["seed", "double"]
+    status, headers, body = send(client, "GET", "/v2/models/stats", headers={"Accept-Encoding": "gzip"})
+    if headers.get("Content-Encoding") == "gzip" and body[:2] == b"\x1f\x8b":
+        import gzip
+        body = gzip.decompress(body)
+    assert status == 200 and len(json.loads(body)["model_stats"]) == 2
+    assert send(client, "GET", "/v2/health/ready")[0] == 200
+    services[1].set_ready(False)  # the second model drains: the app is not ready
+    status, _, body = send(client, "GET", "/v2/health/ready")
+    assert status == 503 and json.loads(body)["ready"] is False
+    assert send(client, "GET", "/v2/models/seed/ready")[0] == 200
+    assert send(client, "GET", "/v2/models/double/ready")[0] == 503
+
+
+def test_adapters_take_gzip_bodies_and_give_gzip_answers(client):
+    import gzip
+    x = np.ones((200, 10), np.float32)
+    status, headers, body = send(client, "POST", "/v2/models/seed/infer",
+                                 gzip.compress(infer_body(x).encode()),
+                                 {"Content-Type": "application/json", "Content-Encoding": "gzip",
+                                  "Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    if body[:2] == b"\x1f\x8b":  # Flask's test client hands over the bytes as sent
+        body = gzip.decompress(body)
+    assert json.loads(body)["outputs"][0]["shape"] == [200, 1]

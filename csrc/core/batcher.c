@@ -51,6 +51,7 @@ struct bt_batcher {
 
     _Atomic uint64_t requests, batches, rows, errors, overloaded, timeouts;
     bt_histogram batch_sizes, queue_seconds, compute_seconds;
+    bt_infer_stats stats; /* the statistics extension's; reset when warm-up ends */
 };
 
 double bt_now(void)
@@ -80,6 +81,7 @@ void bt_batcher_set_batch_limit(bt_batcher *b, int rows)
 const bt_histogram *bt_batcher_batch_sizes(const bt_batcher *b) { return &b->batch_sizes; }
 const bt_histogram *bt_batcher_queue_seconds(const bt_batcher *b) { return &b->queue_seconds; }
 const bt_histogram *bt_batcher_compute_seconds(const bt_batcher *b) { return &b->compute_seconds; }
+bt_infer_stats *bt_batcher_infer_stats(bt_batcher *b) { return &b->stats; }
 
 static void release_all(DLManagedTensor **t, size_t n)
 {
@@ -193,8 +195,10 @@ static void note_forward(bt_batcher *b, double seconds)
 static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_rows)
 {
     double start = bt_now();
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         bt_histogram_observe(&b->queue_seconds, start - items[i]->enqueued);
+        bt_duration_add(&b->stats.queue, start - items[i]->enqueued, 1);
+    }
 
     bt_error err = {BT_OK, ""};
     DLManagedTensor *outs[BT_MAX_OUTPUTS];
@@ -217,6 +221,7 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
             atomic_fetch_add(&b->errors, 1);
             it->done(it->ctx, -1, NULL, 0, 0, &err);
         } else {
+            bt_stats_execution(&b->stats, b->batching ? it->rows : 1, 1, 0, t, 0);
             it->done(it->ctx, 0, outs, n_out, is_tuple, NULL);
         }
         free(it);
@@ -248,13 +253,15 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
     }
     for (size_t i = 0; i < n; i++)
         release_all(items[i]->in, items[i]->n_in);
+    double stacked_at = bt_now();
     if (rc == 0) {
         rc = bt_model_forward(b->model, stacked, n_in, outs, BT_MAX_OUTPUTS, &n_out, &is_tuple,
                               &err);
     } else {
         release_all(stacked, n_in);
     }
-    double t = bt_now() - start;
+    double forward_done = bt_now();
+    double t = forward_done - start;
     note_forward(b, t);
     bt_histogram_observe(&b->compute_seconds, t);
     bt_histogram_observe(&b->batch_sizes, (double)total_rows);
@@ -266,7 +273,7 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
         const DLTensor *o = &outs[k]->dl_tensor;
         if (o->ndim < 1 || o->shape[0] != total_rows || o->ndim > 64) {
             char got[256];
-            rc = bt_error_set(&err, BT_ERR_INFERENCE,
+            rc = bt_error_set(&err, BT_ERR_MODEL,
                               "the model is served with batching but output %zu has shape %s, "
                               "not a leading batch dimension of %lld rows; serve it without "
                               "batching",
@@ -291,10 +298,13 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
         }
         return;
     }
+    /* Output time: the checks above and each request's split, not its callback. */
+    double output_s = bt_now() - forward_done;
     int64_t row = 0;
     for (size_t i = 0; i < n; i++) {
         DLManagedTensor *mine[BT_MAX_OUTPUTS];
         int ok = 1;
+        double split_start = bt_now();
         for (size_t k = 0; k < n_out; k++) {
             mine[k] = slice_rows(&outs[k]->dl_tensor, row, items[i]->rows, &err);
             if (!mine[k]) {
@@ -303,6 +313,7 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
                 break;
             }
         }
+        output_s += bt_now() - split_start;
         if (ok) {
             items[i]->done(items[i]->ctx, 0, mine, n_out, is_tuple, NULL);
         } else {
@@ -313,6 +324,8 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
         free(items[i]);
     }
     release_all(outs, n_out);
+    bt_stats_execution(&b->stats, total_rows, n, stacked_at - start, forward_done - stacked_at,
+                       output_s);
 }
 
 static void *worker_main(void *arg)

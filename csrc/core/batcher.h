@@ -18,6 +18,7 @@
 #include "error.h"
 #include "metrics.h"
 #include "model.h"
+#include "stats.h"
 
 #define BT_BATCH_MAX_INPUTS 16
 
@@ -95,6 +96,9 @@ void bt_batcher_get_stats(bt_batcher *b, bt_batcher_stats *out);
 const bt_histogram *bt_batcher_batch_sizes(const bt_batcher *b);
 const bt_histogram *bt_batcher_queue_seconds(const bt_batcher *b);
 const bt_histogram *bt_batcher_compute_seconds(const bt_batcher *b);
+
+/* The statistics extension's counters of this batcher's model (valid while it lives). */
+bt_infer_stats *bt_batcher_infer_stats(bt_batcher *b);
 
 /* Monotonic clock in seconds. */
 double bt_now(void);

@@ -142,7 +142,22 @@ static const dtype_entry DTYPES[] = {
     {"FP16", kDLFloat, 16},     {"FP32", kDLFloat, 32}, {"FP64", kDLFloat, 64},
 };
 #define N_DTYPES (sizeof DTYPES / sizeof DTYPES[0])
-#define SUPPORTED_DATATYPES "BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, FP32, FP64"
+#define SUPPORTED_DATATYPES                                                                \
+    "BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BF16 (binary data only)"
+
+/* BF16 travels only on the wire: the shim's dtype table has no bfloat16, so a BF16 input
+ * becomes float32 (exact: bfloat16 is float32's upper half) before it meets the model. */
+#define BF16_NAME "BF16"
+
+static void bf16_to_float32(const char *src, float *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, 2);
+        uint32_t x = (uint32_t)h << 16;
+        memcpy(&dst[i], &x, 4);
+    }
+}
 
 const char *bt_codec_datatype_name(DLDataType dtype)
 {
@@ -639,7 +654,12 @@ static int parse_v2_input(const cJSON *in, size_t i, const char *bin, size_t bin
     if (!bt_json_utf8_valid(jdt->valuestring))
         return bt_error_set(err, BT_ERR_VALUE, "%s: 'datatype' is not valid UTF-8", what);
     DLDataType dt;
-    if (bt_codec_datatype_parse(jdt->valuestring, &dt, err) != 0) {
+    int bf16 = strcmp(jdt->valuestring, BF16_NAME) == 0;
+    if (bf16) {
+        dt.code = kDLFloat;
+        dt.bits = 32;
+        dt.lanes = 1;
+    } else if (bt_codec_datatype_parse(jdt->valuestring, &dt, err) != 0) {
         char msg[sizeof err->message];
         snprintf(msg, sizeof msg, "%s", err->message);
         return bt_error_set(err, BT_ERR_TYPE, "%s: %s", what, msg);
@@ -667,7 +687,7 @@ static int parse_v2_input(const cJSON *in, size_t i, const char *bin, size_t bin
         if (__builtin_mul_overflow(numel, shape[d], &numel))
             overflow = 1;
     }
-    size_t esize = dt.bits / 8u;
+    size_t esize = bf16 ? 2u : dt.bits / 8u; /* bytes per element on the wire */
 
     if (get_key(in, "data", where, &data, err) != 0 ||
         get_key(in, "parameters", where, &iparams, err) != 0)
@@ -712,13 +732,20 @@ static int parse_v2_input(const cJSON *in, size_t i, const char *bin, size_t bin
         t = bt_tensor_new(dt, (int)ndim, shape, err);
         if (!t)
             return -1;
-        if (size)
+        if (bf16)
+            bf16_to_float32(bin + *bin_off, t->dl_tensor.data, (size_t)numel);
+        else if (size)
             memcpy(t->dl_tensor.data, bin + *bin_off, (size_t)size);
         *bin_off += (size_t)size;
     } else {
         if (!data)
             return bt_error_set(err, BT_ERR_VALUE,
                                 "%s has no 'data' (and no parameters.binary_data_size)", what);
+        if (bf16)
+            return bt_error_set(err, BT_ERR_TYPE,
+                                "%s: BF16 data must come as binary tensor data "
+                                "(parameters.binary_data_size), not in 'data'",
+                                what);
         /* count and check every leaf before anything is sized from the declared shape */
         leaf_rule rule;
         leaf_rule_init(&rule, dt, what);
@@ -1102,11 +1129,11 @@ static void append_elem(bt_buf *b, const char *p, DLDataType dt)
 static int check_output(const bt_output *o, bt_error *err)
 {
     if (!bt_codec_datatype_name(o->tensor->dtype))
-        return bt_error_set(err, BT_ERR_INFERENCE,
+        return bt_error_set(err, BT_ERR_MODEL,
                             "output '%.64s' has dtype %s, which the protocol cannot carry",
                             o->name, bt_dtype_name(o->tensor->dtype.code, o->tensor->dtype.bits));
     if (o->tensor->ndim > BT_CODEC_MAX_NDIM)
-        return bt_error_set(err, BT_ERR_INFERENCE, "output '%.64s' has too many dimensions",
+        return bt_error_set(err, BT_ERR_MODEL, "output '%.64s' has too many dimensions",
                             o->name);
     return 0;
 }
@@ -1120,7 +1147,7 @@ int bt_codec_encode_v2(bt_buf *out, const char *model_name, const char *id,
     size_t start = out->len;
     bt_buf_puts(out, "{\"model_name\":");
     bt_buf_json_string(out, model_name);
-    bt_buf_puts(out, ",\"model_version\":\"1\"");
+    bt_buf_puts(out, ",\"model_version\":\"" BT_MODEL_VERSION "\"");
     if (id) {
         bt_buf_puts(out, ",\"id\":");
         bt_buf_json_string(out, id);
@@ -1206,14 +1233,14 @@ static int64_t nested_lists(const DLTensor *t)
 int bt_codec_encode_v1(bt_buf *out, const bt_output *outputs, size_t n, bt_error *err)
 {
     if (n == 0)
-        return bt_error_set(err, BT_ERR_INFERENCE, "the model returned no outputs");
+        return bt_error_set(err, BT_ERR_MODEL, "the model returned no outputs");
     for (size_t i = 0; i < n; i++) {
         if (check_output(&outputs[i], err) != 0)
             return -1;
         const DLTensor *t = outputs[i].tensor;
         if (t->ndim < 1 || t->shape[0] != outputs[0].tensor->shape[0] ||
             outputs[0].tensor->ndim < 1)
-            return bt_error_set(err, BT_ERR_INFERENCE,
+            return bt_error_set(err, BT_ERR_MODEL,
                                 "output '%.64s' has no leading dimension matching the instances",
                                 outputs[i].name);
         /* Each level of nesting takes at most one list per number, so only zero-sized
@@ -1222,7 +1249,7 @@ int bt_codec_encode_v1(bt_buf *out, const bt_output *outputs, size_t n, bt_error
         if (lists > BT_CODEC_MAX_V1_EMPTY_LISTS &&
             (lists - BT_CODEC_MAX_V1_EMPTY_LISTS) / levels > bt_numel(t)) {
             char shape[256];
-            return bt_error_set(err, BT_ERR_INFERENCE,
+            return bt_error_set(err, BT_ERR_VALUE, /* the client can ask through v2 */
                                 "output '%.64s' of shape %s holds %lld numbers but would take "
                                 "%s%lld nested JSON lists; ask for it through the v2 protocol, "
                                 "which sends it flat",

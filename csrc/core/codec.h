@@ -17,6 +17,10 @@
 #include "berth_dlpack.h"
 #include "error.h"
 
+/* The one version each model is served as: responses, metadata, config, statistics and
+ * /versions/{v}/ paths all say this. */
+#define BT_MODEL_VERSION "1"
+
 #define BT_CODEC_MAX_NDIM 32     /* deepest tensor a request may declare */
 #define BT_CODEC_MAX_TENSORS 256 /* most inputs or requested outputs in one request */
 /* Nested lists a v1 output may take beyond one per number per level of nesting: only

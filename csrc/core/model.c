@@ -164,7 +164,12 @@ static int parse_metadata(bt_model *m, bt_error *err) {
         for (const cJSON *v = inputs->child; v && rc == 0; v = v->next, ++i)
             rc = parse_spec(v, "inputs", i, &m->inputs[i], m->path, err);
     }
-    if (rc == 0 && outputs && cJSON_IsArray(outputs) && bt_json_size(outputs) <= BT_MAX_OUTPUTS) {
+    if (rc == 0 && outputs && cJSON_IsArray(outputs) && bt_json_size(outputs) > BT_MAX_OUTPUTS) {
+        rc = bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s' lists %zu outputs; berth serves at most %d",
+                          m->path, bt_json_size(outputs), BT_MAX_OUTPUTS);
+        goto done;
+    }
+    if (rc == 0 && outputs && cJSON_IsArray(outputs)) {
         size_t n = bt_json_size(outputs);
         m->outputs = calloc(n ? n : 1, sizeof(bt_spec));
         if (!m->outputs) { rc = bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory"); goto done; }
@@ -365,6 +370,24 @@ int bt_model_check_input(const bt_model *m, size_t index, const DLTensor *t, DLD
     return 0;
 }
 
+/* Whether bt_model_check_input checks all a request can get wrong: every input floating
+ * point (integer inputs are often indices, whose values forward may rightly refuse), every
+ * extent fixed but the leading (batch) one. Then a forward that raises is the model's fault. */
+static int signature_complete(const bt_model *m) {
+    for (size_t i = 0; i < m->n_inputs; ++i) {
+        const bt_spec *s = &m->inputs[i];
+        if (!s->has_dtype || s->dtype.code != kDLFloat || s->ndim < 0) return 0;
+        for (int d = 1; d < s->ndim; ++d)
+            if (s->shape[d] < 0) return 0;
+    }
+    return m->n_inputs > 0;
+}
+
+/* The shim reports a result it cannot convert (a non-tensor, a dtype NumPy and the
+ * protocol cannot take, too many tensors) with BERTH_E_INFERENCE and this wording; the ABI
+ * has no code of its own for it yet. */
+#define SHIM_BAD_RESULT "the model returned "
+
 int bt_model_forward(bt_model *m, DLManagedTensor *const *in, size_t n, DLManagedTensor **out, size_t max_out,
                      size_t *n_out, int *is_tuple, bt_error *err) {
     const berth_torch_api *t = bt_torch_loaded();
@@ -377,9 +400,13 @@ int bt_model_forward(bt_model *m, DLManagedTensor *const *in, size_t n, DLManage
     berth_status *s = t->model_forward(m->handle, in, n, out, max_out, n_out, is_tuple);
     if (!s) return 0;
     berth_code code = t->status_code(s);
-    bt_error_set(err, code == BERTH_E_NO_MEMORY ? BT_ERR_NO_MEMORY
-                      : code == BERTH_E_INFERENCE ? BT_ERR_INFERENCE : BT_ERR_INTERNAL,
-                 "%s", t->status_message(s));
+    const char *msg = t->status_message(s);
+    bt_error_kind kind = BT_ERR_INTERNAL;
+    if (code == BERTH_E_NO_MEMORY) kind = BT_ERR_NO_MEMORY;
+    else if (code == BERTH_E_INFERENCE)
+        kind = strncmp(msg, SHIM_BAD_RESULT, strlen(SHIM_BAD_RESULT)) == 0 || signature_complete(m)
+                   ? BT_ERR_MODEL : BT_ERR_INFERENCE;
+    bt_error_set(err, kind, "%s", msg);
     t->status_free(s);
     return -1;
 }

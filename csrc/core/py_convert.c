@@ -22,9 +22,11 @@ PyObject *bt_py_raise(const bt_error *err) {
     PyObject *type;
     switch (err->kind) {
     case BT_ERR_TYPE: type = PyExc_TypeError; break;
-    case BT_ERR_VALUE: type = PyExc_ValueError; break;
+    case BT_ERR_VALUE:
+    case BT_ERR_TOO_LARGE: type = PyExc_ValueError; break;
     case BT_ERR_LOAD: type = bt_ModelLoadError; break;
-    case BT_ERR_INFERENCE: type = bt_InferenceError; break;
+    case BT_ERR_INFERENCE:
+    case BT_ERR_MODEL: type = bt_InferenceError; break;
     case BT_ERR_NO_MEMORY: type = PyExc_MemoryError; break;
     case BT_ERR_OVERLOADED: type = bt_Overloaded; break;
     case BT_ERR_TIMEOUT: type = PyExc_TimeoutError; break;

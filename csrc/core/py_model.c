@@ -60,8 +60,13 @@ static void Model_dealloc(bt_ModelObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Model holds no Python references. Its type is static, so instances do not visit it: a
+ * Python subclass (berth.Model) is a heap type whose subtype_traverse visits the type
+ * itself before calling this (visiting it here too counted it twice). */
 static int Model_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
+    (void)self;
+    (void)visit;
+    (void)arg;
     return 0;
 }
 
@@ -84,7 +89,7 @@ static PyObject *input_names(const bt_model *m) {
 /* Raises InferenceError naming the inputs given, for a forward that failed without a
  * signature check (models saved without berth.json). */
 static PyObject *raise_forward_error(const bt_model *m, PyObject *const *args, Py_ssize_t nargs, const bt_error *err) {
-    if (err->kind != BT_ERR_INFERENCE) return bt_py_raise(err);
+    if (err->kind != BT_ERR_INFERENCE && err->kind != BT_ERR_MODEL) return bt_py_raise(err);
     char given[768] = "";
     size_t used = 0;
     for (Py_ssize_t i = 0; i < nargs && used < sizeof given; ++i) {

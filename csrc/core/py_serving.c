@@ -370,23 +370,34 @@ static void service_leave(ServiceObject *self)
 
 static PyObject *Service_handle(ServiceObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"method",        "path",          "body", "content_type",
-                             "authorization", "header_length", NULL};
-    const char *method, *path, *ct = NULL, *auth = NULL, *hlen = NULL;
+    static char *kwlist[] = {"method",        "path",          "body",
+                             "content_type",  "authorization", "header_length",
+                             "content_encoding", "accept_encoding", "max_body_bytes", NULL};
+    const char *method, *path, *ct = NULL, *auth = NULL, *hlen = NULL, *ce = NULL, *ae = NULL;
+    unsigned long long max_body = BT_DEFAULT_MAX_BODY;
     Py_buffer body = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssy*|zzz:handle", kwlist, &method, &path, &body,
-                                     &ct, &auth, &hlen))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssy*|zzzzzK:handle", kwlist, &method, &path,
+                                     &body, &ct, &auth, &hlen, &ce, &ae, &max_body))
         return NULL;
     bt_service *svc = service_get(self);
     if (!svc) {
         PyBuffer_Release(&body);
         return NULL;
     }
-    bt_http_request req = {method, path, ct, auth, hlen, body.buf, (size_t)body.len};
+    bt_http_request req = {.method = method,
+                           .path = path,
+                           .content_type = ct,
+                           .authorization = auth,
+                           .header_length = hlen,
+                           .content_encoding = ce,
+                           .body = body.buf,
+                           .body_len = (size_t)body.len,
+                           .max_body = (size_t)max_body};
     bt_http_response resp;
     self->active++;
     Py_BEGIN_ALLOW_THREADS
     bt_service_handle_sync(svc, &req, &resp);
+    bt_http_response_compress(&resp, ae);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&body);
     service_leave(self);
@@ -410,6 +421,14 @@ static PyObject *Service_handle(ServiceObject *self, PyObject *args, PyObject *k
     if (resp.retry_after > 0) {
         snprintf(v, sizeof v, "%d", resp.retry_after);
         PyObject *h = Py_BuildValue("(ss)", "Retry-After", v);
+        if (!h || PyList_Append(headers, h) != 0) {
+            Py_XDECREF(h);
+            goto done;
+        }
+        Py_DECREF(h);
+    }
+    if (resp.content_encoding) {
+        PyObject *h = Py_BuildValue("(ss)", "Content-Encoding", resp.content_encoding);
         if (!h || PyList_Append(headers, h) != 0) {
             Py_XDECREF(h);
             goto done;
@@ -483,6 +502,18 @@ static PyObject *Service_metrics(ServiceObject *self, PyObject *unused)
     return s;
 }
 
+static PyObject *Service_set_failed(ServiceObject *self, PyObject *arg)
+{
+    bt_service *svc = service_get(self);
+    if (!svc)
+        return NULL;
+    const char *msg = PyUnicode_AsUTF8(arg);
+    if (!msg)
+        return NULL;
+    bt_service_set_failed(svc, msg);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Service_stats(ServiceObject *self, PyObject *unused)
 {
     (void)unused;
@@ -551,9 +582,11 @@ static PyObject *Service_get_batch_costs(ServiceObject *self, void *c)
 
 static PyMethodDef Service_methods[] = {
     {"handle", (PyCFunction)(void (*)(void))Service_handle, METH_VARARGS | METH_KEYWORDS,
-     "handle(method, path, body, content_type=None, authorization=None, header_length=None)"
-     "\n--\n\nAnswers one HTTP request with the C protocol codec (GIL released). Returns "
-     "(status, [(header, value), ...], body_bytes)."},
+     "handle(method, path, body, content_type=None, authorization=None, header_length=None, "
+     "content_encoding=None, accept_encoding=None, max_body_bytes=64 MiB)"
+     "\n--\n\nAnswers one HTTP request with the C protocol codec (GIL released). A gzip or "
+     "deflate body is inflated up to max_body_bytes (413 past it); the response is gzipped "
+     "when accept_encoding takes gzip. Returns (status, [(header, value), ...], body_bytes)."},
     {"warmup", (PyCFunction)(void (*)(void))Service_warmup, METH_VARARGS | METH_KEYWORDS,
      "warmup(rounds=3, tune_batch=True)\n--\n\nRuns zero batches of the signature's shape; "
      "returns the seconds spent, or None when the signature has no dtypes/shapes to warm up "
@@ -562,6 +595,9 @@ static PyMethodDef Service_methods[] = {
      "and batch_costs)."},
     {"set_ready", (PyCFunction)Service_set_ready, METH_O,
      "set_ready(flag)\n--\n\nTurns readiness on, or off for shutdown."},
+    {"set_failed", (PyCFunction)Service_set_failed, METH_O,
+     "set_failed(reason)\n--\n\nThe model failed at start: readiness stays off for good and "
+     "the ready endpoints answer 503 with reason. warmup() calls it when forward fails."},
     {"metrics", (PyCFunction)Service_metrics, METH_NOARGS,
      "metrics()\n--\n\nThe Prometheus text of GET /metrics."},
     {"stats", (PyCFunction)Service_stats, METH_NOARGS,

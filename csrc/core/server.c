@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "encoding.h"
 #include "tensor.h"
 
 #ifndef BERTH_SERVER_VERSION
@@ -39,17 +40,20 @@ enum {
     EP_V1_META,
     EP_V1_PREDICT,
     EP_METRICS,
+    EP_MODEL_CONFIG,
+    EP_STATS,
     EP_OTHER,
     N_EP
 };
 
 static const char *const EP_NAMES[N_EP] = {
     "health_live", "health_ready", "server_metadata", "model_metadata", "model_ready",
-    "infer",       "v1_metadata",  "v1_predict",      "metrics",        "other"};
+    "infer",       "v1_metadata",  "v1_predict",      "metrics",        "model_config",
+    "statistics",  "other"};
 
 #define N_CODES 600
 
-enum { STATE_STARTING = 0, STATE_READY = 1, STATE_DRAINING = 2 };
+enum { STATE_STARTING = 0, STATE_READY = 1, STATE_DRAINING = 2, STATE_FAILED = 3 };
 
 struct bt_service {
     bt_model *model;
@@ -63,6 +67,7 @@ struct bt_service {
     _Atomic int state;
     _Atomic int64_t pending;
     _Atomic uint64_t warmup_bits; /* seconds, as the bits of a double */
+    char failure[1024]; /* why the model failed at start; written before STATE_FAILED */
     bt_batch_cost tuned[BT_TUNE_MAX_STEPS]; /* written by warm-up, before readiness */
     size_t n_tuned;
     _Atomic uint64_t counts[N_EP][N_CODES];
@@ -94,6 +99,12 @@ static void response_init(bt_http_response *r)
     r->header_length = -1;
 }
 
+void bt_http_response_compress(bt_http_response *r, const char *accept_encoding)
+{
+    if (!r->content_encoding && bt_accepts_gzip(accept_encoding) && bt_gzip_body(&r->body))
+        r->content_encoding = "gzip";
+}
+
 static void set_error(bt_http_response *r, int status, const char *message)
 {
     r->status = status;
@@ -120,8 +131,10 @@ static int status_for(bt_error_kind kind)
     switch (kind) {
     case BT_ERR_TYPE:
     case BT_ERR_VALUE:
-    case BT_ERR_INFERENCE: /* the model rejected this input: the client's to fix */
+    case BT_ERR_INFERENCE: /* the model rejected input berth could not check: the client's */
         return 400;
+    case BT_ERR_TOO_LARGE:
+        return 413;
     case BT_ERR_OVERLOADED:
     case BT_ERR_TIMEOUT:
         return 503;
@@ -165,12 +178,20 @@ static int finish_sync(bt_service *svc, int ep, double start, const bt_http_requ
     return 0;
 }
 
-/* finish_sync for a request announced to the batcher that will not be submitted. */
+/* finish_sync for an inference request of this model that failed before forward. */
+static int finish_failed(bt_service *svc, int ep, double start, const bt_http_request *req,
+                         const bt_http_response *resp)
+{
+    bt_stats_request(bt_batcher_infer_stats(svc->batcher), 0, bt_now() - start);
+    return finish_sync(svc, ep, start, req, resp);
+}
+
+/* finish_failed for a request announced to the batcher that will not be submitted. */
 static int finish_withdrawn(bt_service *svc, int ep, double start, const bt_http_request *req,
                             const bt_http_response *resp)
 {
     bt_batcher_withdraw(svc->batcher);
-    return finish_sync(svc, ep, start, req, resp);
+    return finish_failed(svc, ep, start, req, resp);
 }
 
 static const char *output_name(const bt_model *m, size_t k, char *scratch, size_t size)
@@ -252,7 +273,10 @@ void bt_service_free(bt_service *svc)
 void bt_service_set_ready(bt_service *svc, int ready)
 {
     if (ready) {
-        atomic_store(&svc->state, STATE_READY);
+        int expect = atomic_load(&svc->state);
+        while (expect != STATE_FAILED &&
+               !atomic_compare_exchange_weak(&svc->state, &expect, STATE_READY))
+            ;
     } else {
         int expect = STATE_READY;
         atomic_compare_exchange_strong(&svc->state, &expect, STATE_DRAINING);
@@ -260,6 +284,13 @@ void bt_service_set_ready(bt_service *svc, int ready)
 }
 
 int bt_service_ready(const bt_service *svc) { return atomic_load(&svc->state) == STATE_READY; }
+
+void bt_service_set_failed(bt_service *svc, const char *message)
+{
+    snprintf(svc->failure, sizeof svc->failure, "%s", message);
+    atomic_store(&svc->state, STATE_FAILED); /* after the message: readers load state first */
+}
+
 int bt_service_batching(const bt_service *svc) { return bt_batcher_is_batching(svc->batcher); }
 bt_batcher *bt_service_batcher(bt_service *svc) { return svc->batcher; }
 int64_t bt_service_pending(const bt_service *svc) { return atomic_load(&svc->pending); }
@@ -372,14 +403,19 @@ int bt_service_warmup(bt_service *svc, int rounds, int tune, double *seconds, bt
         if (!m->inputs[i].has_dtype || m->inputs[i].ndim < 0)
             return 0;
     double t;
-    for (int r = 0; r < rounds; r++)
-        if (warm_forward(svc, n, 1, &t, err) != 0)
-            return -1;
+    int rc = 0;
+    for (int r = 0; r < rounds && rc == 0; r++)
+        rc = warm_forward(svc, n, 1, &t, err);
     int max = bt_service_batching(svc) ? svc->bp.max_batch_size : 1;
-    if (max > 1) {
-        if (tune ? tune_batch_limit(svc, n, err) : warm_forward(svc, n, max, &t, err))
-            return -1;
+    if (rc == 0 && max > 1)
+        rc = tune ? tune_batch_limit(svc, n, err) : warm_forward(svc, n, max, &t, err);
+    if (rc != 0) {
+        char msg[sizeof svc->failure];
+        snprintf(msg, sizeof msg, "not ready: %.1000s", err->message);
+        bt_service_set_failed(svc, msg);
+        return -1;
     }
+    bt_stats_reset(bt_batcher_infer_stats(svc->batcher));
     *seconds = bt_now() - start;
     uint64_t bits;
     memcpy(&bits, seconds, sizeof bits);
@@ -393,11 +429,17 @@ size_t bt_service_tuning(const bt_service *svc, const bt_batch_cost **costs)
     return svc->n_tuned;
 }
 
-/* Splits the path into an endpoint and a model name (pointer into path, length). */
-static int route(const char *path, const char **name, size_t *name_len)
+/* Splits the path into an endpoint, a model name and a version (pointers into path and
+ * lengths; version NULL when the path names none). */
+static int route(const char *path, const char **name, size_t *name_len, const char **version,
+                 size_t *version_len)
 {
     *name = NULL;
     *name_len = 0;
+    *version = NULL;
+    *version_len = 0;
+    if (strcmp(path, "/v2/models/stats") == 0)
+        return EP_STATS; /* every model's; a model named "stats" keeps its other paths */
     if (strcmp(path, "/v2/health/live") == 0)
         return EP_LIVE;
     if (strcmp(path, "/v2/health/ready") == 0)
@@ -417,8 +459,10 @@ static int route(const char *path, const char **name, size_t *name_len)
         if (strncmp(rest, "/versions/", 10) == 0) {
             const char *v = rest + 10;
             const char *vs = strchr(v, '/');
-            if (vs == v)
+            if (vs == v || !v[0])
                 return EP_OTHER;
+            *version = v;
+            *version_len = vs ? (size_t)(vs - v) : strlen(v);
             rest = vs ? vs : "";
         }
         if (rest[0] == '\0')
@@ -427,6 +471,10 @@ static int route(const char *path, const char **name, size_t *name_len)
             return EP_MODEL_READY;
         if (strcmp(rest, "/infer") == 0)
             return EP_INFER;
+        if (strcmp(rest, "/config") == 0)
+            return EP_MODEL_CONFIG;
+        if (strcmp(rest, "/stats") == 0)
+            return EP_STATS;
         return EP_OTHER;
     }
     if (strncmp(path, "/v1/models/", 11) == 0) {
@@ -466,9 +514,9 @@ static void model_metadata(bt_service *svc, bt_buf *b)
     char scratch[32];
     bt_buf_puts(b, "{\"name\":");
     bt_buf_json_string(b, svc->name);
-    bt_buf_puts(b, strcmp(svc->model->format, "pt2") == 0
-                       ? ",\"versions\":[\"1\"],\"platform\":\"torch_aoti\",\"inputs\":["
-                       : ",\"versions\":[\"1\"],\"platform\":\"pytorch_torchscript\",\"inputs\":[");
+    bt_buf_puts(b, ",\"versions\":[\"" BT_MODEL_VERSION "\"],\"platform\":");
+    bt_buf_puts(b, strcmp(svc->model->format, "pt2") == 0 ? "\"torch_aoti\"" : "\"pytorch_torchscript\"");
+    bt_buf_puts(b, ",\"inputs\":[");
     for (size_t i = 0; i < m->n_inputs; i++) {
         if (i)
             bt_buf_puts(b, ",");
@@ -485,10 +533,63 @@ static void model_metadata(bt_service *svc, bt_buf *b)
                   bt_service_batching(svc) ? svc->bp.max_batch_size : 1);
 }
 
+/* GET /v2/models/{name}/config: Triton's model configuration JSON. With batching, dims
+ * leave out the batch dimension and max_batch_size is the limit; without, dims are the
+ * whole shape and max_batch_size is 0. Parts the signature does not know are left out
+ * (data_type TYPE_INVALID when the dtype is unknown). */
+static void config_tensor(bt_buf *b, const bt_spec *s, const char *name, int batching)
+{
+    const char *dt = s && s->has_dtype ? bt_codec_datatype_name(s->dtype) : NULL;
+    bt_buf_puts(b, "{\"name\":");
+    bt_buf_json_string(b, name);
+    bt_buf_printf(b, ",\"data_type\":\"TYPE_%s\"", dt ? dt : "INVALID");
+    if (s && s->ndim >= 0) {
+        bt_buf_puts(b, ",\"dims\":[");
+        for (int d = batching ? 1 : 0, first = 1; d < s->ndim; d++, first = 0)
+            bt_buf_printf(b, first ? "%lld" : ",%lld", (long long)s->shape[d]);
+        bt_buf_puts(b, "]");
+    }
+    bt_buf_puts(b, "}");
+}
+
+static void model_config(bt_service *svc, bt_buf *b)
+{
+    const bt_model *m = svc->model;
+    int batching = bt_service_batching(svc);
+    char scratch[32];
+    bt_buf_puts(b, "{\"name\":");
+    bt_buf_json_string(b, svc->name);
+    bt_buf_printf(b, ",\"platform\":\"pytorch_libtorch\",\"backend\":\"pytorch\","
+                     "\"max_batch_size\":%d,\"input\":[",
+                  batching ? svc->bp.max_batch_size : 0);
+    for (size_t i = 0; i < m->n_inputs; i++) {
+        if (i)
+            bt_buf_puts(b, ",");
+        config_tensor(b, &m->inputs[i], m->inputs[i].name, batching);
+    }
+    bt_buf_puts(b, "],\"output\":[");
+    for (size_t k = 0; k < m->n_outputs; k++) {
+        if (k)
+            bt_buf_puts(b, ",");
+        config_tensor(b, &m->outputs[k], output_name(m, k, scratch, sizeof scratch), batching);
+    }
+    bt_buf_puts(b, "]");
+    if (batching)
+        bt_buf_printf(b, ",\"dynamic_batching\":{\"max_queue_delay_microseconds\":%.0f}",
+                      svc->bp.max_delay_ms * 1000.0);
+    bt_buf_puts(b, ",\"version_policy\":{\"specific\":{\"versions\":[" BT_MODEL_VERSION "]}}}");
+}
+
 static const char *ready_reason(const bt_service *svc)
 {
-    return atomic_load(&svc->state) == STATE_DRAINING ? "not ready: the server is shutting down"
-                                                      : "not ready: the model is warming up";
+    switch (atomic_load(&svc->state)) {
+    case STATE_DRAINING:
+        return "not ready: the server is shutting down";
+    case STATE_FAILED:
+        return svc->failure;
+    default:
+        return "not ready: the model is warming up";
+    }
 }
 
 static void job_free(bt_job *job)
@@ -573,17 +674,19 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
     response_init(resp);
     double start = bt_now();
     atomic_fetch_add(&svc->pending, 1);
-    const char *name;
-    size_t name_len;
-    int ep = route(req->path, &name, &name_len);
+    const char *name, *version;
+    size_t name_len, version_len;
+    int ep = route(req->path, &name, &name_len, &version, &version_len);
     int is_get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
     int is_post = strcmp(req->method, "POST") == 0;
 
     if (ep == EP_OTHER) {
         set_errorf(resp, 404,
                    "no such endpoint: %.16s %.200s (see /v2, /v2/models/%s, "
-                   "/v2/models/%s/infer, /v1/models/%s:predict)",
-                   req->method, req->path, svc->name, svc->name, svc->name);
+                   "/v2/models/%s/infer, /v2/models/%s/config, /v2/models/%s/stats, "
+                   "/v1/models/%s:predict)",
+                   req->method, req->path, svc->name, svc->name, svc->name, svc->name,
+                   svc->name);
         return finish_sync(svc, ep, start, req, resp);
     }
     int open_ep = ep == EP_LIVE || ep == EP_READY || ep == EP_MODEL_READY;
@@ -606,6 +709,13 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
                    (int)(name_len > 200 ? 200 : name_len), name, svc->name);
         return finish_sync(svc, ep, start, req, resp);
     }
+    if (version && (version_len != strlen(BT_MODEL_VERSION) ||
+                    memcmp(version, BT_MODEL_VERSION, version_len) != 0)) {
+        set_errorf(resp, 404,
+                   "model '%s' has no version '%.*s': its only version is " BT_MODEL_VERSION,
+                   svc->name, (int)(version_len > 64 ? 64 : version_len), version);
+        return finish_sync(svc, ep, start, req, resp);
+    }
 
     switch (ep) {
     case EP_LIVE:
@@ -616,12 +726,25 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
         if (bt_service_ready(svc)) {
             bt_buf_puts(&resp->body, "{\"ready\":true}");
         } else {
-            set_error(resp, 503, ready_reason(svc));
+            resp->status = 503; /* the probes' answer; the body says why */
+            bt_buf_puts(&resp->body, "{\"ready\":false,\"error\":");
+            bt_buf_json_string(&resp->body, ready_reason(svc));
+            bt_buf_puts(&resp->body, "}");
         }
+        return finish_sync(svc, ep, start, req, resp);
+    case EP_MODEL_CONFIG:
+        model_config(svc, &resp->body);
+        return finish_sync(svc, ep, start, req, resp);
+    case EP_STATS: /* this server's one model, asked for by name or not */
+        bt_buf_puts(&resp->body, "{\"model_stats\":[");
+        bt_stats_json(&resp->body, bt_batcher_infer_stats(svc->batcher), svc->name,
+                      BT_MODEL_VERSION);
+        bt_buf_puts(&resp->body, "]}");
         return finish_sync(svc, ep, start, req, resp);
     case EP_SERVER_META:
         bt_buf_puts(&resp->body, "{\"name\":\"berth\",\"version\":\"" BERTH_SERVER_VERSION
-                                 "\",\"extensions\":[\"binary_tensor_data\"]}");
+                                 "\",\"extensions\":[\"binary_tensor_data\","
+                                 "\"model_configuration\",\"statistics\"]}");
         return finish_sync(svc, ep, start, req, resp);
     case EP_MODEL_META:
         model_metadata(svc, &resp->body);
@@ -650,19 +773,35 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
                        "Inference-Header-Content-Length must be a non-negative integer, got "
                        "'%.40s'",
                        req->header_length);
-            return finish_sync(svc, ep, start, req, resp);
+            return finish_failed(svc, ep, start, req, resp);
         }
     }
     if (check_content_type(req, header_len >= 0, resp) != 0)
-        return finish_sync(svc, ep, start, req, resp);
+        return finish_failed(svc, ep, start, req, resp);
 
     bt_error err = {BT_OK, ""};
+    bt_coding coding;
+    if (bt_coding_parse(req->content_encoding, &coding, &err) != 0) {
+        set_error(resp, 415, err.message);
+        return finish_failed(svc, ep, start, req, resp);
+    }
+    bt_buf inflated = {0}; /* the body when it came compressed; freed after parsing */
+    const char *body = req->body ? req->body : "";
+    size_t body_len = req->body_len;
+    if (coding != BT_CODING_IDENTITY) {
+        if (bt_inflate(coding, body, body_len, req->max_body ? req->max_body : BT_DEFAULT_MAX_BODY,
+                       &inflated, &err) != 0) {
+            set_from_error(resp, &err);
+            return finish_failed(svc, ep, start, req, resp);
+        }
+        body = inflated.data ? inflated.data : "";
+        body_len = inflated.len;
+    }
     bt_infer_request *parsed = NULL;
     int rc;
     bt_batcher_announce(svc->batcher); /* withdrawn by finish_withdrawn on every failure */
     if (ep == EP_INFER) {
-        rc = bt_codec_parse_v2(req->body ? req->body : "", req->body_len, header_len, &parsed,
-                               &err);
+        rc = bt_codec_parse_v2(body, body_len, header_len, &parsed, &err);
     } else {
         const bt_model *m = svc->model;
         size_t nh = m->n_required ? m->n_required : m->n_inputs;
@@ -674,9 +813,9 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
             hints[i].has_dtype = m->inputs[i].has_dtype;
             hints[i].dtype = m->inputs[i].dtype;
         }
-        rc = bt_codec_parse_v1(req->body ? req->body : "", req->body_len, hints, nh, &parsed,
-                               &err);
+        rc = bt_codec_parse_v1(body, body_len, hints, nh, &parsed, &err);
     }
+    bt_buf_free(&inflated);
     if (rc != 0) {
         set_from_error(resp, &err);
         return finish_withdrawn(svc, ep, start, req, resp);
@@ -792,7 +931,10 @@ static void job_done(void *ctx, int status, DLManagedTensor **outputs, size_t n_
     bt_http_response resp;
     response_init(&resp);
     if (status == 0) {
+        double encode_start = bt_now();
         encode_outputs(job, outputs, n_outputs, &resp);
+        bt_duration_add(&bt_batcher_infer_stats(svc->batcher)->compute_output,
+                        bt_now() - encode_start, 0);
         for (size_t k = 0; k < n_outputs; k++)
             if (outputs[k]->deleter)
                 outputs[k]->deleter(outputs[k]);
@@ -802,6 +944,7 @@ static void job_done(void *ctx, int status, DLManagedTensor **outputs, size_t n_
     if (resp.body.oom)
         set_error(&resp, 500, "out of memory encoding the response");
     double t = bt_now() - job->start;
+    bt_stats_request(bt_batcher_infer_stats(svc->batcher), resp.status < 400, t);
     record(svc, job->endpoint, resp.status, t);
     if (job->log_line)
         log_request(job->log_line, resp.status, t);
@@ -958,6 +1101,8 @@ typedef struct conn_ctx {
 static enum MHD_Result send_response(conn_ctx *c)
 {
     bt_http_response *r = &c->resp;
+    bt_http_response_compress(r, MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+                                                             MHD_HTTP_HEADER_ACCEPT_ENCODING));
     struct MHD_Response *mr =
         MHD_create_response_from_buffer(r->body.len, r->body.len ? r->body.data : NULL,
                                         r->body.len ? MHD_RESPMEM_MUST_FREE
@@ -981,6 +1126,8 @@ static enum MHD_Result send_response(conn_ctx *c)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (r->allow)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, r->allow);
+    if (r->content_encoding)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_ENCODING, r->content_encoding);
     if (atomic_load(&c->srv->draining) || c->too_large)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(c->conn, (unsigned)r->status, mr);
@@ -1080,8 +1227,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                                      MHD_HTTP_HEADER_AUTHORIZATION),
         .header_length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      "Inference-Header-Content-Length"),
+        .content_encoding = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                        MHD_HTTP_HEADER_CONTENT_ENCODING),
         .body = c->body.data,
         .body_len = c->body.len,
+        .max_body = srv->params.max_body_bytes,
     };
     bt_job *job;
     if (bt_service_begin(srv->svc, &req, &c->resp, &job) == 0) {

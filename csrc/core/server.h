@@ -7,12 +7,19 @@
  * batch runs; the Flask/FastAPI adapters call bt_service_handle_sync from a worker
  * thread with the GIL released.
  *
- * Endpoints (Open Inference Protocol v2, KServe v1, Prometheus):
- *   GET  /v2/health/live, /v2/health/ready, /v2, /v2/models/{name}, /v2/models/{name}/ready
- *   POST /v2/models/{name}/infer          (also under /v2/models/{name}/versions/{v}/)
+ * Endpoints (Open Inference Protocol v2 with Triton's model configuration and statistics
+ * extensions, KServe v1, Prometheus):
+ *   GET  /v2/health/live, /v2/health/ready, /v2, /v2/models/stats
+ *   GET  /v2/models/{name}, /v2/models/{name}/ready, /v2/models/{name}/config,
+ *        /v2/models/{name}/stats
+ *   POST /v2/models/{name}/infer
+ *        (each /v2/models/{name}/... also as /v2/models/{name}/versions/1/...; another
+ *        version is 404)
  *   GET  /v1/models/{name}; POST /v1/models/{name}:predict
  *   GET  /metrics
- * Every error body is {"error": "..."}. Bad input is always a 4xx.
+ * Request bodies may be sent with Content-Encoding gzip or deflate; responses are gzipped
+ * for Accept-Encoding: gzip (see encoding.h). Every error body is {"error": "..."}.
+ * Client faults are 4xx; the model's and the server's are 5xx.
  */
 #ifndef BERTH_SERVER_H
 #define BERTH_SERVER_H
@@ -44,9 +51,14 @@ typedef struct bt_http_request {
     const char *content_type;
     const char *authorization;
     const char *header_length; /* Inference-Header-Content-Length */
+    const char *content_encoding; /* gzip/deflate bodies are inflated before parsing */
     const char *body;
     size_t body_len;
+    size_t max_body;           /* limit on the inflated body; 0: BT_DEFAULT_MAX_BODY */
 } bt_http_request;
+
+/* The largest request body by default (--max-body-mb's default). */
+#define BT_DEFAULT_MAX_BODY ((size_t)64 << 20)
 
 typedef struct bt_http_response {
     int status;
@@ -55,8 +67,14 @@ typedef struct bt_http_response {
     int retry_after;           /* seconds for Retry-After; 0: none */
     int www_authenticate;      /* send WWW-Authenticate: Bearer */
     const char *allow;         /* Allow header for 405; NULL: none */
+    const char *content_encoding; /* "gzip" once bt_http_response_compress did; NULL: none */
     bt_buf body;               /* owned by whoever holds the response */
 } bt_http_response;
+
+/* Gzips resp's body when accept_encoding (the request's Accept-Encoding, NULL when
+ * absent) takes gzip and the body is big enough to gain (encoding.h). Transports call it
+ * on their own thread just before sending, so no batcher thread spends time on it. */
+void bt_http_response_compress(bt_http_response *resp, const char *accept_encoding);
 
 /* Receives the finished response of a submitted job; takes ownership of resp->body. */
 typedef void (*bt_response_fn)(void *ctx, bt_http_response *resp);
@@ -73,13 +91,19 @@ bt_batcher *bt_service_batcher(bt_service *svc);
 /* Requests begun and not yet answered. */
 int64_t bt_service_pending(const bt_service *svc);
 
+/* Marks the model as failed at start (warm-up failed): readiness stays off and the ready
+ * endpoints say why (message copied). Call before readiness, from one thread. */
+void bt_service_set_failed(bt_service *svc, const char *message);
+
 /* Runs batches of the signature's shape through the batcher: batch 1 `rounds` times (the
  * TorchScript executor optimises a shape after a few calls), then, when batching, either
  * tunes the batch limit (tune = 1: times batches of 1, 2, 4, ... max_batch_size rows and
  * keeps the smallest with about the cheapest rows; see bt_service_tuning) or runs one
  * batch of max_batch_size rows. Returns 1 when it ran, 0 when the signature lacks dtypes
- * or shapes (nothing to warm up with), -1 with err set when forward failed. *seconds gets
- * the time. Call before readiness turns on, from one thread. */
+ * or shapes (nothing to warm up with), -1 with err set when forward failed (the service
+ * is then marked failed: see bt_service_set_failed). *seconds gets the time. The
+ * statistics extension's counters start when it returns. Call before readiness turns on,
+ * from one thread. */
 int bt_service_warmup(bt_service *svc, int rounds, int tune, double *seconds, bt_error *err);
 
 #define BT_TUNE_MAX_STEPS 24

@@ -11,13 +11,15 @@ serves the model, ``model/``, ``berth-src/``, ``k8s/`` (Deployment, Service, HPA
 PodDisruptionBudget, kustomization; optional ServiceMonitor, Grafana dashboard and a
 KServe InferenceService) and a ``README.md`` with the exact commands.
 """
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cli import main
 from .context import build_files
-from .model_file import inspect_model
+from .model_file import inspect_model, signature_from_options, with_signature
 from .names import sanitize_name
 from .options import (DeployOptions, TAG_LENGTH, image_reference, namespace_name,
                       positive_int, replica_range)
@@ -44,18 +46,27 @@ class BuildContext:
     files: tuple
 
 
-def deploy(model_path, name, out=None, image=None, replicas=2, cpu="1", memory="1Gi",
+def deploy(model_path, name=None, out=None, image=None, replicas=2, cpu="1", memory="1Gi",
            min_replicas=None, max_replicas=None, target_cpu=70, namespace=None,
-           kserve=False, service_monitor=False, grafana=False, force=False):
+           kserve=False, service_monitor=False, grafana=False, force=False,
+           inputs=None, outputs=None):
     """Write a build context and manifests for serving ``model_path`` as ``name``.
 
-    ``name`` is made an RFC 1123 label (``my_model`` -> ``my-model``, noted on stderr).
+    ``name`` defaults to the file's name without its extension, as in ``serve``, and is
+    made an RFC 1123 label (``my_model`` -> ``my-model``, noted on stderr). A plain
+    TorchScript file (no berth.json) deploys too; ``inputs`` (and ``outputs``), lists of
+    ``NAME:DATATYPE:SHAPE``, give it a signature, embedded into the deployed copy, which
+    the server needs to batch and warm up and the README's sample request is made from.
     ``image`` defaults to ``NAME:<first 12 hex digits of the model's sha256>``; a
     repository without a tag gets that tag; ``:latest`` is refused. ``out`` defaults to
     ``./NAME-deploy``; an existing non-empty directory is replaced only with ``force``.
     All checks run before anything is written, and the directory appears whole or not
     at all. Returns a :class:`BuildContext`.
     """
+    if name is None:
+        from ..serving.cli import model_name_from_path
+        name = model_name_from_path(os.fspath(model_path)) \
+            if isinstance(model_path, (str, os.PathLike)) else "model"
     k8s_name = sanitize_name(name)
     if k8s_name != name:
         print(f"berth deploy: name {name!r} is not a valid Kubernetes name (RFC 1123 label); "
@@ -70,9 +81,33 @@ def deploy(model_path, name, out=None, image=None, replicas=2, cpu="1", memory="
     out = Path(out if out is not None else f"{k8s_name}-deploy")
     check_destination(out, force)
     model = inspect_model(model_path)
+    if outputs and not inputs:
+        raise ValueError("outputs: --output needs --input too (a signature lists inputs)")
+    if inputs:
+        model = with_signature(model, signature_from_options(inputs, outputs or ()))
+        check_loads(model)
+    elif model.signature is None:
+        print(f"berth deploy: {model.path} is a plain TorchScript file without a signature: "
+              "the context has no sample request and the server will neither batch nor warm "
+              "it up; give one with --input NAME:DATATYPE:SHAPE (repeatable)", file=sys.stderr)
     opts = DeployOptions(image=image_reference(image, k8s_name, model.sha256),
                          version=model.sha256[:TAG_LENGTH], tmp_size=tmp_size(model), **opts_partial)
     files = build_files(opts, model)
     written = write_tree(out, files, force=force)
     return BuildContext(out=written, name=k8s_name, image=opts.image,
                         model_sha256=model.sha256, files=tuple(sorted(files)))
+
+
+def check_loads(model):
+    """Loads the signed copy with berth's C core (no torch import): a signature that does
+    not fit forward (another input count, say) fails here, not when the pod starts."""
+    import berth
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.pt")
+        with open(path, "wb") as handle:
+            handle.write(model.data)
+        try:
+            berth.load(path)
+        except berth.ModelLoadError as exc:
+            raise ValueError(f"inputs: the signature from --input/--output does not fit "
+                             f"{model.path!r}: {exc}") from None

@@ -9,10 +9,18 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m berth deploy",
         description="Write a container build context (Dockerfile, model, berth source) and "
-                    "Kubernetes manifests for serving a saved berth model.")
-    parser.add_argument("model_path", metavar="MODEL", help="TorchScript model saved by berth")
-    parser.add_argument("--name", required=True,
-                        help="Kubernetes name (made an RFC 1123 label: my_model -> my-model)")
+                    "Kubernetes manifests for serving a TorchScript model (saved by berth, "
+                    "or a plain torch.jit.save file).")
+    parser.add_argument("model_path", metavar="MODEL", help="TorchScript model file")
+    parser.add_argument("--name",
+                        help="Kubernetes name (default: the file name without its extension; "
+                             "made an RFC 1123 label: my_model -> my-model)")
+    parser.add_argument("--input", action="append", metavar="NAME:DATATYPE:SHAPE",
+                        dest="inputs",
+                        help="a plain file's input, e.g. image:FP32:-1,3,224,224 (-1: any "
+                             "extent; repeat in forward's order); embedded as its signature")
+    parser.add_argument("--output", action="append", metavar="NAME:DATATYPE:SHAPE",
+                        dest="outputs", help="a plain file's output, likewise (optional)")
     parser.add_argument("--out", metavar="DIR", help="output directory (default: ./NAME-deploy)")
     parser.add_argument("--image", metavar="REPO/NAME[:TAG]",
                         help="image reference (default tag: the model's sha256 prefix)")
@@ -45,7 +53,8 @@ def main(argv=None):
                          min_replicas=args.min_replicas, max_replicas=args.max_replicas,
                          target_cpu=args.target_cpu, namespace=args.namespace,
                          kserve=args.kserve, service_monitor=args.service_monitor,
-                         grafana=args.grafana, force=args.force)
+                         grafana=args.grafana, force=args.force, inputs=args.inputs,
+                         outputs=args.outputs)
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"berth deploy: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -5,6 +5,7 @@ from . import dockerfile, grafana, manifests, torch_bundle
 from .._version import __version__
 from .collect_runtime_libs import __file__ as _collector_path
 from .context_readme import render_readme
+from .model_file import sample_request_file
 from .source_tree import find_source_root, source_files
 from .yaml_text import dump
 
@@ -58,13 +59,21 @@ def build_files(opts, model):
         for relative, full in source_files(find_source_root()):
             with open(full, "rb") as handle:
                 files[f"berth-src/{relative}"] = handle.read()
-    with open(model.path, "rb") as handle:
-        model_bytes = handle.read()
+    if model.data is not None:  # a copy with an embedded signature
+        model_bytes = model.data
+    else:
+        with open(model.path, "rb") as handle:
+            model_bytes = handle.read()
     if hashlib.sha256(model_bytes).hexdigest() != model.sha256:
         raise RuntimeError(f"model_path: expected {model.path!r} to stay unchanged while "
                            "deploying, got different bytes on the second read")
     files[f"model/{model_filename}"] = model_bytes
+    sample = None
+    if model.signature is not None:
+        sample = sample_request_file(model.signature)
+        files[sample[0]] = sample[1]
     files["README.md"] = render_readme(
         opts=opts, model=model, model_filename=model_filename, berth_version=version,
-        k8s_files=names + ["kustomization.yaml"], kserve_files=kserve_files).encode()
+        k8s_files=names + ["kustomization.yaml"], kserve_files=kserve_files,
+        sample=sample).encode()
     return files

@@ -1,17 +1,51 @@
 """The README.md written into each build context: exact build, push and apply steps."""
-import json
-
-from .model_file import sample_request
 from .options import split_image
 
 from .dockerfile import SERVER_PORT
 from .manifests import SERVICE_PORT
 
 
-def render_readme(*, opts, model, model_filename, berth_version, k8s_files, kserve_files):
+def try_request(sample, name):
+    """The README's request: post the context's sample request file, or say how to get one."""
+    url = f"http://127.0.0.1:{SERVER_PORT}/v2/models/{name}/infer"
+    if sample is None:
+        return f"""\
+```
+
+This model carries no signature (a plain TorchScript file), so there is no sample
+request, and the server can neither batch nor warm it up: the first request is slower.
+Give its inputs when deploying, as `NAME:DATATYPE:SHAPE` (-1 for any extent), and they
+are embedded into the deployed copy:
+
+```sh
+berth deploy MODEL --input x:FP32:-1,10 [--input ...] [--output y:FP32:-1,1]
+```
+"""
+    filename, _, header_length = sample
+    if header_length is None:
+        return f"""\
+curl -fsS -H 'Content-Type: application/json' \\
+  --data-binary @{filename} \\
+  {url}
+```
+
+`{filename}` is one row of zeros in the model's signature."""
+    return f"""\
+curl -fsS -H 'Content-Type: application/octet-stream' \\
+  -H 'Inference-Header-Content-Length: {header_length}' \\
+  --data-binary @{filename} \\
+  {url}
+```
+
+`{filename}` is one row of zeros in the model's signature, in the binary tensor data
+extension (a {header_length}-byte JSON header, then the tensors' bytes): a body this size
+would be too long for a shell's command line."""
+
+
+def render_readme(*, opts, model, model_filename, berth_version, k8s_files, kserve_files,
+                  sample=None):
     ns = f" -n {opts.namespace}" if opts.namespace else ""
     repo = split_image(opts.image)[0]
-    request = json.dumps(sample_request(model.signature), separators=(",", ":"))
     listing = "\n".join(f"- `k8s/{name}`" for name in k8s_files)
     kserve = ""
     if kserve_files:
@@ -49,10 +83,7 @@ podman build --format docker -t {opts.image} .
 ```sh
 docker run --rm -p 127.0.0.1:{SERVER_PORT}:{SERVER_PORT} {opts.image}
 curl -fsS http://127.0.0.1:{SERVER_PORT}/v2/health/ready
-curl -fsS -H 'Content-Type: application/json' \\
-  -d '{request}' \\
-  http://127.0.0.1:{SERVER_PORT}/v2/models/{opts.name}/infer
-```
+{try_request(sample, opts.name)}
 
 ## Push
 

@@ -22,19 +22,21 @@ RUNTIME_UID = 10001
 MODEL_DIR = "/opt/berth/model"
 PYTHON_DIR = "/opt/berth/python"
 
-RUNTIME_PACKAGES = ("python3", "python3-numpy", "libcjson1", "libmicrohttpd12",
+RUNTIME_PACKAGES = ("python3", "python3-numpy", "libcjson1", "libmicrohttpd12", "zlib1g",
                     "libopenblas0-pthread")
 # A .pt2 image runs the libtorch carried in its context (see render_prebuilt_dockerfile).
 PREBUILT_RUNTIME_PACKAGES = ("python3", "python3-numpy", "libcjson1", "libmicrohttpd12", "libstdc++6")
 TORCH_LIB_DIR = "/usr/local/lib/berth-torch"
 BUILD_PACKAGES = ("build-essential", "cmake", "python3-dev", "python3-venv",
                   "python3-numpy", "python3-setuptools", "python3-pip", "python3-wheel",
-                  "libtorch-dev", "libcjson-dev", "libmicrohttpd-dev", "libgnutls28-dev")
+                  "libtorch-dev", "libcjson-dev", "libmicrohttpd-dev", "libgnutls28-dev",
+                  "zlib1g-dev")
 
 DOCKERIGNORE = """\
 # Only the Dockerfile's inputs go to the build: model/, berth-src/ and build/.
 k8s
 README.md
+sample-request.*
 **/__pycache__
 **/*.pyc
 """

@@ -1,13 +1,16 @@
-"""Inspecting a saved berth model without importing torch.
+"""Inspecting a saved model without importing torch.
 
 A TorchScript file (``torch.jit.save``) is a zip archive with one top-level folder
 holding ``data.pkl``, ``code/`` and, for berth models, ``extra/berth.json`` (the
 signature). A torch.export / AOTInductor package (``.pt2``) is a zip archive in the same
 layout whose ``archive_format`` says ``pt2``; ``berth.export`` puts the signature in its
 metadata. Reading the zip's directory is enough to tell them apart, so ``berth deploy``
-stays fast and needs no torch.
+stays fast and needs no torch. A plain TorchScript file has no signature; one given as
+``NAME:DATATYPE:SHAPE`` options is embedded into the deployed copy as
+``extra/berth.json``.
 """
 import hashlib
+import io
 import json
 import os
 import zipfile
@@ -15,14 +18,27 @@ from dataclasses import dataclass
 
 SIGNATURE_FILE = "berth.json"
 
+# berth.json dtype -> Open Inference Protocol v2 datatype.
+V2_DATATYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64",
+                "int32": "INT32", "int16": "INT16", "int8": "INT8", "uint8": "UINT8",
+                "bool": "BOOL"}
+
+# Above this many elements in all, the sample request is written in the binary form.
+SAMPLE_JSON_MAX_ELEMENTS = 4096
+
 
 @dataclass(frozen=True)
 class ModelFile:
-    """What deploy needs to know about a model file."""
+    """What deploy needs to know about a model file.
+
+    ``signature`` is None for a plain TorchScript file; ``data`` holds the bytes to
+    deploy when they differ from the file's (a signature was embedded).
+    """
     path: str
     sha256: str
     size: int
     signature: dict
+    data: bytes = None
     format: str = "torchscript"  # or "pt2"
 
 
@@ -66,11 +82,9 @@ def inspect_model(path, argument="model_path"):
             raise ValueError(not_torchscript + " which has no <archive>/data.pkl and "
                              "<archive>/code/ entries")
         member = f"{root}/extra/{SIGNATURE_FILE}"
-        if member not in names:
-            raise ValueError(f"{argument}: expected a berth model with an embedded "
-                             f"{SIGNATURE_FILE} signature (save it with berth or with "
-                             f"torch.jit.save(..., _extra_files={{'{SIGNATURE_FILE}': ...}})), "
-                             f"got a TorchScript file without one: {path!r}")
+        if member not in names:  # a plain TorchScript file
+            return ModelFile(path=path, sha256=sha256_of(path), size=os.path.getsize(path),
+                             signature=None)
         raw = archive.read(member)
     try:
         signature = json.loads(raw)
@@ -85,27 +99,122 @@ def inspect_model(path, argument="model_path"):
                      signature=signature)
 
 
-def sample_request(signature):
-    """An Open Inference Protocol v2 request body (one row of zeros) for the README.
+def parse_tensor_option(text, flag="--input"):
+    """One ``NAME:DATATYPE:SHAPE`` option as a berth.json entry; -1 is any extent.
 
-    >>> sample_request({"inputs": [{"name": "dense_input", "dtype": "float32",
-    ...                              "shape": [-1, 3]}]})
-    {'inputs': [{'name': 'dense_input', 'shape': [1, 3], 'datatype': 'FP32', 'data': [0.0, 0.0, 0.0]}]}
+    >>> parse_tensor_option("image:FP32:-1,3,224,224")
+    {'name': 'image', 'dtype': 'float32', 'shape': [-1, 3, 224, 224]}
+    >>> parse_tensor_option("ids:int64:-1,-1")
+    {'name': 'ids', 'dtype': 'int64', 'shape': [-1, -1]}
+    >>> parse_tensor_option("x:FP32")
+    Traceback (most recent call last):
+    ...
+    ValueError: --input: expected NAME:DATATYPE:SHAPE such as 'x:FP32:-1,10', got 'x:FP32'
     """
-    datatypes = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64",
-                 "int32": "INT32", "int16": "INT16", "int8": "INT8", "uint8": "UINT8",
-                 "bool": "BOOL"}
-    inputs = []
+    usage = f"{flag}: expected NAME:DATATYPE:SHAPE such as 'x:FP32:-1,10', got {text!r}"
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[0]:
+        raise ValueError(usage)
+    name, datatype, shape_text = parts
+    by_v2 = {v: k for k, v in V2_DATATYPES.items()}
+    dtype = by_v2.get(datatype.upper()) or (datatype.lower() if datatype.lower() in V2_DATATYPES
+                                            else None)
+    if dtype is None:
+        raise ValueError(f"{flag}: expected a DATATYPE among {', '.join(by_v2)} (or "
+                         f"{', '.join(V2_DATATYPES)}), got {datatype!r} in {text!r}")
+    try:
+        shape = [int(d) for d in shape_text.split(",")] if shape_text else []
+    except ValueError:
+        raise ValueError(f"{flag}: expected SHAPE as comma-separated integers (-1: any "
+                         f"extent), got {shape_text!r} in {text!r}") from None
+    if any(d < -1 for d in shape):
+        raise ValueError(f"{flag}: expected extents >= -1, got {shape_text!r} in {text!r}")
+    return {"name": name, "dtype": dtype, "shape": shape}
+
+
+def signature_from_options(inputs, outputs=()):
+    """berth.json from ``--input`` and ``--output`` options (lists of strings)."""
+    signature = {"berth_format": 1,
+                 "inputs": [parse_tensor_option(t, "--input") for t in inputs]}
+    if outputs:
+        signature["outputs"] = [parse_tensor_option(t, "--output") for t in outputs]
+    return signature
+
+
+def with_signature(model, signature, argument="model_path"):
+    """A ModelFile whose bytes are model's with ``signature`` embedded as berth.json.
+
+    The zip entries are copied as they are (stored, not recompressed), plus one:
+    ``<archive>/extra/berth.json``, which libtorch reads as an extra file.
+    """
+    if model.signature is not None:
+        raise ValueError(f"{argument}: {model.path!r} already carries a {SIGNATURE_FILE} "
+                         "signature; --input/--output are for plain TorchScript files")
+    with open(model.path, "rb") as handle:
+        original = handle.read()
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(original)) as src, \
+            zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        infos = src.infolist()
+        root = infos[0].filename.split("/", 1)[0]
+        for info in infos:
+            dst.writestr(info, src.read(info.filename))
+        dst.writestr(f"{root}/extra/{SIGNATURE_FILE}", json.dumps(signature))
+    data = out.getvalue()
+    return ModelFile(path=model.path, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+                     signature=signature, data=data)
+
+
+def _sample_inputs(signature):
+    """(name, shape, datatype, count) of each input: free extents are 1."""
+    out = []
     for spec in signature["inputs"]:
         shape = [1 if (not isinstance(d, int) or d < 0) else d for d in spec.get("shape", [1])]
         count = 1
         for dim in shape:
             count *= dim
-        datatype = datatypes.get(spec.get("dtype", "float32"), "FP32")
+        datatype = V2_DATATYPES.get(spec.get("dtype", "float32"), "FP32")
+        out.append((spec.get("name", "input"), shape, datatype, count))
+    return out
+
+
+def sample_request(signature):
+    """An Open Inference Protocol v2 request body (one row of zeros) as a dict.
+
+    >>> sample_request({"inputs": [{"name": "dense_input", "dtype": "float32",
+    ...                              "shape": [-1, 3]}]})
+    {'inputs': [{'name': 'dense_input', 'shape': [1, 3], 'datatype': 'FP32', 'data': [0.0, 0.0, 0.0]}]}
+    """
+    inputs = []
+    for name, shape, datatype, count in _sample_inputs(signature):
         zero = 0.0 if datatype.startswith("FP") else (False if datatype == "BOOL" else 0)
-        inputs.append({"name": spec.get("name", "input"), "shape": shape,
-                       "datatype": datatype, "data": [zero] * count})
+        inputs.append({"name": name, "shape": shape, "datatype": datatype, "data": [zero] * count})
     return {"inputs": inputs}
+
+
+def sample_request_file(signature):
+    """(file name, bytes, header length or None): the sample request the context ships.
+
+    Small inputs: ``sample-request.json``. Big ones (an image, say) in the binary tensor
+    extension, ``sample-request.bin``: a JSON header of header-length bytes, then the
+    zeros; post it with ``Inference-Header-Content-Length``.
+
+    >>> name, data, header = sample_request_file({"inputs": [{"name": "x", "dtype": "uint8",
+    ...                                            "shape": [-1, 3, 224, 224]}]})
+    >>> name, len(data) - header, json.loads(data[:header])["inputs"][0]["parameters"]
+    ('sample-request.bin', 150528, {'binary_data_size': 150528})
+    """
+    inputs = _sample_inputs(signature)
+    if sum(count for *_, count in inputs) <= SAMPLE_JSON_MAX_ELEMENTS:
+        body = json.dumps(sample_request(signature), separators=(",", ":")) + "\n"
+        return "sample-request.json", body.encode(), None
+    sizes = {"FP64": 8, "INT64": 8, "FP32": 4, "INT32": 4, "FP16": 2, "INT16": 2}
+    header = {"inputs": [{"name": name, "shape": shape, "datatype": datatype,
+                          "parameters": {"binary_data_size": count * sizes.get(datatype, 1)}}
+                         for name, shape, datatype, count in inputs]}
+    head = json.dumps(header, separators=(",", ":")).encode()
+    zeros = b"".join(bytes(count * sizes.get(datatype, 1)) for _, _, datatype, count in inputs)
+    return "sample-request.bin", head + zeros, len(head)
 
 
 def _inspect_pt2(path, argument):

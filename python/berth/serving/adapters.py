@@ -8,18 +8,80 @@ bytes come back unchanged. The endpoints are the same as ``python -m berth serve
     app.include_router(fastapi_router("model.pt"))       # FastAPI
     app.register_blueprint(flask_blueprint("model.pt"))  # Flask
 
+Several models in one app: one router or blueprint per model. Each answers only its own
+model's paths; the shared ones (``SHARED_PATHS``) answer for all the app's models, and a
+name none of them serves gets a 404 that lists the names served.
+
 >>> service_for(42)
 Traceback (most recent call last):
 ...
 TypeError: expected a model file path or a berth.Model, got int
 """
+import json
 import os
 import warnings
 
 from .. import _core
 
-# Path prefixes of the protocol, each served by one catch-all route.
-PROTOCOL_ROOTS = ("/v2", "/v1/models", "/metrics")
+# Paths every model of an app shares: the first router or blueprint that matches answers
+# them for all the app's models (readiness is all of them ready; statistics list each).
+SHARED_PATHS = ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/stats", "/metrics")
+METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
+
+
+class Served:
+    """One model of an app: its URL name and its ``_core.Service``."""
+
+    def __init__(self, name, service):
+        self.name = name
+        self.service = service
+
+
+def model_paths(name):
+    """The paths a model's own router or blueprint answers (its name, nothing else).
+
+    >>> model_paths("seed")
+    ('/v2/models/seed', '/v1/models/seed', '/v1/models/seed:predict')
+    """
+    return (f"/v2/models/{name}", f"/v1/models/{name}", f"/v1/models/{name}:predict")
+
+
+def name_in_path(path):
+    """The model name a /v2/models/... or /v1/models/... path asks for, else None.
+
+    >>> name_in_path("/v2/models/a/versions/1/infer"), name_in_path("/v1/models/b:predict")
+    ('a', 'b')
+    """
+    if path.startswith("/v2/models/"):
+        return path[len("/v2/models/"):].split("/", 1)[0]
+    if path.startswith("/v1/models/"):
+        return path[len("/v1/models/"):].split("/", 1)[0].split(":", 1)[0]
+    return None
+
+
+def shared_answer(served, method, path, body, headers):
+    """The answer to a shared path for every model of the app (served, in order)."""
+    first = served[0].service
+    if path == "/v2/health/ready":
+        answers = [_handle(s.service, method, path, body, headers) for s in served]
+        return next((a for a in answers if a[0] != 200), answers[0])
+    if path == "/v2/models/stats":  # read back and merged: asked for uncompressed
+        answers = [_handle(s.service, method, path, body, headers, compress=False)
+                   for s in served]
+        bad = next((a for a in answers if a[0] != 200), None)
+        if bad:
+            return bad
+        stats = [m for a in answers for m in json.loads(a[2])["model_stats"]]
+        return 200, [("Content-Type", "application/json")], json.dumps(
+            {"model_stats": stats}, separators=(",", ":")).encode()
+    return _handle(first, method, path, body, headers)
+
+
+def not_found(served, path):
+    """404 for a model name no router or blueprint of the app serves."""
+    names = ", ".join(f"'{s.name}'" for s in served)
+    message = f"model '{name_in_path(path)}' not found: this app serves {names}"
+    return 404, [("Content-Type", "application/json")], json.dumps({"error": message}).encode()
 
 
 def service_for(model, name=None, warmup=True, optimize=True, **options):
@@ -42,7 +104,7 @@ def service_for(model, name=None, warmup=True, optimize=True, **options):
         path = model.path
     else:
         raise TypeError(f"expected a model file path or a berth.Model, got {type(model).__name__}")
-    name = name or os.path.splitext(os.path.basename(path))[0] or "model"
+    name = model_name(path, name)
     service = _core.Service(model, name, **options)
     if warmup:
         service.warmup()
@@ -50,68 +112,165 @@ def service_for(model, name=None, warmup=True, optimize=True, **options):
     return service
 
 
-def _handle(service, method, path, body, headers):
+def model_name(path, name=None):
+    """The URL name: the one given, else the file name without its extension."""
+    return name or os.path.splitext(os.path.basename(path))[0] or "model"
+
+
+def _handle(service, method, path, body, headers, compress=True):
     return service.handle(method, path, body, headers.get("content-type"),
                           headers.get("authorization"),
-                          headers.get("inference-header-content-length"))
+                          headers.get("inference-header-content-length"),
+                          headers.get("content-encoding"),
+                          headers.get("accept-encoding") if compress else None)
+
+
+def _served(model, name, options):
+    import berth
+    service = service_for(model, name, **options)  # refuses anything but a path or a Model
+    path = model.path if isinstance(model, berth.Model) else os.fsdecode(model)
+    return Served(model_name(path, name), service)
+
+
+def fastapi_served(app, own):
+    """The berth models of a FastAPI/Starlette app, in the order their routers were
+    included (own alone when none is found): each berth route's endpoint carries its
+    model. Walks included routers and mounts, as FastAPI keeps them (flattened copies in
+    older releases, the included router itself in newer ones)."""
+    found, seen = [], set()
+
+    def walk(routes):
+        for route in routes:
+            if id(route) in seen:
+                continue
+            seen.add(id(route))
+            served = getattr(getattr(route, "endpoint", None), "berth_served", None)
+            if served is not None and served not in found:
+                found.append(served)
+            for attr in ("original_router", "app"):
+                inner = getattr(route, attr, None)
+                if inner is not None and isinstance(getattr(inner, "routes", None), list):
+                    walk(inner.routes)
+
+    walk(getattr(app, "routes", []))
+    return found or [own]
 
 
 def fastapi_router(model, name=None, **options):
     """An ``APIRouter`` serving ``model`` (path or berth.Model); see the module docstring.
 
-    The C codec runs in Starlette's thread pool, so the event loop never blocks.
-    ``router.berth_service`` is the underlying service (``metrics()``, ``stats()``).
+    The router answers its own model's paths (``/v2/models/{name}...``,
+    ``/v1/models/{name}...``) and, for every berth router of the app, the shared ones
+    (``/v2``, ``/v2/health/*``, ``/v2/models/stats``, ``/metrics``): include several to
+    serve several models. The C codec runs in Starlette's thread pool, so the event loop
+    never blocks. ``router.berth_service`` is the underlying service (``metrics()``,
+    ``stats()``).
     """
     from fastapi import APIRouter
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import Response
 
-    service = service_for(model, name, **options)
+    own = _served(model, name, options)
     router = APIRouter()
 
-    def make_endpoint(root):
-        async def endpoint(request):
-            rest = request.path_params.get("rest")
-            path = root if rest is None else f"{root}/{rest}"
-            body = await request.body()
-            status, headers, out = await run_in_threadpool(
-                _handle, service, request.method, path, body, request.headers)
-            return Response(content=out, status_code=status, headers=dict(headers))
-        return endpoint
+    def respond(answer):
+        status, headers, out = answer
+        return Response(content=out, status_code=status, headers=dict(headers))
 
-    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
-    for root in PROTOCOL_ROOTS:
-        router.add_route(root, make_endpoint(root), methods=methods, include_in_schema=False)
-        router.add_route(root + "/{rest:path}", make_endpoint(root), methods=methods,
+    # Each endpoint rebuilds the protocol path from its own template and the matched
+    # rest, so a router included under a prefix still hands the codec /v2/... paths.
+    def endpoint(base, answer):
+        async def handle(request):
+            rest = request.path_params.get("rest")
+            path = base if rest is None else f"{base}/{rest}"
+            body = await request.body()
+            return respond(await run_in_threadpool(answer, request, path, body))
+        handle.berth_served = own
+        return handle
+
+    def model_answer(request, path, body):
+        return _handle(own.service, request.method, path, body, request.headers)
+
+    def shared(request, path, body):
+        return shared_answer(fastapi_served(request.app, own), request.method, path, body,
+                             request.headers)
+
+    def by_name(request, path, body):
+        # Starlette tries routes in order: the first router's catch-all sees the paths of
+        # models whose routers were included after it, and hands them to their service.
+        served = fastapi_served(request.app, own)
+        target = next((s for s in served if s.name == name_in_path(path)), None)
+        if target is None:
+            return not_found(served, path)
+        return _handle(target.service, request.method, path, body, request.headers)
+
+    for path in model_paths(own.name):
+        router.add_route(path, endpoint(path, model_answer), methods=METHODS,
                          include_in_schema=False)
-    router.berth_service = service
+    base = f"/v2/models/{own.name}"
+    router.add_route(base + "/{rest:path}", endpoint(base, model_answer), methods=METHODS,
+                     include_in_schema=False)
+    for path in SHARED_PATHS:
+        router.add_route(path, endpoint(path, shared), methods=METHODS, include_in_schema=False)
+    for root in ("/v2/models", "/v1/models"):
+        router.add_route(root + "/{rest:path}", endpoint(root, by_name), methods=METHODS,
+                         include_in_schema=False)
+    router.berth_service = own.service
     return router
 
 
-def flask_blueprint(model, name=None, blueprint_name="berth", **options):
+def flask_blueprint(model, name=None, blueprint_name=None, **options):
     """A Flask ``Blueprint`` serving ``model`` (path or berth.Model); see the module docstring.
 
-    ``blueprint.berth_service`` is the underlying service.
+    Like :func:`fastapi_router`, it answers its own model's paths and, for every berth
+    blueprint of the app, the shared ones. ``blueprint_name`` defaults to
+    ``berth_<model name>``. ``blueprint.berth_service`` is the underlying service.
     """
-    from flask import Blueprint, Response, request
+    from flask import Blueprint, Response, current_app, request
 
-    service = service_for(model, name, **options)
-    blueprint = Blueprint(blueprint_name, __name__)
+    own = _served(model, name, options)
+    blueprint = Blueprint(blueprint_name or f"berth_{own.name}", __name__)
 
-    def make_view(root):
-        def view(rest=None):
-            path = root if rest is None else f"{root}/{rest}"
-            status, headers, out = _handle(service, request.method, path, request.get_data(),
-                                           request.headers)
-            return Response(out, status=status, headers=headers)
-        view.__name__ = "berth" + root.replace("/", "_")
-        return view
+    @blueprint.record_once
+    def remember(state):
+        state.app.extensions.setdefault("berth_served", []).append(own)
 
-    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
-    for root in PROTOCOL_ROOTS:
-        view = make_view(root)
-        blueprint.add_url_rule(root, view.__name__, view, methods=methods)
-        blueprint.add_url_rule(root + "/<path:rest>", view.__name__ + "_rest", view,
-                               methods=methods)
-    blueprint.berth_service = service
+    def app_served():
+        return current_app.extensions.get("berth_served") or [own]
+
+    def respond(answer):
+        status, headers, out = answer
+        return Response(out, status=status, headers=headers)
+
+    # Each view rebuilds the protocol path from its own rule and the matched rest, so a
+    # blueprint registered under a url_prefix still hands the codec /v2/... paths.
+    def view(base, answer):
+        def handle(rest=None):
+            path = base if rest is None else f"{base}/{rest}"
+            return respond(answer(path))
+        return handle
+
+    def model_answer(path):
+        return _handle(own.service, request.method, path, request.get_data(), request.headers)
+
+    def shared(path):
+        return shared_answer(app_served(), request.method, path, request.get_data(),
+                             request.headers)
+
+    def unknown(path):
+        return not_found(app_served(), path)
+
+    # Werkzeug tries rules with more literal text first, so a model's own paths win over
+    # the unknown-model rules whatever order the blueprints were registered in.
+    for i, path in enumerate(model_paths(own.name)):
+        blueprint.add_url_rule(path, f"model_{i}", view(path, model_answer), methods=METHODS)
+    base = f"/v2/models/{own.name}"
+    blueprint.add_url_rule(base + "/<path:rest>", "model_rest", view(base, model_answer),
+                           methods=METHODS)
+    for i, path in enumerate(SHARED_PATHS):
+        blueprint.add_url_rule(path, f"shared_{i}", view(path, shared), methods=METHODS)
+    for i, root in enumerate(("/v2/models", "/v1/models")):
+        blueprint.add_url_rule(root + "/<path:rest>", f"unknown_{i}", view(root, unknown),
+                               methods=METHODS)
+    blueprint.berth_service = own.service
     return blueprint

@@ -265,15 +265,19 @@ def main(argv):
         if not stop.is_set():
             try:
                 seconds = service.warmup(tune_batch=not args.no_batch_tuning)
-            except Exception as e:  # forward failed on zeros: serve anyway, say so
-                log(f"warning: warm-up failed, serving without it: {e}")
-                seconds = None
-            log("warm-up skipped: the signature has no dtypes/shapes" if seconds is None
-                else f"warmed up in {seconds * 1000:.0f} ms")
-            if service.batch_costs:
-                log(tuning_text(service.batch_costs, service.batch_limit))
-            service.set_ready(True)
-            log("ready")
+            except Exception as e:
+                # Forward failed on zeros of the signature's shape: the service marked
+                # itself failed, so probes see 503 with the reason; liveness stays up so
+                # the operator can read it.
+                log(f"error: warm-up failed, the model stays not ready (the ready "
+                    f"endpoints answer 503): {e}")
+            else:
+                log("warm-up skipped: the signature has no dtypes/shapes" if seconds is None
+                    else f"warmed up in {seconds * 1000:.0f} ms")
+                if service.batch_costs:
+                    log(tuning_text(service.batch_costs, service.batch_limit))
+                service.set_ready(True)
+                log("ready")
         while not stop.wait(0.5):
             pass
         log(f"received {signal.Signals(received[0]).name}: not ready; finishing in-flight "
