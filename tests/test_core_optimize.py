@@ -88,6 +88,7 @@ def test_serve_falls_back_to_the_model_as_saved(routing_path):
     try:
         log = "".join(server.lines)
         assert "warning: serving the model unoptimized: cannot optimize" in log
+        assert "(--no-optimize serves it as saved without trying)" in log
         assert "optimized for inference" not in log
         x = np.arange(10, dtype=np.float32).reshape(1, 10)
         status, _, body = server.request("POST", "/v2/models/m/infer", infer_body(x, "x"),
@@ -110,3 +111,23 @@ def test_the_adapters_load_paths_as_serve_does(conv_path, routing_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         service_for(routing_path, optimize=False).close()
+
+
+@pytest.mark.parametrize("kind", ["mobilenet_v3_small", "frozen_resnet18"])
+def test_optimize_works_on_mobilenet_and_frozen_modules(tmp_path, kind):
+    """libtorch's oneDNN passes asserted on these outside InferenceMode; the shim now
+    optimizes under it, as it loads."""
+    import models
+    torch.manual_seed(0)
+    module = models.mobilenet_v3_small().eval() if kind.startswith("mobilenet") else models.resnet18().eval()
+    scripted = torch.jit.script(module)
+    if kind.startswith("frozen"):
+        scripted = torch.jit.freeze(scripted)
+    path = str(tmp_path / f"{kind}.pt")
+    torch.jit.save(scripted, path)
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    optimized = berth.load(path, optimize=True)
+    assert optimized.optimized
+    with torch.inference_mode():
+        want = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(optimized.predict(x), want, rtol=1e-4, atol=1e-4)

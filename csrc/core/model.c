@@ -204,6 +204,10 @@ static int load_failure(const char *path, const char *detail, bt_error *err) {
         return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': not a TorchScript or .pt2 file (it is not a zip "
                             "archive); save models with berth's model.save(path), berth.export(...) or "
                             "torch.jit.save(torch.jit.script(model), path)", path);
+    if (strstr(detail, "Unknown builtin op"))
+        return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s; the model uses a custom operator: load the "
+                            "library that defines it first (berth.load(path, libraries=[...]), or serve and deploy "
+                            "--library PATH)", path, detail);
     return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': not a readable TorchScript or .pt2 archive (%s); save "
                         "models with berth's model.save(path), berth.export(...) or "
                         "torch.jit.save(torch.jit.script(model), path)", path, detail);

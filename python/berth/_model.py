@@ -73,7 +73,30 @@ def _spec_text(spec):
     return f"{spec.name}: {spec.dtype or '?'} {shape}"
 
 
-def load(path, *, optimize=False, device=None):
+def load_libraries(libraries, argument="libraries"):
+    """Load libraries of custom operators (e.g. torchvision's ``_C.so``) for the models
+    loaded after them; each path once per process.
+
+    >>> load_libraries("x.so")
+    Traceback (most recent call last):
+    ...
+    TypeError: libraries: expected a list of paths to shared libraries, got str
+    """
+    if isinstance(libraries, (str, bytes, os.PathLike)) or not hasattr(libraries, "__iter__"):
+        raise TypeError(f"{argument}: expected a list of paths to shared libraries, got {type(libraries).__name__}")
+    for library in libraries:
+        path = os.path.abspath(os.fsdecode(library))
+        if not os.path.isfile(path):
+            raise ValueError(f"{argument}: expected an existing shared library, got {os.fsdecode(library)!r}")
+        if path not in _LOADED_LIBRARIES:
+            _core.load_library(path)
+            _LOADED_LIBRARIES.add(path)
+
+
+_LOADED_LIBRARIES = set()
+
+
+def load(path, *, optimize=False, device=None, libraries=()):
     """Load a model file into berth's C core: TorchScript (scripted or traced), or a
     torch.export / AOTInductor package (``.pt2``, libtorch >= 2.6). The format is told
     from the file's contents, not its name (``Model.format``).
@@ -82,6 +105,9 @@ def load(path, *, optimize=False, device=None):
     and the exported batch range; for other packages berth reads the package's own input
     checks), and berth checks every input against it before AOTInductor's kernels, which
     do not check their inputs, run.
+
+    ``libraries``: paths of custom-operator libraries the model needs, loaded first
+    (a model using ``torchvision::nms`` needs torchvision's ``_C.so``, say).
 
     ``device`` (``"cpu"``, the default, or ``"cuda"``/``"cuda:N"``): where the model runs;
     inputs are copied there and outputs back. A libtorch without CUDA refuses
@@ -105,6 +131,7 @@ def load(path, *, optimize=False, device=None):
     """
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"berth.load(path): expected a file path (str or os.PathLike), got {type(path).__name__}")
+    load_libraries(libraries)
     if device is not None and not isinstance(device, str):
         raise TypeError(f"berth.load(device): expected 'cpu', 'cuda' or 'cuda:N', got {type(device).__name__}")
     return Model(os.fsdecode(path), optimize=bool(optimize), device=device)

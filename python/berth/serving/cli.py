@@ -37,6 +37,9 @@ def build_parser():
     p.add_argument("--max-queue", type=int, default=1024,
                    help="queued requests before 503 Overloaded (default 1024)")
     p.add_argument("--no-batching", action="store_true", help="run one request per forward")
+    p.add_argument("--library", action="append", default=[], metavar="PATH",
+                   help="a library of custom operators the model needs, loaded before it "
+                        "(repeatable; e.g. torchvision's _C.so for torchvision::nms)")
     p.add_argument("--no-optimize", action="store_true",
                    help="serve the model as saved; by default it is frozen and optimized for "
                         "inference (berth.load(path, optimize=True)) when libtorch can")
@@ -161,11 +164,14 @@ def start(args):
     cert = read_text(args.tls_cert, "--tls-cert") if args.tls_cert else None
     key = read_text(args.tls_key, "--tls-key") if args.tls_key else None
     try:
+        from .._model import load_libraries
+        load_libraries(args.library, "--library")
         model, unoptimized = load_for_serving(args.model, optimize=not args.no_optimize)
-    except berth.ModelLoadError as e:
+    except (berth.ModelLoadError, ValueError) as e:
         raise StartupError(str(e), EXIT_LOAD) from None
     if unoptimized:
-        log(f"warning: serving the model unoptimized: {unoptimized}")
+        log(f"warning: serving the model unoptimized: {unoptimized} (--no-optimize serves it as saved "
+            "without trying)")
     check_compiled_for(model, _core.torch_version())
     name = args.name or model_name_from_path(args.model)
     try:
