@@ -392,6 +392,12 @@ static int signature_complete(const bt_model *m) {
  * has no code of its own for it yet. */
 #define SHIM_BAD_RESULT "the model returned "
 
+const char *bt_model_output_name(const bt_model *m, size_t k) {
+    if (k < m->n_outputs && m->outputs[k].name) return m->outputs[k].name;
+    const berth_torch_api *t = bt_torch_loaded();
+    return t && m->handle ? t->model_output_name(m->handle, k) : NULL;
+}
+
 int bt_model_forward(bt_model *m, DLManagedTensor *const *in, size_t n, DLManagedTensor **out, size_t max_out,
                      size_t *n_out, int *is_tuple, bt_error *err) {
     const berth_torch_api *t = bt_torch_loaded();

@@ -81,8 +81,13 @@ int bt_num_threads(void);
 int bt_model_check_input(const bt_model *model, size_t index, const DLTensor *t,
                          DLDataType *cast_to, bt_error *err);
 
+/* The name of output k: the signature's, else what the shim learnt from a forward (a
+ * dict's key, "output_N", "parent.child" for nested results), else NULL. */
+const char *bt_model_output_name(const bt_model *model, size_t k);
+
 /* Runs forward. Takes ownership of the n inputs on every path. On success fills
- * out[0..*n_out) (caller owns them) and *is_tuple. -1 with err set on failure. */
+ * out[0..*n_out) (caller owns them) and *is_tuple (0 one tensor, 1 a tuple or list, 2 a
+ * dict; nested results come flattened). -1 with err set on failure. */
 int bt_model_forward(bt_model *model, DLManagedTensor *const *in, size_t n,
                      DLManagedTensor **out, size_t max_out, size_t *n_out, int *is_tuple,
                      bt_error *err);

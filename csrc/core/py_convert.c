@@ -282,3 +282,19 @@ PyObject *bt_py_from_tensor(DLManagedTensor *m) {
     }
     return arr;
 }
+
+PyObject *bt_py_named_outputs(const bt_model *m, PyObject *tuple) {
+    if (!tuple) return NULL;
+    PyObject *dict = PyDict_New();
+    for (Py_ssize_t i = 0; dict && i < PyTuple_GET_SIZE(tuple); ++i) {
+        char fallback[32];
+        const char *name = bt_model_output_name(m, (size_t)i);
+        if (!name) {
+            snprintf(fallback, sizeof fallback, "output_%zd", i);
+            name = fallback;
+        }
+        if (PyDict_SetItemString(dict, name, PyTuple_GET_ITEM(tuple, i)) != 0) Py_CLEAR(dict);
+    }
+    Py_DECREF(tuple);
+    return dict;
+}

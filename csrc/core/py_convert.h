@@ -48,6 +48,10 @@ int bt_py_buffer_dtype(const Py_buffer *b, DLDataType *out);
  * DLPack deleter. Steals t on every path. NULL with an exception set on failure. */
 PyObject *bt_py_from_tensor(DLManagedTensor *t);
 
+/* For a forward that returned a dict (is_tuple == 2): the outputs tuple as a dict keyed
+ * by the model's output names. Steals tuple (NULL passes through). */
+PyObject *bt_py_named_outputs(const struct bt_model *m, PyObject *tuple);
+
 /* Initialises NumPy's C API for this translation unit set; 0 on success. */
 int bt_py_import_numpy(void);
 

@@ -180,6 +180,7 @@ static PyObject *Model_predict(bt_ModelObject *self, PyObject *const *args, Py_s
         }
         PyTuple_SET_ITEM(result, (Py_ssize_t)i, a);
     }
+    if (is_tuple == 2) result = bt_py_named_outputs(m, result);
 done:
     if (in != inline_in) {
         PyMem_Free(in);

@@ -204,6 +204,8 @@ static PyObject *Batcher_predict(BatcherObject *self, PyObject *args, PyObject *
         }
         PyTuple_SET_ITEM(tuple, (Py_ssize_t)k, a);
     }
+    if (is_tuple == 2)
+        return bt_py_named_outputs(bt_py_model_get(self->model_obj), tuple);
     return tuple;
 }
 

@@ -196,8 +196,9 @@ static int finish_withdrawn(bt_service *svc, int ep, double start, const bt_http
 
 static const char *output_name(const bt_model *m, size_t k, char *scratch, size_t size)
 {
-    if (k < m->n_outputs && m->outputs[k].name)
-        return m->outputs[k].name;
+    const char *name = bt_model_output_name(m, k);
+    if (name)
+        return name;
     snprintf(scratch, size, "output_%zu", k);
     return scratch;
 }

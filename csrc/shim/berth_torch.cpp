@@ -22,6 +22,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstring>
 #include <map>
@@ -49,8 +50,12 @@ struct berth_torch_model {
     std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package;  // .pt2
 #endif
     bool single_output = true;                // .pt2: the output spec is one tensor
-    std::vector<std::string> arg_names;
+    std::vector<std::string> arg_names;       // protocol inputs, in order
+    std::vector<size_t> tuple_sizes;          // per forward argument: 0 a Tensor, N a Tuple of N
     size_t num_required = 0;
+    std::mutex names_lock;                    // output_names is written once, by the first forward
+    std::vector<std::string> output_names;
+    std::atomic<bool> names_known{false};
     std::string metadata;
     bool has_metadata = false;
 };
@@ -224,6 +229,39 @@ DLManagedTensor *to_dlpack(const at::Tensor &src) {
     m->manager_ctx = ctx;
     m->deleter = delete_output;
     return m;
+}
+
+// Flattens a forward result depth first into tensors and their names; returns what was
+// wrong ("a tuple holding a str") or "".
+std::string flatten(const c10::IValue &v, const std::string &path, std::vector<at::Tensor> &tensors,
+                    std::vector<std::string> &names) {
+    auto child = [&](const std::string &part) { return path.empty() ? part : path + "." + part; };
+    if (v.isTensor()) {
+        tensors.push_back(v.toTensor());
+        names.push_back(path.empty() ? "output_0" : path);
+        return "";
+    }
+    if (v.isTuple() || v.isList()) {
+        std::vector<c10::IValue> items;
+        if (v.isTuple()) items = v.toTupleRef().elements().vec();
+        else items = v.toListRef().vec();
+        for (size_t i = 0; i < items.size(); ++i) {
+            std::string why = flatten(items[i], path.empty() ? "output_" + std::to_string(i) : child(std::to_string(i)),
+                                      tensors, names);
+            if (!why.empty()) return why;
+        }
+        return "";
+    }
+    if (v.isGenericDict()) {
+        for (const auto &entry : v.toGenericDict()) {
+            if (!entry.key().isString()) return "a dict keyed by " + entry.key().tagKind() + "; berth needs str keys";
+            std::string why = flatten(entry.value(), child(entry.key().toStringRef()), tensors, names);
+            if (!why.empty()) return why;
+        }
+        return "";
+    }
+    return (path.empty() ? std::string("a ") : "a " + v.tagKind() + " at '" + path + "' (") +
+           (path.empty() ? v.tagKind() : ")") + "; berth needs tensors, or tuples, lists and dicts of them";
 }
 
 // --- the C entry points -----------------------------------------------------------------
@@ -432,7 +470,24 @@ void load_torchscript(berth_torch_model &model, const char *path) {
     model.forward = &method->function();
     const auto &args = model.forward->getSchema().arguments();
     for (size_t i = 1; i < args.size(); ++i) {  // 0 is self
-        model.arg_names.push_back(args[i].name());
+        const auto &type = args[i].type();
+        size_t tuple = 0;
+        if (auto tup = type->cast<c10::TupleType>()) {
+            tuple = tup->elements().size();
+            for (const auto &e : tup->elements())
+                if (!e->cast<c10::TensorType>()) tuple = 0;
+        }
+        if (!type->cast<c10::TensorType>() && !tuple) {
+            if (args[i].default_value()) break;  // left to its default, and so is every later one
+            throw std::invalid_argument("forward's argument '" + args[i].name() + "' is " + type->str() +
+                                        " without a default; berth passes tensors (Tensor or a fixed "
+                                        "Tuple[Tensor, ...]) only");
+        }
+        model.tuple_sizes.push_back(tuple);
+        if (tuple)
+            for (size_t k = 0; k < tuple; ++k) model.arg_names.push_back(args[i].name() + "." + std::to_string(k));
+        else
+            model.arg_names.push_back(args[i].name());
         if (!args[i].default_value()) model.num_required = model.arg_names.size();
     }
 }
@@ -528,6 +583,11 @@ const char *model_arg_name(const berth_torch_model *m, size_t i) {
     return (m && i < m->arg_names.size()) ? m->arg_names[i].c_str() : nullptr;
 }
 
+const char *model_output_name(const berth_torch_model *m, size_t i) {
+    if (!m || !m->names_known || i >= m->output_names.size()) return nullptr;
+    return m->output_names[i].c_str();
+}
+
 const char *model_metadata(const berth_torch_model *m, size_t *length) {
     if (!m || !m->has_metadata) {
         if (length) *length = 0;
@@ -577,32 +637,40 @@ berth_status *model_forward(berth_torch_model *m, DLManagedTensor *const *inputs
             torch::jit::Stack stack;
             stack.reserve(n_inputs + 1);
             stack.emplace_back(m->module._ivalue());  // self
-            for (; taken < n_inputs;) {
+            auto next = [&]() {
                 DLManagedTensor *in = inputs[taken];
                 ++taken;  // from here the tensor's storage owns it (or from_dlpack threw after
                           // taking it: at::from_blob frees through the deleter on failure)
                 at::Tensor t = from_dlpack(in, taken - 1);
-                if (m->device != t.device()) t = t.to(m->device);
-                stack.emplace_back(std::move(t));
+                return m->device != t.device() ? t.to(m->device) : t;
+            };
+            for (size_t arg = 0; taken < n_inputs; ++arg) {
+                size_t tuple = arg < m->tuple_sizes.size() ? m->tuple_sizes[arg] : 0;
+                if (!tuple) {
+                    stack.emplace_back(next());
+                    continue;
+                }
+                if (n_inputs - taken < tuple) {
+                    release_rest();
+                    return make_status(BERTH_E_INVALID_ARGUMENT, "forward's tuple argument needs " +
+                                                                     std::to_string(tuple) + " tensors");
+                }
+                std::vector<c10::IValue> elements;
+                for (size_t k = 0; k < tuple; ++k) elements.emplace_back(next());
+                stack.emplace_back(c10::ivalue::Tuple::create(std::move(elements)));
             }
             // What Module::forward does (checks types, fills defaults), without the lookup.
             c10::IValue result = (*m->forward)(std::move(stack), torch::jit::Kwargs());
-            if (result.isTensor()) {
-                tensors.push_back(result.toTensor());
-            } else if (result.isTuple()) {
-                *is_tuple = 1;
-                for (const auto &v : result.toTupleRef().elements()) {
-                    if (!v.isTensor())
-                        return make_status(BERTH_E_INFERENCE, "the model returned a tuple holding a " +
-                                                                  v.tagKind() + "; berth needs tensors");
-                    tensors.push_back(v.toTensor());
+            std::vector<std::string> names;
+            std::string why = flatten(result, "", tensors, names);
+            if (!why.empty()) return make_status(BERTH_E_INFERENCE, "the model returned " + why);
+            *is_tuple = result.isTensor() ? 0 : result.isGenericDict() ? 2 : 1;
+            if (!m->names_known) {
+                std::lock_guard<std::mutex> hold(m->names_lock);
+                if (!m->names_known) {
+                    m->output_names = std::move(names);
+                    m->names_known = true;
                 }
-            } else if (result.isTensorList()) {
-                *is_tuple = 1;
-                for (const auto &t : result.toTensorVector()) tensors.push_back(t);
-            } else {
-                return make_status(BERTH_E_INFERENCE, "the model returned a " + result.tagKind() +
-                                                          "; berth needs a tensor or a tuple of tensors");
             }
         }
         if (tensors.size() > max_outputs)
@@ -660,6 +728,7 @@ const berth_torch_api kApi = {
     model_arg_name,
     model_metadata,
     model_forward,
+    model_output_name,
     model_optimize,
 };
 

@@ -82,8 +82,11 @@ typedef struct berth_torch_api {
     /* dlopens a library of custom operators (RTLD_GLOBAL, so models find its ops). */
     berth_status *(*load_library)(const char *path);
 
-    /* forward's schema: argument count (without self), how many have no default,
-     * and each argument's name (valid while the model lives). */
+    /* The protocol inputs forward takes: one per Tensor argument, one per element of a
+     * fixed Tuple[Tensor, ...] argument (named "arg.0", "arg.1", ...); arguments of
+     * other types that have defaults are left to them (a model with a required
+     * non-tensor argument is refused at load). The count, how many have no default,
+     * and each input's name (valid while the model lives). */
     size_t (*model_num_args)(const berth_torch_model *model);
     size_t (*model_num_required_args)(const berth_torch_model *model);
     const char *(*model_arg_name)(const berth_torch_model *model, size_t index);
@@ -96,11 +99,19 @@ typedef struct berth_torch_api {
      * or failure: each input's deleter is called once libtorch no longer needs the
      * memory, which may be after this call returns when an output aliases an input.
      * On success, outputs[0..*n_outputs) are owned by the caller (call each deleter) and
-     * *is_tuple says whether forward returned a tuple/list rather than one tensor.
+     * *is_tuple says what forward returned: 0 one tensor, 1 a tuple or list, 2 a dict
+     * (the Hugging Face style). Nested tuples, lists and string-keyed dicts are
+     * flattened depth first; model_output_name names each tensor.
      * Safe to call from many threads at once on the same model. */
     berth_status *(*model_forward)(berth_torch_model *model, DLManagedTensor *const *inputs,
                                    size_t n_inputs, DLManagedTensor **outputs,
                                    size_t max_outputs, size_t *n_outputs, int *is_tuple);
+
+    /* The name of flattened output index, known once a forward has returned (NULL
+     * before, or past the end): a dict's key, "output_N" for a tuple's element N, and
+     * "parent.child" paths for nested structures ("hidden.0"). Valid while the model
+     * lives. */
+    const char *(*model_output_name)(const berth_torch_model *model, size_t index);
 
     /* Freezes the module (parameters become constants, batch norms fold into the
      * convolutions before them) and applies libtorch's optimize_for_inference passes
