@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -49,7 +50,7 @@ struct bt_batcher {
     int n_workers;
     struct bt_worker *workers; /* n_workers entries */
 
-    _Atomic uint64_t requests, batches, rows, errors, overloaded, timeouts;
+    _Atomic uint64_t requests, batches, rows, errors, overloaded, timeouts, retries;
     bt_histogram batch_sizes, queue_seconds, compute_seconds;
 };
 
@@ -189,7 +190,34 @@ static void note_forward(bt_batcher *b, double seconds)
     atomic_store(&b->forward_bits, bits);
 }
 
-/* Runs one batch outside the lock and completes every item in it. */
+/* Runs one item alone and completes it. */
+static void run_one(bt_batcher *b, bt_item *it, double start)
+{
+    bt_error err = {BT_OK, ""};
+    DLManagedTensor *outs[BT_MAX_OUTPUTS];
+    size_t n_out = 0;
+    int is_tuple = 0;
+    int rc = bt_model_forward(b->model, it->in, it->n_in, outs, BT_MAX_OUTPUTS, &n_out,
+                              &is_tuple, &err);
+    memset(it->in, 0, sizeof it->in); /* forward owns them now */
+    double t = bt_now() - start;
+    note_forward(b, t);
+    bt_histogram_observe(&b->compute_seconds, t);
+    bt_histogram_observe(&b->batch_sizes, (double)(b->batching ? it->rows : 1));
+    atomic_fetch_add(&b->batches, 1);
+    atomic_fetch_add(&b->rows, (uint64_t)(b->batching ? it->rows : 1));
+    if (rc != 0) {
+        atomic_fetch_add(&b->errors, 1);
+        it->done(it->ctx, -1, NULL, 0, 0, &err);
+    } else {
+        it->done(it->ctx, 0, outs, n_out, is_tuple, NULL);
+    }
+    free(it);
+}
+
+/* Runs one batch outside the lock and completes every item in it. When the batched
+ * forward fails (one request's rows can make the model raise), each request is run
+ * alone so that it gets its own answer, not another client's error. */
 static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_rows)
 {
     double start = bt_now();
@@ -203,23 +231,7 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
     int rc;
 
     if (n == 1) {
-        bt_item *it = items[0];
-        rc = bt_model_forward(b->model, it->in, it->n_in, outs, BT_MAX_OUTPUTS, &n_out,
-                              &is_tuple, &err);
-        memset(it->in, 0, sizeof it->in); /* forward owns them now */
-        double t = bt_now() - start;
-        note_forward(b, t);
-        bt_histogram_observe(&b->compute_seconds, t);
-        bt_histogram_observe(&b->batch_sizes, (double)(b->batching ? it->rows : 1));
-        atomic_fetch_add(&b->batches, 1);
-        atomic_fetch_add(&b->rows, (uint64_t)(b->batching ? it->rows : 1));
-        if (rc != 0) {
-            atomic_fetch_add(&b->errors, 1);
-            it->done(it->ctx, -1, NULL, 0, 0, &err);
-        } else {
-            it->done(it->ctx, 0, outs, n_out, is_tuple, NULL);
-        }
-        free(it);
+        run_one(b, items[0], start);
         return;
     }
 
@@ -246,11 +258,12 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
             dst += bytes;
         }
     }
-    for (size_t i = 0; i < n; i++)
-        release_all(items[i]->in, items[i]->n_in);
+    int forwarded = 0;
     if (rc == 0) {
+        /* Each item keeps its own inputs until the batch has succeeded. */
         rc = bt_model_forward(b->model, stacked, n_in, outs, BT_MAX_OUTPUTS, &n_out, &is_tuple,
                               &err);
+        forwarded = 1;
     } else {
         release_all(stacked, n_in);
     }
@@ -260,6 +273,16 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
     bt_histogram_observe(&b->batch_sizes, (double)total_rows);
     atomic_fetch_add(&b->batches, 1);
     atomic_fetch_add(&b->rows, (uint64_t)total_rows);
+    if (forwarded && rc != 0) {
+        atomic_fetch_add(&b->retries, 1);
+        fprintf(stderr, "berth: a batch of %zu requests failed (%.200s); running each alone\n", n,
+                err.message);
+        for (size_t i = 0; i < n; i++)
+            run_one(b, items[i], bt_now());
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        release_all(items[i]->in, items[i]->n_in);
 
     /* Outputs must be contiguous and carry the batch in their leading dimension. */
     for (size_t k = 0; rc == 0 && k < n_out; k++) {
@@ -477,6 +500,23 @@ void bt_batcher_free(bt_batcher *b)
     free(b);
 }
 
+void bt_batcher_cancel_queued(bt_batcher *b, const char *why)
+{
+    pthread_mutex_lock(&b->mu);
+    bt_item *list = b->head;
+    b->head = b->tail = NULL;
+    b->queued = 0;
+    b->queued_rows = 0;
+    pthread_mutex_unlock(&b->mu);
+    bt_error err;
+    bt_error_set(&err, BT_ERR_OVERLOADED, "%s", why);
+    while (list) {
+        bt_item *next = list->next;
+        fail_item(list, &err);
+        list = next;
+    }
+}
+
 /* Checks and prepares the inputs of one request; releases them on failure. */
 static int prepare_inputs(bt_batcher *b, DLManagedTensor **in, size_t n, int64_t *rows,
                           bt_error *err)
@@ -685,6 +725,7 @@ void bt_batcher_get_stats(bt_batcher *b, bt_batcher_stats *out)
     out->errors = atomic_load(&b->errors);
     out->overloaded = atomic_load(&b->overloaded);
     out->timeouts = atomic_load(&b->timeouts);
+    out->retries = atomic_load(&b->retries);
     pthread_mutex_lock(&b->mu);
     out->queued = b->queued;
     pthread_mutex_unlock(&b->mu);
