@@ -73,6 +73,8 @@ def build_parser():
                    default=LIMITS["max_response_bytes"] / MIB,
                    help="largest response in MiB, estimated before encoding; larger get 413 "
                         "(default %(default)g)")
+    p.add_argument("--max-connections", type=int, default=LIMITS["connection_limit"],
+                   help="open connections at most (default %(default)d)")
     p.add_argument("--per-ip-connections", type=int, default=LIMITS["per_ip_connections"],
                    help="open connections one client address may hold (default %(default)d; "
                         "raise it behind a proxy that opens more)")
@@ -122,6 +124,7 @@ NUMERIC_FLAGS = (
     ("max_pending_body_mb", 0, float(1 << 30), True),
     ("max_rows_per_request", 1, (1 << 63) - 1, False),
     ("max_response_mb", 0, float(1 << 30), True),
+    ("max_connections", 1, 1 << 20, False),
     ("per_ip_connections", 1, 1 << 20, False),
     ("header_timeout", 1, 86400, False),
     ("timeout_ms", 0, 86400e3, False),
@@ -258,6 +261,7 @@ def start(args):
                   else max_body * LIMITS["body_budget_factor"])
         server = _core.Server(service, host=args.host, port=args.port, threads=http_threads,
                               max_body_bytes=max_body, tls_cert=cert, tls_key=key,
+                              connection_limit=args.max_connections,
                               per_ip_connections=args.per_ip_connections,
                               header_timeout_s=args.header_timeout, body_budget=budget)
     except ValueError as e:
