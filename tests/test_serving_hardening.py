@@ -171,7 +171,8 @@ def test_keep_alive_still_works_after_the_checks(server):
 
 
 @pytest.mark.parametrize("path", [b"/metrics%00.txt", b"/v2/health/live%0A", b"/v2%7f",
-                                  b"/v2/models/seed%00/infer"])
+                                  b"/v2/models/seed%00/infer", b"/v2/health/li\x00ve",
+                                  b"/v2/health/live\x00"])
 def test_control_bytes_in_the_path_get_400(server, path):
     reply = raw(server.port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status_lines(reply) == [b"400"] and b"control byte" in reply, reply

@@ -1436,9 +1436,11 @@ typedef struct header_scan {
 } header_scan;
 
 static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value)
+                                   size_t key_size, const char *value, size_t value_size)
 {
     (void)kind;
+    (void)key_size;
+    (void)value_size;
     header_scan *h = cls;
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         h->n_length++;
@@ -1464,7 +1466,7 @@ static const char *check_headers(struct MHD_Connection *conn, const char *versio
                                  char *why, size_t size)
 {
     header_scan h = {0, 0, 0, NULL, NULL, NULL};
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_header, &h);
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_header, &h);
     if (h.bad_name)
         snprintf(why, size, "malformed header name '%.40s'", h.bad_name);
     else if (h.n_length > 1)
@@ -1497,6 +1499,11 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     c->conn = conn;
     c->start = bt_now();
     atomic_fetch_add(&srv->inflight, 1);
+    /* libmicrohttpd ends the URI with a NUL where the space before "HTTP/1.x" was: a URI
+     * that ends earlier held a NUL byte of its own (the request line is all in its buffer,
+     * so the bytes after the terminator are there to read). */
+    size_t len = strlen(uri);
+    c->bad_path = strncmp(uri + len + 1, "HTTP/", 5) != 0;
     for (const char *p = uri; *p && !c->bad_path; p++) {
         unsigned char b = (unsigned char)*p;
         if (b == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
