@@ -34,7 +34,7 @@ typedef struct bt_service_params {
     bt_batcher_params batch;   /* batcher settings */
     const char *auth_token;    /* bearer token (copied); NULL or "": no auth */
     int log_requests;          /* one line per request on stderr */
-    double timeout_ms;         /* deadline per request from its arrival; <= 0: none. Met by a
+    double timeout_ms;         /* deadline per request from bt_service_begin; <= 0: none. Met by a
                                 * timer whatever the forward is doing (answered 503) */
     int64_t max_rows;          /* rows (leading extent) per request; <= 0: BT_DEFAULT_MAX_ROWS */
     size_t max_response_bytes; /* largest response; 0: BT_DEFAULT_MAX_RESPONSE_BYTES */

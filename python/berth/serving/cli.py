@@ -82,7 +82,7 @@ def build_parser():
                    help="seconds a new connection may stay silent before sending its "
                         "request headers (default %(default)d)")
     p.add_argument("--timeout-ms", type=float, default=0.0,
-                   help="answer 503 to requests not answered within this many ms of arrival, "
+                   help="answer 503 to requests not answered within this many ms of being read, "
                         "whatever the forward is doing (default: no limit)")
     p.add_argument("--grace-period", type=float, default=20.0,
                    help="seconds to finish in-flight requests after SIGTERM (default 20)")
@@ -148,7 +148,7 @@ def check_numbers(args):
         if not ok:
             flag = "--" + attr.replace("_", "-")
             low = f"> {lo:g}" if lo_excluded else f">= {lo:g}"
-            raise StartupError(f"{flag} must be {low} and <= {hi:g}, got {value:g}", EXIT_USAGE)
+            raise StartupError(f"{flag} must be {low} and <= {hi:g}, got {value:.15g}", EXIT_USAGE)
 
 
 def check_model_file(path):
