@@ -724,6 +724,8 @@ def test_a_response_over_the_limit_gets_413(identity_server):
     assert status == 200
 
 
+@pytest.mark.skipif(os.environ.get("BERTH_SANITIZED") == "1",
+                    reason="ASan's allocator aborts on a 4 TB request instead of failing it")
 def test_allocator_messages_do_not_reach_the_client(models_dir):
     import torch
 
