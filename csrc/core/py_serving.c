@@ -409,7 +409,7 @@ static PyObject *Service_handle(ServiceObject *self, PyObject *args, PyObject *k
         PyBuffer_Release(&body);
         return NULL;
     }
-    bt_http_request req = {method, path, ct, auth, hlen, body.buf, (size_t)body.len};
+    bt_http_request req = {method, path, ct, auth, hlen, body.buf, (size_t)body.len, 0};
     bt_http_response resp;
     self->active++;
     Py_BEGIN_ALLOW_THREADS

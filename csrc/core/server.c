@@ -681,7 +681,7 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
 {
     *job_out = NULL;
     response_init(resp);
-    double start = bt_now();
+    double start = req->received > 0 ? req->received : bt_now();
     atomic_fetch_add(&svc->pending, 1);
     const char *name;
     size_t name_len;
@@ -765,6 +765,15 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
     if (atomic_load(&svc->state) == STATE_STOPPING) {
         set_error(resp, 503, "the server is shutting down");
         resp->retry_after = 1;
+        return finish_sync(svc, ep, start, req, resp);
+    }
+    if (svc->timeout_ms > 0 && bt_now() > start + svc->timeout_ms / 1000.0) {
+        /* It waited for the parse thread past its deadline: no parse, no forward. */
+        set_errorf(resp, 503, "the request did not finish within its deadline of %g ms "
+                              "(--timeout-ms)",
+                   svc->timeout_ms);
+        resp->retry_after = 1;
+        atomic_fetch_add(&svc->expired, 1);
         return finish_sync(svc, ep, start, req, resp);
     }
     long long header_len = -1;
@@ -1309,6 +1318,7 @@ struct conn_ctx {
     /* Copies for the parse thread (the connection's strings live only in its callbacks). */
     char *method, *path, *content_type, *authorization, *header_length;
     conn_ctx *pnext;
+    double received; /* when the body was complete */
 };
 
 static void body_release(conn_ctx *c)
@@ -1551,6 +1561,7 @@ static int defer_parse(conn_ctx *c, const char *method, const char *url)
     if (oom)
         return -1;
     bt_server *srv = c->srv;
+    c->received = bt_now();
     atomic_store(&c->state, 1);
     atomic_fetch_add(&srv->suspended, 1);
     MHD_suspend_connection(conn);
@@ -1581,7 +1592,7 @@ static void *parser_main(void *arg)
             srv->ptail = NULL;
         pthread_mutex_unlock(&srv->pmu);
         bt_http_request req = {c->method, c->path, c->content_type, c->authorization,
-                               c->header_length, c->body.data, c->body.len};
+                               c->header_length, c->body.data, c->body.len, c->received};
         bt_job *job;
         int rc = bt_service_begin(srv->svc, &req, &c->resp, &job);
         body_release(c);

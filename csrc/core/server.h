@@ -65,6 +65,7 @@ typedef struct bt_http_request {
     const char *header_length; /* Inference-Header-Content-Length */
     const char *body;
     size_t body_len;
+    double received;           /* bt_now() when the whole request was read; 0: now */
 } bt_http_request;
 
 typedef struct bt_http_response {
