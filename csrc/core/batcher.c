@@ -420,22 +420,22 @@ int bt_batcher_create(bt_model *model, const bt_batcher_params *params, bt_batch
 {
     *out = NULL;
     bt_batcher_params p = params ? *params : bt_batcher_default_params();
-    if (p.max_batch_size < 1 || p.max_batch_size > 1 << 20)
+    if (p.max_batch_size < 1 || p.max_batch_size > BT_BATCH_MAX_SIZE)
         return bt_error_set(err, BT_ERR_VALUE, "max_batch_size must be between 1 and %d, got %d",
-                            1 << 20, p.max_batch_size);
-    if (!(p.max_delay_ms >= 0 && p.max_delay_ms <= 60000))
-        return bt_error_set(err, BT_ERR_VALUE,
-                            "max_delay_ms must be between 0 and 60000, got %g", p.max_delay_ms);
-    if (p.max_queue < 1)
-        return bt_error_set(err, BT_ERR_VALUE, "max_queue must be at least 1, got %d",
-                            p.max_queue);
+                            BT_BATCH_MAX_SIZE, p.max_batch_size);
+    if (!(p.max_delay_ms >= 0 && p.max_delay_ms <= BT_BATCH_MAX_DELAY_MS))
+        return bt_error_set(err, BT_ERR_VALUE, "max_delay_ms must be between 0 and %g, got %g",
+                            BT_BATCH_MAX_DELAY_MS, p.max_delay_ms);
+    if (p.max_queue < 1 || p.max_queue > BT_BATCH_MAX_QUEUE)
+        return bt_error_set(err, BT_ERR_VALUE, "max_queue must be between 1 and %d, got %d",
+                            BT_BATCH_MAX_QUEUE, p.max_queue);
     if (model->n_inputs > BT_BATCH_MAX_INPUTS)
         return bt_error_set(err, BT_ERR_VALUE,
                             "the batcher handles models of at most %d inputs; this one takes %zu",
                             BT_BATCH_MAX_INPUTS, model->n_inputs);
-    if (p.workers < 1 || p.workers > 64)
-        return bt_error_set(err, BT_ERR_VALUE, "workers must be between 1 and 64, got %d",
-                            p.workers);
+    if (p.workers < 1 || p.workers > BT_BATCH_MAX_WORKERS)
+        return bt_error_set(err, BT_ERR_VALUE, "workers must be between 1 and %d, got %d",
+                            BT_BATCH_MAX_WORKERS, p.workers);
     bt_batcher *b = calloc(1, sizeof *b);
     struct bt_worker *workers = calloc((size_t)p.workers, sizeof *workers);
     if (!b || !workers) {

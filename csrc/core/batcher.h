@@ -20,6 +20,11 @@
 #include "model.h"
 
 #define BT_BATCH_MAX_INPUTS 16
+/* Ranges of bt_batcher_params (bt_batcher_create refuses values outside them). */
+#define BT_BATCH_MAX_SIZE (1 << 20)
+#define BT_BATCH_MAX_DELAY_MS 60000.0
+#define BT_BATCH_MAX_QUEUE (1 << 24)
+#define BT_BATCH_MAX_WORKERS 64
 
 typedef struct bt_batcher bt_batcher;
 

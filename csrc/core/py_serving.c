@@ -10,6 +10,7 @@
 #include "batcher.h"
 #include "py_convert.h"
 #include "server.h"
+#include "threads.h"
 
 /* ------------------------------------------------------------------ shared */
 
@@ -787,7 +788,11 @@ int bt_py_serving_add_types(PyObject *module)
 {
     /* The serving limits' defaults, defined once in server.h; the CLI's flags use them. */
     PyObject *limits = Py_BuildValue(
-        "{s:L,s:n,s:n,s:n,s:i,s:i,s:i,s:i,s:i,s:s}", "max_rows", (long long)BT_DEFAULT_MAX_ROWS,
+        "{s:i,s:i,s:d,s:i,s:i,s:i,s:L,s:n,s:n,s:n,s:i,s:i,s:i,s:i,s:i,s:s}", "threads_limit",
+        BT_MAX_NUM_THREADS, "max_batch_size_limit",
+        BT_BATCH_MAX_SIZE, "max_delay_ms_limit", BT_BATCH_MAX_DELAY_MS, "max_queue_limit",
+        BT_BATCH_MAX_QUEUE, "workers_limit", BT_BATCH_MAX_WORKERS, "http_threads_limit",
+        BT_MAX_HTTP_THREADS, "max_rows", (long long)BT_DEFAULT_MAX_ROWS,
         "max_response_bytes", (Py_ssize_t)BT_DEFAULT_MAX_RESPONSE_BYTES, "max_body_bytes",
         (Py_ssize_t)BT_DEFAULT_MAX_BODY_BYTES, "max_body_bytes_limit",
         (Py_ssize_t)BT_MAX_BODY_BYTES_LIMIT, "body_budget_factor", BT_DEFAULT_BODY_BUDGET_FACTOR,

@@ -1762,9 +1762,9 @@ int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server *
     if (params->port < 0 || params->port > 65535)
         return bt_error_set(err, BT_ERR_VALUE, "port must be between 0 and 65535, got %d",
                             params->port);
-    if (params->threads < 1 || params->threads > 1024)
-        return bt_error_set(err, BT_ERR_VALUE, "threads must be between 1 and 1024, got %d",
-                            params->threads);
+    if (params->threads < 1 || params->threads > BT_MAX_HTTP_THREADS)
+        return bt_error_set(err, BT_ERR_VALUE, "threads must be between 1 and %d, got %d",
+                            BT_MAX_HTTP_THREADS, params->threads);
     if (params->max_body_bytes < 1 || params->max_body_bytes > BT_MAX_BODY_BYTES_LIMIT)
         return bt_error_set(err, BT_ERR_VALUE,
                             "max_body_bytes must be between 1 and %zu, got %zu",

@@ -50,6 +50,7 @@ typedef struct bt_service_params {
 #define BT_DEFAULT_CONNECTION_LIMIT 1024
 #define BT_DEFAULT_IDLE_TIMEOUT_S 60
 #define BT_DEFAULT_HEADER_TIMEOUT_S 10
+#define BT_MAX_HTTP_THREADS 1024
 /* TLS 1.2 and 1.3 only (RFC 8996 deprecates 1.0 and 1.1). */
 #define BT_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 /* Bodies larger than this are parsed on the server's parse thread, not on the HTTP thread

@@ -114,12 +114,12 @@ class StartupError(Exception):
 # refused with the flag's name, before anything is sized from them.
 NUMERIC_FLAGS = (
     ("port", 0, 65535, False),
-    ("max_batch_size", 1, 1 << 20, False),
-    ("max_delay_ms", 0, 60000, False),
-    ("max_queue", 1, 1 << 24, False),
-    ("workers", 1, 64, False),
-    ("threads", 1, 1024, False),
-    ("http_threads", 1, 1024, False),
+    ("max_batch_size", 1, LIMITS["max_batch_size_limit"], False),
+    ("max_delay_ms", 0, LIMITS["max_delay_ms_limit"], False),
+    ("max_queue", 1, LIMITS["max_queue_limit"], False),
+    ("workers", 1, LIMITS["workers_limit"], False),
+    ("threads", 1, LIMITS["threads_limit"], False),
+    ("http_threads", 1, LIMITS["http_threads_limit"], False),
     ("max_body_mb", 0, LIMITS["max_body_bytes_limit"] / MIB, True),
     ("max_pending_body_mb", 0, float(1 << 30), True),
     ("max_rows_per_request", 1, (1 << 63) - 1, False),
