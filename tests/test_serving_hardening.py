@@ -237,6 +237,33 @@ def test_slow_clients_cannot_lock_out_a_new_client(seed_model_path):
             c.close()
         assert s.stop() == 0
 
+@pytest.mark.slow
+def test_a_head_sent_a_byte_at_a_time_meets_the_header_deadline(seed_model_path):
+    # Every byte would reset an idle timeout; the header deadline counts from the connect.
+    s = ServeProcess(seed_model_path, "--name", "seed", "--header-timeout", "2")
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    try:
+        started = time.time()
+        head = b"GET /v2/health/live HTTP/1.1\r\nX-Slow: " + b"a" * 1000
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            for byte in head:
+                c.sendall(bytes([byte]))
+                time.sleep(0.25)
+                if time.time() - started > 8:
+                    break
+        assert time.time() - started < 2 + 1.0
+        # A connection that sent its head in time keeps the idle timeout for the next one.
+        ok = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        ok.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert ok.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(2.5)
+        ok.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert ok.recv(65536).startswith(b"HTTP/1.1 200")
+        ok.close()
+    finally:
+        c.close()
+        assert s.stop() == 0
+
 # ------------------------------------------------------------------ 4. memory
 
 

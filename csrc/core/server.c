@@ -1278,6 +1278,16 @@ void bt_service_metrics(bt_service *svc, bt_buf *out)
 
 typedef struct conn_ctx conn_ctx;
 
+/* One open connection, for the header deadline: until its first request head is in, the
+ * reaper shuts the socket down when the deadline passes (libmicrohttpd's own timeout is
+ * reset by every byte, so a client sending one byte at a time would never meet it). */
+typedef struct sock_ctx {
+    struct sock_ctx *prev, *next;
+    int fd;          /* -1 once shut down */
+    double deadline; /* bt_now() seconds */
+    _Atomic int headed;
+} sock_ctx;
+
 struct bt_server {
     bt_service *svc;
     struct MHD_Daemon *daemon;
@@ -1299,6 +1309,13 @@ struct bt_server {
     int pstop;
     int parser_started;
     pthread_t parser;
+    /* Open connections and the reaper that enforces the header deadline. */
+    pthread_mutex_t smu;
+    pthread_cond_t scv;
+    sock_ctx *socks;
+    int rstop;
+    int reaper_started;
+    pthread_t reaper;
 };
 
 struct conn_ctx {
@@ -1525,13 +1542,71 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     return c;
 }
 
+/* libmicrohttpd reports a connection closed before it closes the socket, so the reaper
+ * (which holds smu) never shuts down a descriptor that was reused. */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
-    (void)conn;
-    (void)socket_context;
     bt_server *srv = cls;
-    atomic_fetch_add(&srv->connections, code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add(&srv->connections, 1);
+        sock_ctx *sc = calloc(1, sizeof *sc);
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!sc || !info) { /* untracked: libmicrohttpd's timeout still applies */
+            free(sc);
+            return;
+        }
+        sc->fd = info->connect_fd;
+        sc->deadline = bt_now() + srv->params.header_timeout_s;
+        pthread_mutex_lock(&srv->smu);
+        sc->next = srv->socks;
+        if (srv->socks)
+            srv->socks->prev = sc;
+        srv->socks = sc;
+        pthread_mutex_unlock(&srv->smu);
+        *socket_context = sc;
+        return;
+    }
+    atomic_fetch_sub(&srv->connections, 1);
+    sock_ctx *sc = *socket_context;
+    if (!sc)
+        return;
+    pthread_mutex_lock(&srv->smu);
+    if (sc->prev)
+        sc->prev->next = sc->next;
+    else
+        srv->socks = sc->next;
+    if (sc->next)
+        sc->next->prev = sc->prev;
+    pthread_mutex_unlock(&srv->smu);
+    free(sc);
+    *socket_context = NULL;
+}
+
+static void *reaper_main(void *arg)
+{
+    bt_server *srv = arg;
+    pthread_mutex_lock(&srv->smu);
+    while (!srv->rstop) {
+        double now = bt_now();
+        for (sock_ctx *sc = srv->socks; sc; sc = sc->next) {
+            if (sc->fd >= 0 && !atomic_load(&sc->headed) && now > sc->deadline) {
+                shutdown(sc->fd, SHUT_RDWR); /* libmicrohttpd sees the end and closes it */
+                sc->fd = -1;
+            }
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 200000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&srv->scv, &srv->smu, &ts);
+    }
+    pthread_mutex_unlock(&srv->smu);
+    return NULL;
 }
 
 static char *dup_or_null(const char *s, int *oom)
@@ -1613,9 +1688,13 @@ static enum MHD_Result begin_request(conn_ctx *c, const char *url, const char *v
     struct MHD_Connection *conn = c->conn;
     c->started = 1;
     /* A connection that sent a whole request head gets the idle timeout; until then the
-     * shorter header timeout applies (set on the daemon). */
+     * header deadline (the reaper) and the shorter timeout set on the daemon apply. */
     MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned)srv->params.idle_timeout_s);
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (info && info->socket_context)
+        atomic_store(&((sock_ctx *)info->socket_context)->headed, 1);
     char why[160];
     if (check_headers(conn, version, why, sizeof why))
         return refuse(c, url, 400, "%s", why);
@@ -1741,6 +1820,13 @@ static void read_pem_free(bt_server *srv)
 
 static void server_release(bt_server *srv)
 {
+    if (srv->reaper_started) {
+        pthread_mutex_lock(&srv->smu);
+        srv->rstop = 1;
+        pthread_cond_signal(&srv->scv);
+        pthread_mutex_unlock(&srv->smu);
+        pthread_join(srv->reaper, NULL);
+    }
     if (srv->parser_started) {
         pthread_mutex_lock(&srv->pmu);
         srv->pstop = 1;
@@ -1750,6 +1836,8 @@ static void server_release(bt_server *srv)
     }
     pthread_cond_destroy(&srv->pcv);
     pthread_mutex_destroy(&srv->pmu);
+    pthread_cond_destroy(&srv->scv);
+    pthread_mutex_destroy(&srv->smu);
     pthread_mutex_destroy(&srv->mu);
     read_pem_free(srv);
     free(srv);
@@ -1796,6 +1884,12 @@ int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server *
     pthread_mutex_init(&srv->mu, NULL);
     pthread_mutex_init(&srv->pmu, NULL);
     pthread_cond_init(&srv->pcv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&srv->smu, NULL);
+    pthread_cond_init(&srv->scv, &ca);
+    pthread_condattr_destroy(&ca);
     if (params->tls_cert) {
         srv->cert = strdup(params->tls_cert);
         srv->key = strdup(params->tls_key);
@@ -1811,6 +1905,13 @@ int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server *
                             strerror(e));
     }
     srv->parser_started = 1;
+    e = pthread_create(&srv->reaper, NULL, reaper_main, srv);
+    if (e != 0) {
+        server_release(srv);
+        return bt_error_set(err, BT_ERR_INTERNAL, "cannot start the header-deadline thread: %s",
+                            strerror(e));
+    }
+    srv->reaper_started = 1;
 
     char port[16];
     snprintf(port, sizeof port, "%d", params->port);
