@@ -264,6 +264,28 @@ def test_a_head_sent_a_byte_at_a_time_meets_the_header_deadline(seed_model_path)
         c.close()
         assert s.stop() == 0
 
+@pytest.mark.slow
+def test_clients_that_send_half_a_head_and_close_do_not_hold_their_slots(seed_model_path):
+    # 600 clients send 90 bytes of a head and close. libmicrohttpd alone left them in
+    # CLOSE-WAIT until its timeout, holding this address's slots; the reaper frees them.
+    s = ServeProcess(seed_model_path, "--name", "seed", "--per-ip-connections", "100",
+                     "--header-timeout", "30")
+    try:
+        for _ in range(600):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            c.sendall(INFER + b"X-Pad: aaaaaa")
+            c.close()
+        started = time.time()
+        while True:
+            reply = raw(s.port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
+                                b"Connection: close\r\n\r\n", wait=3)
+            if status_lines(reply) == [b"200"] or time.time() - started > 5:
+                break
+            time.sleep(0.05)
+        assert status_lines(reply) == [b"200"] and time.time() - started < 1.5
+    finally:
+        assert s.stop() == 0
+
 # ------------------------------------------------------------------ 4. memory
 
 
