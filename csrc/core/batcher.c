@@ -426,8 +426,11 @@ int bt_batcher_create(bt_model *model, const bt_batcher_params *params, bt_batch
     if (!(p.max_delay_ms >= 0 && p.max_delay_ms <= BT_BATCH_MAX_DELAY_MS))
         return bt_error_set(err, BT_ERR_VALUE, "max_delay_ms must be between 0 and %g, got %g",
                             BT_BATCH_MAX_DELAY_MS, p.max_delay_ms);
-    if (p.max_queue < 1 || p.max_queue > BT_BATCH_MAX_QUEUE)
-        return bt_error_set(err, BT_ERR_VALUE, "max_queue must be between 1 and %d, got %d",
+    if (p.max_queue < 1)
+        return bt_error_set(err, BT_ERR_VALUE, "max_queue must be at least 1, got %d",
+                            p.max_queue);
+    if (p.max_queue > BT_BATCH_MAX_QUEUE)
+        return bt_error_set(err, BT_ERR_VALUE, "max_queue must be at most %d, got %d",
                             BT_BATCH_MAX_QUEUE, p.max_queue);
     if (model->n_inputs > BT_BATCH_MAX_INPUTS)
         return bt_error_set(err, BT_ERR_VALUE,

@@ -1724,14 +1724,18 @@ static enum MHD_Result begin_request(conn_ctx *c, const char *url, const char *v
     bt_server *srv = c->srv;
     struct MHD_Connection *conn = c->conn;
     c->started = 1;
-    /* A connection that sent a whole request head gets the idle timeout; until then the
-     * header deadline (the reaper) and the shorter timeout set on the daemon apply. */
-    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
-                              (unsigned)srv->params.idle_timeout_s);
+    /* A connection that sent a whole request head gets the idle timeout (once: libmicrohttpd
+     * keeps such connections on a list it walks); until then the header deadline (the
+     * reaper) and the shorter timeout set on the daemon apply. */
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    if (info && info->socket_context)
-        atomic_store(&((sock_ctx *)info->socket_context)->headed, 1);
+    sock_ctx *sc = info ? info->socket_context : NULL;
+    if (!sc || !atomic_load(&sc->headed)) {
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned)srv->params.idle_timeout_s);
+        if (sc)
+            atomic_store(&sc->headed, 1);
+    }
     char why[160];
     if (check_headers(conn, version, why, sizeof why))
         return refuse(c, url, 400, "%s", why);
