@@ -321,8 +321,11 @@ def test_bodies_past_the_budget_get_503(seed_model_path):
             c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
             c.sendall(claim + b"[" * 1000)
             conns.append(c)
-        time.sleep(0.2)  # let the server read both heads (it answers nothing to these yet)
-        reply = raw(s.port, claim, wait=3)
+        deadline = time.time() + 10
+        while True:  # once the server has read both heads, a third claim gets 503 at once
+            reply = raw(s.port, claim, wait=1)
+            if status_lines(reply) or time.time() > deadline:
+                break
         assert status_lines(reply) == [b"503"] and b"Retry-After: 1" in reply, reply
         assert b"--max-pending-body-mb" in reply
         # The budget is given back when a body is done with.
@@ -534,7 +537,8 @@ def test_deadlines_are_met_while_a_forward_runs(sleepy_path):
 
         long = threading.Thread(target=call, args=("long", 1500000))  # seconds of spinning
         long.start()
-        time.sleep(0.05)
+        while metric(s.metrics(), "berth_inflight_requests") < 2:  # the long one, and this
+            assert long.is_alive()
         shorts = [threading.Thread(target=call, args=(i, 1)) for i in range(3)]
         for t in shorts:
             t.start()
@@ -753,13 +757,14 @@ def identity_server(identity_model_path):
 
 @pytest.mark.parametrize("rows", [5000000, 10 ** 12])
 def test_a_huge_shape_is_refused_before_any_forward(identity_server, rows):
-    before = metric(identity_server.metrics(), "berth_batch_size_count")
+    before = metric(identity_server.metrics(), "berth_batch_size_count{}")
+    assert before is not None
     body = json.dumps({"inputs": [{"name": "x", "shape": [rows, 0], "datatype": "FP32",
                                    "data": []}]}).encode()
     status, _, data = identity_server.request("POST", "/v2/models/ident/infer", body,
                                               JSON_HEADERS)
     assert status == 413 and "--max-rows-per-request" in json.loads(data)["error"], data
-    assert metric(identity_server.metrics(), "berth_batch_size_count") == before
+    assert metric(identity_server.metrics(), "berth_batch_size_count{}") == before
 
 
 def test_a_response_over_the_limit_gets_413(identity_server):
