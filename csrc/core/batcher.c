@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -49,7 +50,7 @@ struct bt_batcher {
     int n_workers;
     struct bt_worker *workers; /* n_workers entries */
 
-    _Atomic uint64_t requests, batches, rows, errors, overloaded, timeouts;
+    _Atomic uint64_t requests, batches, rows, errors, overloaded, timeouts, retries;
     bt_histogram batch_sizes, queue_seconds, compute_seconds;
     bt_infer_stats stats; /* the statistics extension's; reset when warm-up ends */
 };
@@ -191,7 +192,35 @@ static void note_forward(bt_batcher *b, double seconds)
     atomic_store(&b->forward_bits, bits);
 }
 
-/* Runs one batch outside the lock and completes every item in it. */
+/* Runs one item alone and completes it. */
+static void run_one(bt_batcher *b, bt_item *it, double start)
+{
+    bt_error err = {BT_OK, ""};
+    DLManagedTensor *outs[BT_MAX_OUTPUTS];
+    size_t n_out = 0;
+    int is_tuple = 0;
+    int rc = bt_model_forward(b->model, it->in, it->n_in, outs, BT_MAX_OUTPUTS, &n_out,
+                              &is_tuple, &err);
+    memset(it->in, 0, sizeof it->in); /* forward owns them now */
+    double t = bt_now() - start;
+    note_forward(b, t);
+    bt_histogram_observe(&b->compute_seconds, t);
+    bt_histogram_observe(&b->batch_sizes, (double)(b->batching ? it->rows : 1));
+    atomic_fetch_add(&b->batches, 1);
+    atomic_fetch_add(&b->rows, (uint64_t)(b->batching ? it->rows : 1));
+    if (rc != 0) {
+        atomic_fetch_add(&b->errors, 1);
+        it->done(it->ctx, -1, NULL, 0, 0, &err);
+    } else {
+        bt_stats_execution(&b->stats, b->batching ? it->rows : 1, 1, 0, t, 0);
+        it->done(it->ctx, 0, outs, n_out, is_tuple, NULL);
+    }
+    free(it);
+}
+
+/* Runs one batch outside the lock and completes every item in it. When the batched
+ * forward fails (one request's rows can make the model raise), each request is run
+ * alone so that it gets its own answer, not another client's error. */
 static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_rows)
 {
     double start = bt_now();
@@ -207,24 +236,7 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
     int rc;
 
     if (n == 1) {
-        bt_item *it = items[0];
-        rc = bt_model_forward(b->model, it->in, it->n_in, outs, BT_MAX_OUTPUTS, &n_out,
-                              &is_tuple, &err);
-        memset(it->in, 0, sizeof it->in); /* forward owns them now */
-        double t = bt_now() - start;
-        note_forward(b, t);
-        bt_histogram_observe(&b->compute_seconds, t);
-        bt_histogram_observe(&b->batch_sizes, (double)(b->batching ? it->rows : 1));
-        atomic_fetch_add(&b->batches, 1);
-        atomic_fetch_add(&b->rows, (uint64_t)(b->batching ? it->rows : 1));
-        if (rc != 0) {
-            atomic_fetch_add(&b->errors, 1);
-            it->done(it->ctx, -1, NULL, 0, 0, &err);
-        } else {
-            bt_stats_execution(&b->stats, b->batching ? it->rows : 1, 1, 0, t, 0);
-            it->done(it->ctx, 0, outs, n_out, is_tuple, NULL);
-        }
-        free(it);
+        run_one(b, items[0], start);
         return;
     }
 
@@ -251,12 +263,13 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
             dst += bytes;
         }
     }
-    for (size_t i = 0; i < n; i++)
-        release_all(items[i]->in, items[i]->n_in);
     double stacked_at = bt_now();
+    int forwarded = 0;
     if (rc == 0) {
+        /* Each item keeps its own inputs until the batch has succeeded. */
         rc = bt_model_forward(b->model, stacked, n_in, outs, BT_MAX_OUTPUTS, &n_out, &is_tuple,
                               &err);
+        forwarded = 1;
     } else {
         release_all(stacked, n_in);
     }
@@ -267,6 +280,16 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
     bt_histogram_observe(&b->batch_sizes, (double)total_rows);
     atomic_fetch_add(&b->batches, 1);
     atomic_fetch_add(&b->rows, (uint64_t)total_rows);
+    if (forwarded && rc != 0) {
+        atomic_fetch_add(&b->retries, 1);
+        fprintf(stderr, "berth: a batch of %zu requests failed (%.200s); running each alone\n", n,
+                err.message);
+        for (size_t i = 0; i < n; i++)
+            run_one(b, items[i], bt_now());
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        release_all(items[i]->in, items[i]->n_in);
 
     /* Outputs must be contiguous and carry the batch in their leading dimension. */
     for (size_t k = 0; rc == 0 && k < n_out; k++) {
@@ -410,24 +433,27 @@ int bt_batcher_create(bt_model *model, const bt_batcher_params *params, bt_batch
 {
     *out = NULL;
     bt_batcher_params p = params ? *params : bt_batcher_default_params();
-    if (p.max_batch_size < 1 || p.max_batch_size > 1 << 20)
+    if (p.max_batch_size < 1 || p.max_batch_size > BT_BATCH_MAX_SIZE)
         return bt_error_set(err, BT_ERR_VALUE, "max_batch_size must be between 1 and %d, got %d",
-                            1 << 20, p.max_batch_size);
-    if (!(p.max_delay_ms >= 0 && p.max_delay_ms <= 60000))
-        return bt_error_set(err, BT_ERR_VALUE,
-                            "max_delay_ms must be between 0 and 60000, got %g", p.max_delay_ms);
+                            BT_BATCH_MAX_SIZE, p.max_batch_size);
+    if (!(p.max_delay_ms >= 0 && p.max_delay_ms <= BT_BATCH_MAX_DELAY_MS))
+        return bt_error_set(err, BT_ERR_VALUE, "max_delay_ms must be between 0 and %g, got %g",
+                            BT_BATCH_MAX_DELAY_MS, p.max_delay_ms);
     if (p.max_queue < 1)
         return bt_error_set(err, BT_ERR_VALUE, "max_queue must be at least 1, got %d",
                             p.max_queue);
     /* a .pt2 admits batches only up to the range its batch dimension was exported for */
     if (model->max_batch < p.max_batch_size) p.max_batch_size = (int)model->max_batch;
+    if (p.max_queue > BT_BATCH_MAX_QUEUE)
+        return bt_error_set(err, BT_ERR_VALUE, "max_queue must be at most %d, got %d",
+                            BT_BATCH_MAX_QUEUE, p.max_queue);
     if (model->n_inputs > BT_BATCH_MAX_INPUTS)
         return bt_error_set(err, BT_ERR_VALUE,
                             "the batcher handles models of at most %d inputs; this one takes %zu",
                             BT_BATCH_MAX_INPUTS, model->n_inputs);
-    if (p.workers < 1 || p.workers > 64)
-        return bt_error_set(err, BT_ERR_VALUE, "workers must be between 1 and 64, got %d",
-                            p.workers);
+    if (p.workers < 1 || p.workers > BT_BATCH_MAX_WORKERS)
+        return bt_error_set(err, BT_ERR_VALUE, "workers must be between 1 and %d, got %d",
+                            BT_BATCH_MAX_WORKERS, p.workers);
     bt_batcher *b = calloc(1, sizeof *b);
     struct bt_worker *workers = calloc((size_t)p.workers, sizeof *workers);
     if (!b || !workers) {
@@ -490,6 +516,23 @@ void bt_batcher_free(bt_batcher *b)
         free(b->workers[i].batch);
     free(b->workers);
     free(b);
+}
+
+void bt_batcher_cancel_queued(bt_batcher *b, const char *why)
+{
+    pthread_mutex_lock(&b->mu);
+    bt_item *list = b->head;
+    b->head = b->tail = NULL;
+    b->queued = 0;
+    b->queued_rows = 0;
+    pthread_mutex_unlock(&b->mu);
+    bt_error err;
+    bt_error_set(&err, BT_ERR_OVERLOADED, "%s", why);
+    while (list) {
+        bt_item *next = list->next;
+        fail_item(list, &err);
+        list = next;
+    }
 }
 
 /* Checks and prepares the inputs of one request; releases them on failure. */
@@ -700,6 +743,7 @@ void bt_batcher_get_stats(bt_batcher *b, bt_batcher_stats *out)
     out->errors = atomic_load(&b->errors);
     out->overloaded = atomic_load(&b->overloaded);
     out->timeouts = atomic_load(&b->timeouts);
+    out->retries = atomic_load(&b->retries);
     pthread_mutex_lock(&b->mu);
     out->queued = b->queued;
     pthread_mutex_unlock(&b->mu);

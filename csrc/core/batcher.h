@@ -21,6 +21,11 @@
 #include "stats.h"
 
 #define BT_BATCH_MAX_INPUTS 16
+/* Ranges of bt_batcher_params (bt_batcher_create refuses values outside them). */
+#define BT_BATCH_MAX_SIZE (1 << 20)
+#define BT_BATCH_MAX_DELAY_MS 60000.0
+#define BT_BATCH_MAX_QUEUE (1 << 24)
+#define BT_BATCH_MAX_WORKERS 64
 
 typedef struct bt_batcher bt_batcher;
 
@@ -46,6 +51,10 @@ int bt_batcher_create(bt_model *model, const bt_batcher_params *params, bt_batch
 
 /* Stops taking requests, finishes every queued one, joins the threads. NULL-tolerant. */
 void bt_batcher_free(bt_batcher *b);
+
+/* Fails every queued request at once (BT_ERR_OVERLOADED, why) without running it; forwards
+ * already running finish. For a shutdown past its grace period. */
+void bt_batcher_cancel_queued(bt_batcher *b, const char *why);
 
 /* 1 when requests are concatenated along the batch dimension. */
 int bt_batcher_is_batching(const bt_batcher *b);
@@ -86,6 +95,7 @@ typedef struct bt_batcher_stats {
     uint64_t errors;     /* requests that failed in forward */
     uint64_t overloaded; /* refused: queue full */
     uint64_t timeouts;   /* expired in the queue */
+    uint64_t retries;    /* batched forwards that failed and were rerun request by request */
     uint64_t queued;     /* waiting now */
 } bt_batcher_stats;
 

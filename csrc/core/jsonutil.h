@@ -40,6 +40,17 @@ cJSON *bt_json_parse(const char *text, size_t len, bt_json_error *e);
 cJSON *bt_json_parse_body(const char *text, size_t len, bt_json_error *e);
 void bt_json_release(cJSON *root);
 
+/* Memory bound of a body's parse. A cJSON node is 64 bytes (sizeof(cJSON) on 64-bit
+ * targets) and valid JSON needs at least 2 bytes per value ("0,"), so bodies are refused
+ * beyond BT_JSON_MAX_NODES(len) values (counted before parsing, from commas and
+ * brackets). A string of k bytes takes k + 1 rounded up to 16 and at least k + 3 bytes of
+ * body. A parse therefore takes at most 32 x the body plus 4 KiB ("[0,0,...]" is the worst
+ * case), which tests/test_serving_hardening.py measures with bt_json_body_bytes. */
+#define BT_JSON_MAX_NODES(len) ((len) / 2 + 64)
+
+/* Bytes the arena handed out for the calling thread's latest body parse. */
+size_t bt_json_body_bytes(void);
+
 /* Installs the arena's allocation hooks into cJSON (process-wide; allocations outside a
  * bt_json_parse_body scope still go to malloc/free). Call once, before other threads use
  * cJSON. */

@@ -197,9 +197,12 @@ static int leading_any(const bt_spec *s) {
 /* Turns the shim's load failure into words a user can act on. */
 static int load_failure(const char *path, const char *detail, bt_error *err) {
     FILE *f = fopen(path, "rb");
+    if (!f) return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s", path, strerror(errno));
     unsigned char magic[4] = {0};
-    size_t got = f ? fread(magic, 1, 4, f) : 0;
-    if (f) fclose(f);
+    size_t got = fread(magic, 1, 4, f);
+    int read_error = ferror(f) ? errno : 0;
+    fclose(f);
+    if (read_error) return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s", path, strerror(read_error));
     if (got < 4 || memcmp(magic, "PK\x03\x04", 4) != 0)
         return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': not a TorchScript or .pt2 file (it is not a zip "
                             "archive); save models with berth's model.save(path), berth.export(...) or "
@@ -252,6 +255,14 @@ int bt_model_load(const char *path, const bt_load_options *options, bt_model **o
     if (S_ISDIR(st.st_mode))
         return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': it is a directory, expected a TorchScript or .pt2 file",
                             path);
+    /* Readable? (Otherwise libtorch's message says it is not a zip archive.) */
+    FILE *probe = fopen(path, "rb");
+    if (!probe) return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s", path, strerror(errno));
+    unsigned char byte;
+    size_t got = fread(&byte, 1, 1, probe);
+    int read_error = got == 0 && ferror(probe) ? errno : 0;
+    fclose(probe);
+    if (read_error) return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s", path, strerror(read_error));
     const berth_torch_api *t = bt_torch(err);
     if (!t) return -1;
     if (atomic_load(&threads_in_effect) == 0) {

@@ -62,9 +62,29 @@ static PyObject *core_load_library(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* For the tests that prove the parse memory bound (see BT_JSON_MAX_NODES). */
+static PyObject *core_json_body_cost(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) != 0) return NULL;
+    bt_json_error jerr;
+    size_t used = 0;
+    cJSON *root;
+    Py_BEGIN_ALLOW_THREADS
+    root = bt_json_parse_body(view.buf, (size_t)view.len, &jerr);
+    used = bt_json_body_bytes();
+    if (root) bt_json_release(root);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (!root) return PyErr_Format(PyExc_ValueError, "%s (line %d)", jerr.text, jerr.line);
+    return PyLong_FromSize_t(used);
+}
+
 static PyMethodDef core_methods[] = {
     {"load_library", core_load_library, METH_O,
      "load_library(path)\n--\n\nLoad a library of custom operators (RTLD_GLOBAL) for models loaded after it."},
+    {"_json_body_cost", core_json_body_cost, METH_O,
+     "_json_body_cost(body)\n--\n\nBytes of memory parsing a request body as JSON takes (tests)."},
     {"keep_freed_memory", core_keep_freed_memory, METH_NOARGS,
      "keep_freed_memory()\n--\n\nglibc only: serve every allocation from the heap and keep freed memory "
      "for reuse instead of returning it to the kernel. True if applied."},

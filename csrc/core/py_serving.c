@@ -10,6 +10,7 @@
 #include "batcher.h"
 #include "py_convert.h"
 #include "server.h"
+#include "threads.h"
 
 /* ------------------------------------------------------------------ shared */
 
@@ -56,12 +57,13 @@ static PyObject *batcher_stats_dict(bt_batcher *b)
 {
     bt_batcher_stats st;
     bt_batcher_get_stats(b, &st);
-    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:N,s:N,s:N}", "requests",
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:N,s:N,s:N}", "requests",
                          (unsigned long long)st.requests, "batches",
                          (unsigned long long)st.batches, "rows", (unsigned long long)st.rows,
                          "errors", (unsigned long long)st.errors, "overloaded",
                          (unsigned long long)st.overloaded, "timeouts",
-                         (unsigned long long)st.timeouts, "queued",
+                         (unsigned long long)st.timeouts, "retries",
+                         (unsigned long long)st.retries, "queued",
                          (unsigned long long)st.queued, "batch_sizes",
                          histogram_dict(bt_batcher_batch_sizes(b)), "queue_seconds",
                          histogram_dict(bt_batcher_queue_seconds(b)), "compute_seconds",
@@ -87,6 +89,14 @@ static void batcher_release(BatcherObject *self)
         bt_batcher_free(b);
         Py_END_ALLOW_THREADS
     }
+}
+
+/* Ends one predict; the last one out after close() frees the batcher. */
+static void batcher_leave(BatcherObject *self)
+{
+    self->active--;
+    if (self->closing && self->active == 0)
+        batcher_release(self);
 }
 
 static int Batcher_init(BatcherObject *self, PyObject *args, PyObject *kw)
@@ -156,6 +166,10 @@ static PyObject *Batcher_predict(BatcherObject *self, PyObject *args, PyObject *
     bt_model *m = bt_py_model_get(self->model_obj);
     if (!m)
         return NULL;
+    /* Counted as active from here: converting an input can run Python code (__array__, a
+     * list's items), during which another thread may call close(); close() then leaves
+     * the batcher to the last predict instead of freeing it under this one. */
+    self->active++;
     DLManagedTensor *in[BT_BATCH_MAX_INPUTS] = {0};
     bt_py_view *views[BT_BATCH_MAX_INPUTS] = {0};
     bt_error err = {BT_OK, ""};
@@ -167,23 +181,21 @@ static PyObject *Batcher_predict(BatcherObject *self, PyObject *args, PyObject *
                     in[k]->deleter(in[k]);
                 bt_py_view_done(views[k]);
             }
+            batcher_leave(self);
             return bt_py_raise(&err);
         }
     }
     DLManagedTensor *outs[BT_MAX_OUTPUTS];
     size_t n_out = 0;
     int is_tuple = 0, rc;
-    bt_batcher *b = self->batcher;
-    self->active++;
+    bt_batcher *b = self->batcher; /* not NULL: released only when no predict is active */
     Py_BEGIN_ALLOW_THREADS
     rc = bt_batcher_run(b, in, (size_t)n, timeout * 1000.0, outs, BT_MAX_OUTPUTS, &n_out,
                         &is_tuple, &err);
     Py_END_ALLOW_THREADS
-    self->active--;
     for (Py_ssize_t i = 0; i < n; i++)
         bt_py_view_done(views[i]);
-    if (self->closing && self->active == 0)
-        batcher_release(self);
+    batcher_leave(self);
     if (rc != 0)
         return bt_py_raise(&err);
     if (!is_tuple && n_out == 1)
@@ -313,20 +325,36 @@ static void service_release(ServiceObject *self)
 
 static int Service_init(ServiceObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"model",    "name",         "max_batch_size", "max_delay_ms",
-                             "max_queue", "batching",    "auth_token",     "log_requests",
-                             "timeout_ms", "workers",    NULL};
+    static char *kwlist[] = {"model",      "name",     "max_batch_size", "max_delay_ms",
+                             "max_queue",  "batching", "auth_token",     "log_requests",
+                             "timeout_ms", "workers",  "max_rows",       "max_response_bytes",
+                             NULL};
     PyObject *model_obj, *batching = Py_None;
     const char *name, *token = NULL;
     int log_requests = 0;
+    long long max_rows = BT_DEFAULT_MAX_ROWS;
+    Py_ssize_t max_response = (Py_ssize_t)BT_DEFAULT_MAX_RESPONSE_BYTES;
     bt_service_params p;
     memset(&p, 0, sizeof p);
     p.batch = bt_batcher_default_params();
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Os|$idiOzpdi:Service", kwlist, &model_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Os|$idiOzpdiLn:Service", kwlist, &model_obj,
                                      &name, &p.batch.max_batch_size, &p.batch.max_delay_ms,
                                      &p.batch.max_queue, &batching, &token, &log_requests,
-                                     &p.timeout_ms, &p.batch.workers))
+                                     &p.timeout_ms, &p.batch.workers, &max_rows, &max_response))
         return -1;
+    if (max_rows < 1 || max_response < 1) {
+        PyErr_Format(PyExc_ValueError, "%s must be positive, got %lld",
+                     max_rows < 1 ? "max_rows" : "max_response_bytes",
+                     max_rows < 1 ? max_rows : (long long)max_response);
+        return -1;
+    }
+    if (!(p.timeout_ms >= 0 && p.timeout_ms <= 86400e3)) {
+        PyErr_Format(PyExc_ValueError, "timeout_ms must be between 0 and 86400000, got %g",
+                     p.timeout_ms);
+        return -1;
+    }
+    p.max_rows = max_rows;
+    p.max_response_bytes = (size_t)max_response;
     if (self->svc) {
         PyErr_SetString(PyExc_RuntimeError, "Service.__init__ called twice");
         return -1;
@@ -624,7 +652,8 @@ static PyTypeObject ServiceType = {
     .tp_basicsize = sizeof(ServiceObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Service(model, name, *, max_batch_size=64, max_delay_ms=2.0, max_queue=1024, "
-              "batching=None, auth_token=None, log_requests=False, timeout_ms=0.0, workers=1)\n--\n\n"
+              "batching=None, auth_token=None, log_requests=False, timeout_ms=0.0, workers=1, "
+              "max_rows=65536, max_response_bytes=64 MiB)\n--\n\n"
               "One model behind the Open Inference Protocol v2 and KServe v1, in C: routing, "
               "auth, codec, batcher, metrics and readiness, without a transport.",
     .tp_new = PyType_GenericNew,
@@ -658,6 +687,7 @@ static int Server_init(ServerObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"service",  "host",    "port",  "threads", "max_body_bytes",
                              "tls_cert", "tls_key", "connection_limit", "idle_timeout_s",
+                             "per_ip_connections", "header_timeout_s", "body_budget",
                              NULL};
     PyObject *service;
     bt_server_params p;
@@ -665,24 +695,39 @@ static int Server_init(ServerObject *self, PyObject *args, PyObject *kw)
     p.host = "0.0.0.0";
     p.port = 8080;
     p.threads = 2;
-    p.max_body_bytes = 64u << 20;
-    p.connection_limit = 1024;
-    p.idle_timeout_s = 60;
-    unsigned long long max_body = p.max_body_bytes;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|$siiKzzii:Server", kwlist, &ServiceType,
+    p.connection_limit = BT_DEFAULT_CONNECTION_LIMIT;
+    p.idle_timeout_s = BT_DEFAULT_IDLE_TIMEOUT_S;
+    p.per_ip_connections = BT_DEFAULT_PER_IP_CONNECTIONS;
+    p.header_timeout_s = BT_DEFAULT_HEADER_TIMEOUT_S;
+    /* "n": an overflowing int raises instead of wrapping around (2**64 + 1 was 1 byte) */
+    Py_ssize_t max_body = (Py_ssize_t)BT_DEFAULT_MAX_BODY_BYTES, budget = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|$siinzziiiin:Server", kwlist, &ServiceType,
                                      &service, &p.host, &p.port, &p.threads, &max_body,
                                      &p.tls_cert, &p.tls_key, &p.connection_limit,
-                                     &p.idle_timeout_s))
+                                     &p.idle_timeout_s, &p.per_ip_connections,
+                                     &p.header_timeout_s, &budget))
         return -1;
     if (self->srv) {
         PyErr_SetString(PyExc_RuntimeError, "Server.__init__ called twice");
         return -1;
     }
-    if (max_body == 0) {
-        PyErr_SetString(PyExc_ValueError, "max_body_bytes must be positive");
-        return -1;
+    struct { const char *name; long long value, lo, hi; } checks[] = {
+        {"max_body_bytes", max_body, 1, (long long)BT_MAX_BODY_BYTES_LIMIT},
+        {"connection_limit", p.connection_limit, 1, 1 << 20},
+        {"idle_timeout_s", p.idle_timeout_s, 1, 86400},
+        {"per_ip_connections", p.per_ip_connections, 1, 1 << 20},
+        {"header_timeout_s", p.header_timeout_s, 1, 86400},
+        {"body_budget", budget, 0, PY_SSIZE_T_MAX},
+    };
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+        if (checks[i].value < checks[i].lo || checks[i].value > checks[i].hi) {
+            PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %lld",
+                         checks[i].name, checks[i].lo, checks[i].hi, checks[i].value);
+            return -1;
+        }
     }
     p.max_body_bytes = (size_t)max_body;
+    p.body_budget = (size_t)budget;
     ServiceObject *so = (ServiceObject *)service;
     bt_service *svc = service_get(so);
     if (!svc)
@@ -764,7 +809,8 @@ static PyTypeObject ServerType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Server(service, *, host='0.0.0.0', port=8080, threads=2, "
               "max_body_bytes=64 MiB, tls_cert=None, tls_key=None, connection_limit=1024, "
-              "idle_timeout_s=60)\n--\n\n"
+              "idle_timeout_s=60, per_ip_connections=256, header_timeout_s=10, "
+              "body_budget=4 x max_body_bytes)\n--\n\n"
               "The libmicrohttpd HTTP/1.1 server for a Service; starts listening at once. "
               "tls_cert/tls_key are PEM text.",
     .tp_new = PyType_GenericNew,
@@ -778,6 +824,23 @@ static PyTypeObject ServerType = {
 
 int bt_py_serving_add_types(PyObject *module)
 {
+    /* The serving limits' defaults, defined once in server.h; the CLI's flags use them. */
+    PyObject *limits = Py_BuildValue(
+        "{s:i,s:i,s:d,s:i,s:i,s:i,s:L,s:n,s:n,s:n,s:i,s:i,s:i,s:i,s:i,s:s}", "threads_limit",
+        BT_MAX_NUM_THREADS, "max_batch_size_limit",
+        BT_BATCH_MAX_SIZE, "max_delay_ms_limit", BT_BATCH_MAX_DELAY_MS, "max_queue_limit",
+        BT_BATCH_MAX_QUEUE, "workers_limit", BT_BATCH_MAX_WORKERS, "http_threads_limit",
+        BT_MAX_HTTP_THREADS, "max_rows", (long long)BT_DEFAULT_MAX_ROWS,
+        "max_response_bytes", (Py_ssize_t)BT_DEFAULT_MAX_RESPONSE_BYTES, "max_body_bytes",
+        (Py_ssize_t)BT_DEFAULT_MAX_BODY_BYTES, "max_body_bytes_limit",
+        (Py_ssize_t)BT_MAX_BODY_BYTES_LIMIT, "body_budget_factor", BT_DEFAULT_BODY_BUDGET_FACTOR,
+        "per_ip_connections", BT_DEFAULT_PER_IP_CONNECTIONS, "connection_limit",
+        BT_DEFAULT_CONNECTION_LIMIT, "idle_timeout_s", BT_DEFAULT_IDLE_TIMEOUT_S,
+        "header_timeout_s", BT_DEFAULT_HEADER_TIMEOUT_S, "tls_priorities", BT_TLS_PRIORITIES);
+    if (!limits || PyModule_AddObject(module, "SERVING_DEFAULTS", limits) != 0) {
+        Py_XDECREF(limits);
+        return -1;
+    }
     PyTypeObject *types[] = {&BatcherType, &ServiceType, &ServerType};
     const char *names[] = {"Batcher", "Service", "Server"};
     for (size_t i = 0; i < 3; i++) {

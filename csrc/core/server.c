@@ -4,12 +4,15 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE
+#define _GNU_SOURCE /* POLLRDHUP */
 #include "server.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -53,7 +56,9 @@ static const char *const EP_NAMES[N_EP] = {
 
 #define N_CODES 600
 
-enum { STATE_STARTING = 0, STATE_READY = 1, STATE_DRAINING = 2, STATE_FAILED = 3 };
+/* FAILED: warm-up failed, the model is not ready. STOPPING: shutdown past its grace
+ * period; inference gets 503 at once. */
+enum { STATE_STARTING = 0, STATE_READY = 1, STATE_DRAINING = 2, STATE_FAILED = 3, STATE_STOPPING = 4 };
 
 struct bt_service {
     bt_model *model;
@@ -62,6 +67,8 @@ struct bt_service {
     size_t token_len;
     int log_requests;
     double timeout_ms;
+    int64_t max_rows;
+    size_t max_response_bytes;
     bt_batcher_params bp;
     bt_batcher *batcher;
     _Atomic int state;
@@ -72,6 +79,15 @@ struct bt_service {
     size_t n_tuned;
     _Atomic uint64_t counts[N_EP][N_CODES];
     bt_histogram latency[N_EP];
+    /* Every submitted, unanswered job, for the deadline timer and for shutdown. */
+    pthread_mutex_t watch_mu;
+    pthread_cond_t watch_cv;
+    bt_job *watch; /* doubly linked through bt_job.wprev/wnext */
+    int timer_stop;
+    int timer_started;
+    double timer_next; /* the deadline the timer sleeps until; 0: none */
+    pthread_t timer;
+    _Atomic uint64_t expired; /* answered 503 by the timer (deadline or shutdown) */
 };
 
 struct bt_job {
@@ -87,6 +103,13 @@ struct bt_job {
     size_t n_in;
     bt_response_fn done;
     void *ctx;
+    /* Answered once, by whichever comes first: the batcher's callback or the timer.
+     * refs: one for the batcher's callback, one for the watch list. */
+    double deadline; /* bt_now() seconds; 0: none */
+    _Atomic int answered;
+    _Atomic int refs;
+    int watched;
+    bt_job *wprev, *wnext;
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -158,9 +181,20 @@ static void record(bt_service *svc, int ep, int status, double seconds)
     bt_histogram_observe(&svc->latency[ep], seconds);
 }
 
+/* One line per request; control bytes (a %0A in a path, say) are written as \xNN so that
+ * a client cannot forge log lines. */
 static void log_request(const char *line, int status, double seconds)
 {
-    fprintf(stderr, "berth: %s -> %d (%.2f ms)\n", line, status, seconds * 1000.0);
+    char safe[2048];
+    size_t k = 0;
+    for (const unsigned char *p = (const unsigned char *)line; *p && k + 5 < sizeof safe; p++) {
+        if (*p < 0x20 || *p == 0x7f || *p == '\\')
+            k += (size_t)snprintf(safe + k, sizeof safe - k, "\\x%02x", *p);
+        else
+            safe[k++] = (char)*p;
+    }
+    safe[k] = '\0';
+    fprintf(stderr, "berth: %s -> %d (%.2f ms)\n", safe, status, seconds * 1000.0);
 }
 
 /* Ends a request answered without a forward. */
@@ -223,6 +257,8 @@ static int token_ok(const bt_service *svc, const char *auth)
 
 /* ------------------------------------------------------------------ service */
 
+static void *timer_main(void *arg);
+
 int bt_service_create(bt_model *model, const bt_service_params *params, bt_service **out,
                       bt_error *err)
 {
@@ -247,16 +283,32 @@ int bt_service_create(bt_model *model, const bt_service_params *params, bt_servi
         return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
     }
     svc->log_requests = params->log_requests;
-    svc->timeout_ms = params->timeout_ms;
+    svc->timeout_ms = params->timeout_ms > 0 ? params->timeout_ms : 0;
+    svc->max_rows = params->max_rows > 0 ? params->max_rows : BT_DEFAULT_MAX_ROWS;
+    svc->max_response_bytes =
+        params->max_response_bytes ? params->max_response_bytes : BT_DEFAULT_MAX_RESPONSE_BYTES;
     svc->bp = params->batch;
     /* a .pt2 admits batches only up to the range its batch dimension was exported for */
     if (model->max_batch < svc->bp.max_batch_size) svc->bp.max_batch_size = (int)model->max_batch;
     for (int e = 0; e < N_EP; e++)
         bt_histogram_init(&svc->latency[e], BT_SECONDS_BOUNDS, BT_SECONDS_N);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&svc->watch_mu, NULL);
+    pthread_cond_init(&svc->watch_cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (bt_batcher_create(model, &svc->bp, &svc->batcher, err) != 0) {
         bt_service_free(svc);
         return -1;
     }
+    int e = pthread_create(&svc->timer, NULL, timer_main, svc);
+    if (e != 0) {
+        bt_service_free(svc);
+        return bt_error_set(err, BT_ERR_INTERNAL, "cannot start the deadline timer: %s",
+                            strerror(e));
+    }
+    svc->timer_started = 1;
     *out = svc;
     return 0;
 }
@@ -265,7 +317,16 @@ void bt_service_free(bt_service *svc)
 {
     if (!svc)
         return;
-    bt_batcher_free(svc->batcher);
+    bt_batcher_free(svc->batcher); /* runs every queued job's callback */
+    if (svc->timer_started) {
+        pthread_mutex_lock(&svc->watch_mu);
+        svc->timer_stop = 1;
+        pthread_cond_signal(&svc->watch_cv);
+        pthread_mutex_unlock(&svc->watch_mu);
+        pthread_join(svc->timer, NULL);
+    }
+    pthread_cond_destroy(&svc->watch_cv);
+    pthread_mutex_destroy(&svc->watch_mu);
     free(svc->name);
     free(svc->token);
     free(svc);
@@ -668,12 +729,68 @@ static int check_content_type(const bt_http_request *req, int binary, bt_http_re
     return -1;
 }
 
+/* Bytes a JSON number may take in a response (with its comma): "-1.23456789e-38," is 16,
+ * a float64 with 17 digits 25. Response sizes are estimated with it before encoding. */
+#define BT_JSON_NUMBER_BYTES 26
+
+/* The response's size for `elements` numbers of dtype, as JSON or binary. */
+static double response_bytes(double elements, DLDataType dtype, int binary)
+{
+    size_t es = bt_dtype_size(dtype);
+    return elements * (double)(binary ? (es ? es : 8) : BT_JSON_NUMBER_BYTES);
+}
+
+/* Rows per request (--max-rows-per-request) and, where the signature gives every output
+ * extent but the batch, the response size (--max-response-mb): both before any forward,
+ * so that a shape like [5000000, 0] (82 bytes of JSON) cannot ask for gigabytes. */
+static int check_bounds(bt_service *svc, const bt_job *job, bt_http_response *resp)
+{
+    const bt_model *m = svc->model;
+    int64_t rows = 1;
+    for (size_t i = 0; i < job->n_in; i++) {
+        const DLTensor *t = job->in[i] ? &job->in[i]->dl_tensor : NULL;
+        if (!t || t->ndim < 1)
+            continue;
+        if (t->shape[0] > svc->max_rows) {
+            set_errorf(resp, 413,
+                       "input '%.64s' has %lld rows; this server takes at most %lld rows per "
+                       "request (--max-rows-per-request)",
+                       m->inputs[i].name, (long long)t->shape[0], (long long)svc->max_rows);
+            return -1;
+        }
+        if (t->shape[0] > rows)
+            rows = t->shape[0];
+    }
+    double total = 0;
+    for (size_t k = 0; k < m->n_outputs; k++) {
+        const bt_spec *o = &m->outputs[k];
+        if (o->ndim < 0 || !o->has_dtype)
+            return 0; /* unknown: checked after forward, before encoding */
+        double elements = 1;
+        for (int d = 0; d < o->ndim; d++) {
+            int64_t e = o->shape[d] >= 0 ? o->shape[d] : (d == 0 ? rows : -1);
+            if (e < 0)
+                return 0;
+            elements *= (double)e;
+        }
+        total += response_bytes(elements, o->dtype, job->binary_all);
+    }
+    if (total > (double)svc->max_response_bytes) {
+        set_errorf(resp, 413,
+                   "the response would take about %.0f bytes, over this server's limit of %zu "
+                   "(--max-response-mb): send fewer rows",
+                   total, svc->max_response_bytes);
+        return -1;
+    }
+    return 0;
+}
+
 int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_response *resp,
                      bt_job **job_out)
 {
     *job_out = NULL;
     response_init(resp);
-    double start = bt_now();
+    double start = req->received > 0 ? req->received : bt_now();
     atomic_fetch_add(&svc->pending, 1);
     const char *name, *version;
     size_t name_len, version_len;
@@ -681,6 +798,22 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
     int is_get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
     int is_post = strcmp(req->method, "POST") == 0;
 
+    for (const unsigned char *p = (const unsigned char *)req->path; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            set_errorf(resp, 400, "the path contains the control byte 0x%02x", *p);
+            return finish_sync(svc, EP_OTHER, start, req, resp);
+        }
+    }
+    /* Auth before anything that could name the model (a 404 would reveal it). */
+    int open_ep = ep == EP_LIVE || ep == EP_READY || ep == EP_MODEL_READY;
+    int authorized = token_ok(svc, req->authorization);
+    if (!open_ep && !authorized) {
+        set_error(resp, 401,
+                  req->authorization ? "the bearer token is not valid"
+                                     : "missing Authorization: Bearer <token> header");
+        resp->www_authenticate = 1;
+        return finish_sync(svc, ep, start, req, resp);
+    }
     if (ep == EP_OTHER) {
         set_errorf(resp, 404,
                    "no such endpoint: %.16s %.200s (see /v2, /v2/models/%s, "
@@ -688,14 +821,6 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
                    "/v1/models/%s:predict)",
                    req->method, req->path, svc->name, svc->name, svc->name, svc->name,
                    svc->name);
-        return finish_sync(svc, ep, start, req, resp);
-    }
-    int open_ep = ep == EP_LIVE || ep == EP_READY || ep == EP_MODEL_READY;
-    if (!open_ep && !token_ok(svc, req->authorization)) {
-        set_error(resp, 401,
-                  req->authorization ? "the bearer token is not valid"
-                                     : "missing Authorization: Bearer <token> header");
-        resp->www_authenticate = 1;
         return finish_sync(svc, ep, start, req, resp);
     }
     int wants_post = ep == EP_INFER || ep == EP_V1_PREDICT;
@@ -706,8 +831,12 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
         return finish_sync(svc, ep, start, req, resp);
     }
     if (name && (name_len != strlen(svc->name) || memcmp(name, svc->name, name_len) != 0)) {
-        set_errorf(resp, 404, "model '%.*s' not found: this server serves '%s'",
-                   (int)(name_len > 200 ? 200 : name_len), name, svc->name);
+        if (authorized)
+            set_errorf(resp, 404, "model '%.*s' not found: this server serves '%s'",
+                       (int)(name_len > 200 ? 200 : name_len), name, svc->name);
+        else
+            set_errorf(resp, 404, "model '%.*s' not found",
+                       (int)(name_len > 200 ? 200 : name_len), name);
         return finish_sync(svc, ep, start, req, resp);
     }
     if (version && (version_len != strlen(BT_MODEL_VERSION) ||
@@ -764,6 +893,20 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
     }
 
     /* EP_INFER or EP_V1_PREDICT */
+    if (atomic_load(&svc->state) == STATE_STOPPING) {
+        set_error(resp, 503, "the server is shutting down");
+        resp->retry_after = 1;
+        return finish_sync(svc, ep, start, req, resp);
+    }
+    if (svc->timeout_ms > 0 && bt_now() > start + svc->timeout_ms / 1000.0) {
+        /* It waited for the parse thread past its deadline: no parse, no forward. */
+        set_errorf(resp, 503, "the request did not finish within its deadline of %g ms "
+                              "(--timeout-ms)",
+                   svc->timeout_ms);
+        resp->retry_after = 1;
+        atomic_fetch_add(&svc->expired, 1);
+        return finish_sync(svc, ep, start, req, resp);
+    }
     long long header_len = -1;
     if (ep == EP_INFER && req->header_length) {
         char *end;
@@ -831,7 +974,7 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
     job->endpoint = ep;
     job->start = start;
     job->binary_all = parsed->binary_data_output;
-    if (bind_inputs(svc, parsed, job, resp) != 0) {
+    if (bind_inputs(svc, parsed, job, resp) != 0 || check_bounds(svc, job, resp) != 0) {
         bt_infer_request_free(parsed);
         job_free(job);
         return finish_withdrawn(svc, ep, start, req, resp);
@@ -851,6 +994,17 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
             bt_infer_request_free(parsed);
             job_free(job);
             return finish_withdrawn(svc, ep, start, req, resp);
+        }
+    }
+    for (size_t o = 0; o < parsed->n_outputs; o++) {
+        for (size_t q = 0; q < o; q++) {
+            if (strcmp(parsed->outputs[q].name, parsed->outputs[o].name) == 0) {
+                set_errorf(resp, 400, "output '%.64s' is requested twice: name each output once",
+                           parsed->outputs[o].name);
+                bt_infer_request_free(parsed);
+                job_free(job);
+                return finish_withdrawn(svc, ep, start, req, resp);
+            }
         }
     }
     job->id = parsed->id;
@@ -905,6 +1059,17 @@ static void encode_outputs(bt_job *job, DLManagedTensor **outputs, size_t n_out,
             n++;
         }
     }
+    double bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += response_bytes((double)bt_numel(outs[i].tensor), outs[i].tensor->dtype,
+                                outs[i].binary);
+    if (bytes > (double)svc->max_response_bytes) {
+        set_errorf(resp, 413,
+                   "the response would take about %.0f bytes, over this server's limit of %zu "
+                   "(--max-response-mb): send fewer rows",
+                   bytes, svc->max_response_bytes);
+        return;
+    }
     int rc;
     if (job->endpoint == EP_INFER) {
         size_t json_len = 0;
@@ -923,12 +1088,79 @@ static void encode_outputs(bt_job *job, DLManagedTensor **outputs, size_t n_out,
         set_from_error(resp, &err);
 }
 
+static void job_unref(bt_job *job)
+{
+    if (atomic_fetch_sub(&job->refs, 1) == 1)
+        job_free(job);
+}
+
+/* Takes job off the watch list if it is still on it, dropping the list's reference. */
+static void unwatch(bt_job *job)
+{
+    bt_service *svc = job->svc;
+    int dropped = 0;
+    pthread_mutex_lock(&svc->watch_mu);
+    if (job->watched) {
+        if (job->wprev)
+            job->wprev->wnext = job->wnext;
+        else
+            svc->watch = job->wnext;
+        if (job->wnext)
+            job->wnext->wprev = job->wprev;
+        job->wprev = job->wnext = NULL;
+        job->watched = 0;
+        dropped = 1;
+    }
+    pthread_mutex_unlock(&svc->watch_mu);
+    if (dropped)
+        job_unref(job);
+}
+
+/* Claims the right to answer job: 1 for the first caller, 0 after. */
+static int claim(bt_job *job)
+{
+    int expect = 0;
+    return atomic_compare_exchange_strong(&job->answered, &expect, 1);
+}
+
+/* Hands resp to the transport (which takes its body); once per job, after claim. */
+static void answer(bt_job *job, bt_http_response *resp)
+{
+    bt_service *svc = job->svc;
+    if (resp->body.oom)
+        set_error(resp, 500, "out of memory encoding the response");
+    double t = bt_now() - job->start;
+    bt_stats_request(bt_batcher_infer_stats(svc->batcher), resp->status < 400, t);
+    record(svc, job->endpoint, resp->status, t);
+    if (job->log_line)
+        log_request(job->log_line, resp->status, t);
+    atomic_fetch_sub(&svc->pending, 1);
+    job->done(job->ctx, resp);
+    bt_buf_free(&resp->body); /* done took the body; this frees whatever it left */
+}
+
+/* libtorch's allocator says "DefaultCPUAllocator: not enough memory: you tried to allocate
+ * N bytes": a server fault, and not words for a client. */
+static int is_allocator_message(const char *m)
+{
+    return strstr(m, "DefaultCPUAllocator") || strstr(m, "tried to allocate") ||
+           strstr(m, "not enough memory");
+}
+
 static void job_done(void *ctx, int status, DLManagedTensor **outputs, size_t n_outputs,
                      int is_tuple, const bt_error *err)
 {
     (void)is_tuple;
     bt_job *job = ctx;
     bt_service *svc = job->svc;
+    unwatch(job);
+    if (!claim(job)) { /* the timer answered it already: drop the late result */
+        for (size_t k = 0; status == 0 && k < n_outputs; k++)
+            if (outputs[k]->deleter)
+                outputs[k]->deleter(outputs[k]);
+        job_unref(job);
+        return;
+    }
     bt_http_response resp;
     response_init(&resp);
     if (status == 0) {
@@ -939,32 +1171,139 @@ static void job_done(void *ctx, int status, DLManagedTensor **outputs, size_t n_
         for (size_t k = 0; k < n_outputs; k++)
             if (outputs[k]->deleter)
                 outputs[k]->deleter(outputs[k]);
+    } else if (err->kind == BT_ERR_NO_MEMORY || err->kind == BT_ERR_INTERNAL ||
+               (err->kind == BT_ERR_INFERENCE && is_allocator_message(err->message))) {
+        fprintf(stderr, "berth: forward failed: %s\n", err->message);
+        set_error(&resp, 500, "the model ran out of memory or failed on this request "
+                              "(details in the server log)");
     } else {
         set_from_error(&resp, err);
     }
-    if (resp.body.oom)
-        set_error(&resp, 500, "out of memory encoding the response");
-    double t = bt_now() - job->start;
-    bt_stats_request(bt_batcher_infer_stats(svc->batcher), resp.status < 400, t);
-    record(svc, job->endpoint, resp.status, t);
-    if (job->log_line)
-        log_request(job->log_line, resp.status, t);
-    atomic_fetch_sub(&svc->pending, 1);
-    bt_response_fn done = job->done;
-    void *dctx = job->ctx;
-    job_free(job);
-    done(dctx, &resp);
-    bt_buf_free(&resp.body); /* done took the body; this frees whatever it left */
+    answer(job, &resp);
+    job_unref(job);
+}
+
+/* Answers each job of the list (linked through wnext, already off the watch list) with
+ * 503 unless its forward answered first. */
+static void expire_list(bt_service *svc, bt_job *list, int shutdown)
+{
+    while (list) {
+        bt_job *job = list;
+        list = job->wnext;
+        job->wnext = NULL;
+        if (claim(job)) {
+            bt_http_response resp;
+            response_init(&resp);
+            if (shutdown)
+                set_error(&resp, 503, "the server is shutting down: the request did not finish "
+                                      "within the grace period");
+            else
+                set_errorf(&resp, 503, "the request did not finish within its deadline of "
+                                       "%g ms (--timeout-ms)",
+                           svc->timeout_ms);
+            resp.retry_after = 1;
+            atomic_fetch_add(&svc->expired, 1);
+            answer(job, &resp);
+        }
+        job_unref(job); /* the list's reference */
+    }
+}
+
+/* The deadline timer: answers jobs whose deadline passed, whatever their forward does. */
+static void *timer_main(void *arg)
+{
+    bt_service *svc = arg;
+    pthread_mutex_lock(&svc->watch_mu);
+    while (!svc->timer_stop) {
+        double now = bt_now(), next = 0;
+        bt_job *due = NULL;
+        for (bt_job *j = svc->watch, *nx; j; j = nx) {
+            nx = j->wnext;
+            if (j->deadline <= 0)
+                continue;
+            if (j->deadline <= now) {
+                if (j->wprev)
+                    j->wprev->wnext = j->wnext;
+                else
+                    svc->watch = j->wnext;
+                if (j->wnext)
+                    j->wnext->wprev = j->wprev;
+                j->wprev = NULL;
+                j->watched = 0;
+                j->wnext = due;
+                due = j;
+            } else if (next == 0 || j->deadline < next) {
+                next = j->deadline;
+            }
+        }
+        if (due) {
+            pthread_mutex_unlock(&svc->watch_mu);
+            expire_list(svc, due, 0);
+            pthread_mutex_lock(&svc->watch_mu);
+            continue;
+        }
+        svc->timer_next = next;
+        if (next == 0) {
+            pthread_cond_wait(&svc->watch_cv, &svc->watch_mu);
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            double wait = next - now + 0.0005;
+            ts.tv_sec += (time_t)wait;
+            ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&svc->watch_cv, &svc->watch_mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&svc->watch_mu);
+    return NULL;
+}
+
+void bt_service_expire_all(bt_service *svc)
+{
+    atomic_store(&svc->state, STATE_STOPPING);
+    pthread_mutex_lock(&svc->watch_mu);
+    bt_job *all = svc->watch;
+    svc->watch = NULL;
+    for (bt_job *j = all; j; j = j->wnext) {
+        j->wprev = NULL;
+        j->watched = 0;
+    }
+    pthread_mutex_unlock(&svc->watch_mu);
+    expire_list(svc, all, 1);
+    bt_batcher_cancel_queued(svc->batcher, "the server is shutting down");
 }
 
 void bt_service_submit(bt_service *svc, bt_job *job, bt_response_fn done, void *ctx)
 {
     job->done = done;
     job->ctx = ctx;
+    double timeout_ms = 0;
+    if (svc->timeout_ms > 0) {
+        job->deadline = job->start + svc->timeout_ms / 1000.0;
+        timeout_ms = (job->deadline - bt_now()) * 1000.0;
+        if (timeout_ms < 0.001)
+            timeout_ms = 0.001;
+    }
+    atomic_store(&job->refs, 2);
+    pthread_mutex_lock(&svc->watch_mu);
+    job->wnext = svc->watch;
+    if (svc->watch)
+        svc->watch->wprev = job;
+    svc->watch = job;
+    job->watched = 1;
+    if (job->deadline > 0 && (svc->timer_next == 0 || job->deadline < svc->timer_next)) {
+        svc->timer_next = job->deadline;
+        pthread_cond_signal(&svc->watch_cv);
+    }
+    pthread_mutex_unlock(&svc->watch_mu);
     bt_error err = {BT_OK, ""};
     size_t n = job->n_in;
     job->n_in = 0; /* the batcher owns the tensors from here on, on every path */
-    if (bt_batcher_submit_announced(svc->batcher, job->in, n, svc->timeout_ms, 1, job_done, job,
+    if (bt_batcher_submit_announced(svc->batcher, job->in, n, timeout_ms, 1, job_done, job,
                                     &err) != 0)
         job_done(job, -1, NULL, 0, 0, &err);
 }
@@ -1054,9 +1393,18 @@ void bt_service_metrics(bt_service *svc, bt_buf *out)
                   "berth_batcher_overloaded_total %llu\n"
                   "# HELP berth_batcher_timeouts_total Requests that timed out in the queue.\n"
                   "# TYPE berth_batcher_timeouts_total counter\n"
-                  "berth_batcher_timeouts_total %llu\n",
+                  "berth_batcher_timeouts_total %llu\n"
+                  "# HELP berth_batch_retries_total Batched forwards that failed and were rerun "
+                  "one request at a time, so that each request got its own answer.\n"
+                  "# TYPE berth_batch_retries_total counter\n"
+                  "berth_batch_retries_total %llu\n"
+                  "# HELP berth_expired_total Requests answered 503 by the deadline timer "
+                  "(--timeout-ms) or at the end of the shutdown grace period.\n"
+                  "# TYPE berth_expired_total counter\n"
+                  "berth_expired_total %llu\n",
                   (unsigned long long)st.queued, (unsigned long long)st.overloaded,
-                  (unsigned long long)st.timeouts);
+                  (unsigned long long)st.timeouts, (unsigned long long)st.retries,
+                  (unsigned long long)atomic_load(&svc->expired));
     uint64_t bits = atomic_load(&svc->warmup_bits);
     double warm;
     memcpy(&warm, &bits, sizeof warm);
@@ -1076,6 +1424,22 @@ void bt_service_metrics(bt_service *svc, bt_buf *out)
 
 /* ------------------------------------------------------------------ libmicrohttpd */
 
+/* libmicrohttpd 0.9.75 parses HTTP/1.1 leniently; berth refuses, before routing, what could
+ * let a request be read two ways (see check_headers), bounds connections per client and
+ * the memory of unfinished bodies, and parses large bodies off the HTTP threads. */
+
+typedef struct conn_ctx conn_ctx;
+
+/* One open connection, for the header deadline: until its first request head is in, the
+ * reaper shuts the socket down when the deadline passes (libmicrohttpd's own timeout is
+ * reset by every byte, so a client sending one byte at a time would never meet it). */
+typedef struct sock_ctx {
+    struct sock_ctx *prev, *next;
+    int fd;          /* -1 once shut down */
+    double deadline; /* bt_now() seconds */
+    _Atomic int headed;
+} sock_ctx;
+
 struct bt_server {
     bt_service *svc;
     struct MHD_Daemon *daemon;
@@ -1083,21 +1447,95 @@ struct bt_server {
     char *cert;
     char *key;
     int port;
-    _Atomic int64_t inflight;
+    _Atomic int64_t inflight;    /* requests begun (a conn_ctx alive) */
+    _Atomic int64_t suspended;   /* connections suspended and not yet resumed */
+    _Atomic int64_t connections; /* open connections */
+    _Atomic size_t body_bytes;   /* reserved by unfinished bodies, against body_budget */
     _Atomic int draining;
     int quiesced;
     pthread_mutex_t mu; /* drain and free */
+    /* The parse thread: bodies over BT_INLINE_PARSE_BYTES are parsed here. */
+    pthread_mutex_t pmu;
+    pthread_cond_t pcv;
+    conn_ctx *phead, *ptail;
+    int pstop;
+    int parser_started;
+    pthread_t parser;
+    /* Open connections and the reaper that enforces the header deadline. */
+    pthread_mutex_t smu;
+    pthread_cond_t scv;
+    sock_ctx *socks;
+    int rstop;
+    int reaper_started;
+    pthread_t reaper;
 };
 
-typedef struct conn_ctx {
+struct conn_ctx {
     bt_server *srv;
     struct MHD_Connection *conn;
+    int started;       /* the handler has seen this request */
+    int bad_path;      /* the raw URI holds a control byte, plain or percent-encoded */
+    int close;         /* answer with Connection: close */
     bt_buf body;
-    int too_large;
-    _Atomic int state; /* 0 receiving, 1 waiting for the batch, 2 response ready */
+    size_t reserved;   /* bytes of body_budget held */
+    size_t expected;   /* Content-Length + 1; 0 when chunked */
+    int refused;       /* 413 or 503: a chunked body crossed a limit; the rest is discarded */
+    size_t discarded;  /* bytes dropped since */
+    _Atomic int state; /* 0 receiving, 1 waiting for the parse or the batch, 2 response ready */
     bt_http_response resp;
     double start;
-} conn_ctx;
+    /* Copies for the parse thread (the connection's strings live only in its callbacks). */
+    char *method, *path, *content_type, *authorization, *header_length, *content_encoding;
+    conn_ctx *pnext;
+    double received; /* when the body was complete */
+};
+
+static void body_release(conn_ctx *c)
+{
+    bt_buf_free(&c->body);
+    if (c->reserved) {
+        atomic_fetch_sub(&c->srv->body_bytes, c->reserved);
+        c->reserved = 0;
+    }
+}
+
+/* Reserves `bytes` more of the budget for unfinished bodies; 0, or -1 when it is spent. */
+static int body_reserve(conn_ctx *c, size_t bytes)
+{
+    size_t now = atomic_fetch_add(&c->srv->body_bytes, bytes) + bytes;
+    if (now > c->srv->params.body_budget) {
+        atomic_fetch_sub(&c->srv->body_bytes, bytes);
+        return -1;
+    }
+    c->reserved += bytes;
+    return 0;
+}
+
+/* Appends n bytes, growing the buffer as data arrives (never from what Content-Length
+ * claims). -1 when the budget is spent, -2 out of memory. */
+static int body_append(conn_ctx *c, const char *data, size_t n)
+{
+    size_t need = c->body.len + n + 1;
+    if (need > c->body.cap) {
+        size_t cap = c->body.cap ? c->body.cap : 16384;
+        while (cap < need)
+            cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+        size_t limit = c->expected ? c->expected : c->srv->params.max_body_bytes + 1;
+        if (cap > limit)
+            cap = limit > need ? limit : need;
+        if (cap > c->reserved && body_reserve(c, cap - c->reserved) != 0)
+            return -1;
+        char *p = realloc(c->body.data, cap);
+        if (!p)
+            return -2;
+        c->body.data = p;
+        c->body.cap = cap;
+    }
+    memcpy(c->body.data + c->body.len, data, n);
+    c->body.len += n;
+    c->body.data[c->body.len] = '\0';
+    return 0;
+}
 
 static enum MHD_Result send_response(conn_ctx *c)
 {
@@ -1129,24 +1567,40 @@ static enum MHD_Result send_response(conn_ctx *c)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, r->allow);
     if (r->content_encoding)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_ENCODING, r->content_encoding);
-    if (atomic_load(&c->srv->draining) || c->too_large)
+    if (atomic_load(&c->srv->draining) || c->close)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(c->conn, (unsigned)r->status, mr);
     MHD_destroy_response(mr);
     return ok;
 }
 
-static void too_large(conn_ctx *c, const char *url, unsigned long long got)
+/* Answers now with status and message, recorded, closing the connection after. */
+static enum MHD_Result refuse(conn_ctx *c, const char *url, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static enum MHD_Result refuse(conn_ctx *c, const char *url, int status, const char *fmt, ...)
 {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     response_init(&c->resp);
-    if (got)
-        set_errorf(&c->resp, 413, "request body of %llu bytes is over the limit of %zu bytes "
-                                  "(--max-body-mb)",
-                   got, c->srv->params.max_body_bytes);
-    else
-        set_errorf(&c->resp, 413, "request body is over the limit of %zu bytes (--max-body-mb)",
-                   c->srv->params.max_body_bytes);
-    bt_service_record(c->srv->svc, url, 413, bt_now() - c->start);
+    set_error(&c->resp, status, msg);
+    if (status == 503)
+        c->resp.retry_after = 1;
+    c->close = 1;
+    body_release(c);
+    bt_service_record(c->srv->svc, url, status, bt_now() - c->start);
+    atomic_store(&c->state, 2);
+    return send_response(c);
+}
+
+static void resume(conn_ctx *c)
+{
+    bt_server *srv = c->srv;
+    atomic_store(&c->state, 2);
+    MHD_resume_connection(c->conn);
+    atomic_fetch_sub(&srv->suspended, 1); /* c may be gone now */
 }
 
 static void on_job_done(void *ctx, bt_http_response *resp)
@@ -1154,8 +1608,321 @@ static void on_job_done(void *ctx, bt_http_response *resp)
     conn_ctx *c = ctx;
     c->resp = *resp;
     memset(&resp->body, 0, sizeof resp->body);
-    atomic_store(&c->state, 2);
-    MHD_resume_connection(c->conn);
+    resume(c);
+}
+
+/* What the request's headers say about its body, counted over every header line. */
+typedef struct header_scan {
+    int n_length, n_encoding, n_host;
+    const char *length, *encoding;
+    const char *bad_name; /* a header name with a space, tab or control byte */
+} header_scan;
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    (void)key_size;
+    (void)value_size;
+    header_scan *h = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        h->n_length++;
+        h->length = value;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        h->n_encoding++;
+        h->encoding = value;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        h->n_host++;
+    }
+    for (const unsigned char *p = (const unsigned char *)key; *p && !h->bad_name; p++)
+        if (*p <= 0x20 || *p == 0x7f)
+            h->bad_name = key;
+    return MHD_YES;
+}
+
+/* Refuses (400, then close) a request whose body could be framed two ways by two HTTP
+ * parsers (request smuggling): several Content-Length headers, Content-Length with
+ * Transfer-Encoding, a Transfer-Encoding other than chunked, a Content-Length that is not
+ * a plain decimal number; also HTTP/1.1 without exactly one Host, and header names with
+ * spaces or control bytes. Returns NULL when the headers are fine, else the reason. */
+static const char *check_headers(struct MHD_Connection *conn, const char *version,
+                                 char *why, size_t size)
+{
+    header_scan h = {0, 0, 0, NULL, NULL, NULL};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_header, &h);
+    if (h.bad_name)
+        snprintf(why, size, "malformed header name '%.40s'", h.bad_name);
+    else if (h.n_length > 1)
+        snprintf(why, size, "%d Content-Length headers: send one", h.n_length);
+    else if (h.n_encoding && h.n_length)
+        snprintf(why, size, "both Transfer-Encoding and Content-Length: send one");
+    else if (h.n_encoding > 1 || (h.n_encoding && strcasecmp(h.encoding, "chunked") != 0))
+        snprintf(why, size, "Transfer-Encoding '%.40s' is not supported: only chunked",
+                 h.encoding);
+    else if (h.n_length && (!h.length[0] || strspn(h.length, "0123456789") != strlen(h.length)))
+        snprintf(why, size, "Content-Length '%.40s' is not a non-negative decimal number",
+                 h.length);
+    else if (h.n_host != 1 && version && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
+        snprintf(why, size, "HTTP/1.1 requests need exactly one Host header, got %d", h.n_host);
+    else
+        return NULL;
+    return why;
+}
+
+/* The raw URI, before percent-decoding: a control byte (%00 truncates the decoded path,
+ * %0A forges log lines) marks the request for a 400. Also allocates the request's context,
+ * which libmicrohttpd hands to on_request and on_completed. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    bt_server *srv = cls;
+    conn_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->srv = srv;
+    c->conn = conn;
+    c->start = bt_now();
+    atomic_fetch_add(&srv->inflight, 1);
+    /* libmicrohttpd ends the URI with a NUL where the space before "HTTP/1.x" was: a URI
+     * that ends earlier held a NUL byte of its own (the request line is all in its buffer,
+     * so the bytes after the terminator are there to read). */
+    size_t len = strlen(uri);
+    c->bad_path = strncmp(uri + len + 1, "HTTP/", 5) != 0;
+    for (const char *p = uri; *p && !c->bad_path; p++) {
+        unsigned char b = (unsigned char)*p;
+        if (b == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+            char hex[3] = {p[1], p[2], 0};
+            b = (unsigned char)strtol(hex, NULL, 16);
+        }
+        c->bad_path = b < 0x20 || b == 0x7f;
+    }
+    return c;
+}
+
+/* libmicrohttpd reports a connection closed before it closes the socket, so the reaper
+ * (which holds smu) never shuts down a descriptor that was reused. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    bt_server *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add(&srv->connections, 1);
+        sock_ctx *sc = calloc(1, sizeof *sc);
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!sc || !info) { /* untracked: libmicrohttpd's timeout still applies */
+            free(sc);
+            return;
+        }
+        sc->fd = info->connect_fd;
+        sc->deadline = bt_now() + srv->params.header_timeout_s;
+        pthread_mutex_lock(&srv->smu);
+        sc->next = srv->socks;
+        if (srv->socks)
+            srv->socks->prev = sc;
+        srv->socks = sc;
+        pthread_mutex_unlock(&srv->smu);
+        *socket_context = sc;
+        return;
+    }
+    atomic_fetch_sub(&srv->connections, 1);
+    sock_ctx *sc = *socket_context;
+    if (!sc)
+        return;
+    pthread_mutex_lock(&srv->smu);
+    if (sc->prev)
+        sc->prev->next = sc->next;
+    else
+        srv->socks = sc->next;
+    if (sc->next)
+        sc->next->prev = sc->prev;
+    pthread_mutex_unlock(&srv->smu);
+    free(sc);
+    *socket_context = NULL;
+}
+
+/* Every 200 ms: shuts down connections past the header deadline, and those whose client
+ * already closed. libmicrohttpd's edge-triggered epoll misses a FIN that arrives with the
+ * last bytes of a half-sent head (2,200 clients that sent 60 bytes and closed sat in
+ * CLOSE-WAIT until the timeout); after shutdown() it sees the end and closes them. */
+static void *reaper_main(void *arg)
+{
+    bt_server *srv = arg;
+    struct pollfd *polls = NULL;
+    sock_ctx **which = NULL;
+    size_t cap = 0;
+    pthread_mutex_lock(&srv->smu);
+    while (!srv->rstop) {
+        double now = bt_now();
+        size_t n = 0;
+        for (sock_ctx *sc = srv->socks; sc; sc = sc->next) {
+            if (sc->fd < 0 || atomic_load(&sc->headed))
+                continue;
+            if (now > sc->deadline) {
+                shutdown(sc->fd, SHUT_RDWR); /* libmicrohttpd sees the end and closes it */
+                sc->fd = -1;
+                continue;
+            }
+            if (n == cap) {
+                size_t grown = cap ? cap * 2 : 64;
+                struct pollfd *p = realloc(polls, grown * sizeof *p);
+                if (p)
+                    polls = p;
+                sock_ctx **w = p ? realloc(which, grown * sizeof *w) : NULL;
+                if (w)
+                    which = w;
+                if (!p || !w)
+                    continue; /* out of memory: this one waits for its deadline */
+                cap = grown;
+            }
+            polls[n] = (struct pollfd){.fd = sc->fd, .events = POLLRDHUP};
+            which[n++] = sc;
+        }
+        if (n > 0 && poll(polls, (nfds_t)n, 0) > 0) {
+            for (size_t i = 0; i < n; i++) {
+                if (polls[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+                    shutdown(which[i]->fd, SHUT_RDWR);
+                    which[i]->fd = -1;
+                }
+            }
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 200000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&srv->scv, &srv->smu, &ts);
+    }
+    pthread_mutex_unlock(&srv->smu);
+    free(polls);
+    free(which);
+    return NULL;
+}
+
+static char *dup_or_null(const char *s, int *oom)
+{
+    if (!s)
+        return NULL;
+    char *d = strdup(s);
+    if (!d)
+        *oom = 1;
+    return d;
+}
+
+/* Hands a large body to the parse thread (the connection stays suspended meanwhile). */
+static int defer_parse(conn_ctx *c, const char *method, const char *url)
+{
+    struct MHD_Connection *conn = c->conn;
+    int oom = 0;
+    c->method = dup_or_null(method, &oom);
+    c->path = dup_or_null(url, &oom);
+    c->content_type = dup_or_null(
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE), &oom);
+    c->authorization = dup_or_null(
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION), &oom);
+    c->header_length = dup_or_null(
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Inference-Header-Content-Length"),
+        &oom);
+    c->content_encoding = dup_or_null(
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING), &oom);
+    if (oom)
+        return -1;
+    bt_server *srv = c->srv;
+    c->received = bt_now();
+    atomic_store(&c->state, 1);
+    atomic_fetch_add(&srv->suspended, 1);
+    MHD_suspend_connection(conn);
+    pthread_mutex_lock(&srv->pmu);
+    c->pnext = NULL;
+    if (srv->ptail)
+        srv->ptail->pnext = c;
+    else
+        srv->phead = c;
+    srv->ptail = c;
+    pthread_cond_signal(&srv->pcv);
+    pthread_mutex_unlock(&srv->pmu);
+    return 0;
+}
+
+static void *parser_main(void *arg)
+{
+    bt_server *srv = arg;
+    pthread_mutex_lock(&srv->pmu);
+    for (;;) {
+        while (!srv->phead && !srv->pstop)
+            pthread_cond_wait(&srv->pcv, &srv->pmu);
+        conn_ctx *c = srv->phead;
+        if (!c)
+            break;
+        srv->phead = c->pnext;
+        if (!srv->phead)
+            srv->ptail = NULL;
+        pthread_mutex_unlock(&srv->pmu);
+        bt_http_request req = {.method = c->method,
+                               .path = c->path,
+                               .content_type = c->content_type,
+                               .authorization = c->authorization,
+                               .header_length = c->header_length,
+                               .content_encoding = c->content_encoding,
+                               .body = c->body.data,
+                               .body_len = c->body.len,
+                               .max_body = srv->params.max_body_bytes,
+                               .received = c->received};
+        bt_job *job;
+        int rc = bt_service_begin(srv->svc, &req, &c->resp, &job);
+        body_release(c);
+        if (rc == 0)
+            resume(c);
+        else
+            bt_service_submit(srv->svc, job, on_job_done, c);
+        pthread_mutex_lock(&srv->pmu);
+    }
+    pthread_mutex_unlock(&srv->pmu);
+    return NULL;
+}
+
+/* The first call for a request: its headers are all in. */
+static enum MHD_Result begin_request(conn_ctx *c, const char *url, const char *version)
+{
+    bt_server *srv = c->srv;
+    struct MHD_Connection *conn = c->conn;
+    c->started = 1;
+    /* A connection that sent a whole request head gets the idle timeout (once: libmicrohttpd
+     * keeps such connections on a list it walks); until then the header deadline (the
+     * reaper) and the shorter timeout set on the daemon apply. */
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    sock_ctx *sc = info ? info->socket_context : NULL;
+    if (!sc || !atomic_load(&sc->headed)) {
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned)srv->params.idle_timeout_s);
+        if (sc)
+            atomic_store(&sc->headed, 1);
+    }
+    char why[160];
+    if (check_headers(conn, version, why, sizeof why))
+        return refuse(c, url, 400, "%s", why);
+    if (c->bad_path)
+        return refuse(c, url, 400, "the path contains a control byte (after percent-decoding)");
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        errno = 0;
+        unsigned long long n = strtoull(cl, NULL, 10);
+        if (errno || n > srv->params.max_body_bytes)
+            return refuse(c, url, 413,
+                          "request body of %s bytes is over the limit of %zu bytes "
+                          "(--max-body-mb)",
+                          cl, srv->params.max_body_bytes);
+        /* Held against the budget from now on (but not allocated before it arrives). */
+        c->expected = (size_t)n + 1;
+        if (n > 0 && body_reserve(c, c->expected) != 0)
+            return refuse(c, url, 503,
+                          "the server holds too many unfinished request bodies "
+                          "(--max-pending-body-mb): retry later");
+    }
+    return MHD_YES;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -1163,62 +1930,46 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version;
-    bt_server *srv = cls;
+    (void)cls;
     conn_ctx *c = *con_cls;
-    if (!c) {
-        c = calloc(1, sizeof *c);
-        if (!c)
-            return MHD_NO;
-        c->srv = srv;
-        c->conn = conn;
-        c->start = bt_now();
-        *con_cls = c;
-        atomic_fetch_add(&srv->inflight, 1);
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl) {
-            unsigned long long n = strtoull(cl, NULL, 10);
-            if (n > srv->params.max_body_bytes) {
-                c->too_large = 1;
-                too_large(c, url, n);
-                atomic_store(&c->state, 2);
-                return send_response(c);
-            }
-            if (n > 0) {
-                c->body.data = malloc((size_t)n + 1);
-                c->body.cap = c->body.data ? (size_t)n + 1 : 0;
-            }
-        }
-        return MHD_YES;
-    }
+    if (!c)
+        return MHD_NO; /* out of memory in on_uri */
+    if (!c->started)
+        return begin_request(c, url, version);
     if (atomic_load(&c->state) == 2)
         return send_response(c);
+    bt_server *srv = c->srv;
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (c->too_large)
-            return MHD_YES;
-        if (c->body.len + n > srv->params.max_body_bytes) {
-            c->too_large = 1;
-            bt_buf_free(&c->body);
-            return MHD_YES;
+        /* Only a chunked body gets here over the limits (a Content-Length was checked
+         * first). Its memory goes at once. libmicrohttpd 0.9.75 can answer only before or
+         * after a body, so up to another max_body_bytes are read and dropped for the 413 or
+         * 503 to be sent after the body; past that the connection is closed. */
+        if (c->refused) {
+            c->discarded += n;
+            if (c->discarded <= srv->params.max_body_bytes)
+                return MHD_YES;
+            bt_service_record(srv->svc, url, c->refused, bt_now() - c->start);
+            return MHD_NO;
         }
-        bt_buf_append(&c->body, upload_data, n);
+        int rc = c->body.len + n > srv->params.max_body_bytes ? 413
+                 : body_append(c, upload_data, n) != 0           ? 503
+                                                                 : 0;
+        if (rc) {
+            c->refused = rc;
+            body_release(c);
+        }
         return MHD_YES;
     }
-    if (c->too_large) {
-        too_large(c, url, 0);
-        atomic_store(&c->state, 2);
-        return send_response(c);
-    }
-    if (c->body.oom) {
-        response_init(&c->resp);
-        set_error(&c->resp, 503, "out of memory reading the request body");
-        c->resp.retry_after = 1;
-        atomic_store(&c->state, 2);
-        return send_response(c);
-    }
+    if (c->refused == 413)
+        return refuse(c, url, 413, "request body is over the limit of %zu bytes (--max-body-mb)",
+                      srv->params.max_body_bytes);
+    if (c->refused)
+        return refuse(c, url, 503, "the server holds too many unfinished request bodies, or "
+                                   "is out of memory: retry later");
+    if (c->body.len > BT_INLINE_PARSE_BYTES && defer_parse(c, method, url) == 0)
+        return MHD_YES;
     bt_http_request req = {
         .method = method,
         .path = url,
@@ -1236,11 +1987,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     };
     bt_job *job;
     if (bt_service_begin(srv->svc, &req, &c->resp, &job) == 0) {
+        body_release(c);
         atomic_store(&c->state, 2);
         return send_response(c);
     }
-    bt_buf_free(&c->body); /* the job holds its own tensors */
+    body_release(c); /* the job holds its own tensors */
     atomic_store(&c->state, 1);
+    atomic_fetch_add(&srv->suspended, 1);
     MHD_suspend_connection(conn);
     bt_service_submit(srv->svc, job, on_job_done, c);
     return MHD_YES;
@@ -1255,8 +2008,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     conn_ctx *c = *con_cls;
     if (!c)
         return;
-    bt_buf_free(&c->body);
+    body_release(c);
     bt_buf_free(&c->resp.body);
+    free(c->method);
+    free(c->path);
+    free(c->content_type);
+    free(c->authorization);
+    free(c->header_length);
+    free(c->content_encoding);
     free(c);
     *con_cls = NULL;
     atomic_fetch_sub(&srv->inflight, 1);
@@ -1268,6 +2027,31 @@ static void read_pem_free(bt_server *srv)
     free(srv->key);
 }
 
+static void server_release(bt_server *srv)
+{
+    if (srv->reaper_started) {
+        pthread_mutex_lock(&srv->smu);
+        srv->rstop = 1;
+        pthread_cond_signal(&srv->scv);
+        pthread_mutex_unlock(&srv->smu);
+        pthread_join(srv->reaper, NULL);
+    }
+    if (srv->parser_started) {
+        pthread_mutex_lock(&srv->pmu);
+        srv->pstop = 1;
+        pthread_cond_signal(&srv->pcv);
+        pthread_mutex_unlock(&srv->pmu);
+        pthread_join(srv->parser, NULL);
+    }
+    pthread_cond_destroy(&srv->pcv);
+    pthread_mutex_destroy(&srv->pmu);
+    pthread_cond_destroy(&srv->scv);
+    pthread_mutex_destroy(&srv->smu);
+    pthread_mutex_destroy(&srv->mu);
+    read_pem_free(srv);
+    free(srv);
+}
+
 int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server **out,
                     bt_error *err)
 {
@@ -1275,9 +2059,13 @@ int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server *
     if (params->port < 0 || params->port > 65535)
         return bt_error_set(err, BT_ERR_VALUE, "port must be between 0 and 65535, got %d",
                             params->port);
-    if (params->threads < 1 || params->threads > 1024)
-        return bt_error_set(err, BT_ERR_VALUE, "threads must be between 1 and 1024, got %d",
-                            params->threads);
+    if (params->threads < 1 || params->threads > BT_MAX_HTTP_THREADS)
+        return bt_error_set(err, BT_ERR_VALUE, "threads must be between 1 and %d, got %d",
+                            BT_MAX_HTTP_THREADS, params->threads);
+    if (params->max_body_bytes < 1 || params->max_body_bytes > BT_MAX_BODY_BYTES_LIMIT)
+        return bt_error_set(err, BT_ERR_VALUE,
+                            "max_body_bytes must be between 1 and %zu, got %zu",
+                            BT_MAX_BODY_BYTES_LIMIT, params->max_body_bytes);
     if (!params->tls_cert != !params->tls_key)
         return bt_error_set(err, BT_ERR_VALUE,
                             "HTTPS needs both a certificate and a key (--tls-cert and --tls-key)");
@@ -1287,16 +2075,52 @@ int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server *
     srv->svc = svc;
     srv->params = *params;
     srv->params.host = NULL;
+    bt_server_params *p = &srv->params;
+    if (p->connection_limit <= 0)
+        p->connection_limit = BT_DEFAULT_CONNECTION_LIMIT;
+    if (p->idle_timeout_s <= 0)
+        p->idle_timeout_s = BT_DEFAULT_IDLE_TIMEOUT_S;
+    if (p->header_timeout_s <= 0)
+        p->header_timeout_s = BT_DEFAULT_HEADER_TIMEOUT_S;
+    if (p->per_ip_connections <= 0)
+        p->per_ip_connections = BT_DEFAULT_PER_IP_CONNECTIONS;
+    if (p->body_budget == 0)
+        p->body_budget = p->max_body_bytes > SIZE_MAX / BT_DEFAULT_BODY_BUDGET_FACTOR
+                             ? SIZE_MAX
+                             : p->max_body_bytes * BT_DEFAULT_BODY_BUDGET_FACTOR;
+    if (p->body_budget < p->max_body_bytes + 1)
+        p->body_budget = p->max_body_bytes + 1; /* one largest body always fits */
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_mutex_init(&srv->pmu, NULL);
+    pthread_cond_init(&srv->pcv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&srv->smu, NULL);
+    pthread_cond_init(&srv->scv, &ca);
+    pthread_condattr_destroy(&ca);
     if (params->tls_cert) {
         srv->cert = strdup(params->tls_cert);
         srv->key = strdup(params->tls_key);
         if (!srv->cert || !srv->key) {
-            read_pem_free(srv);
-            free(srv);
+            server_release(srv);
             return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
         }
     }
-    pthread_mutex_init(&srv->mu, NULL);
+    int e = pthread_create(&srv->parser, NULL, parser_main, srv);
+    if (e != 0) {
+        server_release(srv);
+        return bt_error_set(err, BT_ERR_INTERNAL, "cannot start the parse thread: %s",
+                            strerror(e));
+    }
+    srv->parser_started = 1;
+    e = pthread_create(&srv->reaper, NULL, reaper_main, srv);
+    if (e != 0) {
+        server_release(srv);
+        return bt_error_set(err, BT_ERR_INTERNAL, "cannot start the header-deadline thread: %s",
+                            strerror(e));
+    }
+    srv->reaper_started = 1;
 
     char port[16];
     snprintf(port, sizeof port, "%d", params->port);
@@ -1308,9 +2132,7 @@ int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server *
     const char *host = params->host && params->host[0] ? params->host : "0.0.0.0";
     int gai = getaddrinfo(host, port, &hints, &res);
     if (gai != 0 || !res) {
-        pthread_mutex_destroy(&srv->mu);
-        read_pem_free(srv);
-        free(srv);
+        server_release(srv);
         return bt_error_set(err, BT_ERR_VALUE, "cannot use host '%.200s': %s", host,
                             gai_strerror(gai));
     }
@@ -1319,41 +2141,43 @@ int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server *
         flags |= MHD_USE_IPv6;
     if (srv->cert)
         flags |= MHD_USE_TLS;
-    struct MHD_OptionItem opts[12];
+    struct MHD_OptionItem opts[16];
     int k = 0;
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, res->ai_addr};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv};
-    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
-                                        params->connection_limit > 0 ? params->connection_limit
-                                                                     : 1024,
-                                        NULL};
-    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
-                                        params->idle_timeout_s > 0 ? params->idle_timeout_s : 60,
-                                        NULL};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection,
+                                        srv};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, srv};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, p->connection_limit, NULL};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                        p->per_ip_connections, NULL};
+    /* The daemon-wide timeout is the header timeout; begin_request raises it to the idle
+     * timeout once a connection has sent a request head. */
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, p->header_timeout_s, NULL};
     if (params->threads > 1)
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, params->threads, NULL};
     if (srv->cert) {
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, srv->cert};
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, srv->key};
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                            (void *)BT_TLS_PRIORITIES};
     }
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_ARRAY,
                                    opts, MHD_OPTION_END);
     freeaddrinfo(res);
     if (!srv->daemon) {
-        int e = errno;
-        pthread_mutex_destroy(&srv->mu);
-        read_pem_free(srv);
-        free(srv);
+        int e2 = errno;
+        server_release(srv);
         if (params->tls_cert)
             return bt_error_set(err, BT_ERR_VALUE,
                                 "cannot start HTTPS on %.200s:%d: the TLS certificate and key "
                                 "must be PEM text of a certificate and its matching private key"
                                 "%s%s",
-                                host, params->port, e ? "; or the address failed: " : "",
-                                e ? strerror(e) : "");
+                                host, params->port, e2 ? "; or the address failed: " : "",
+                                e2 ? strerror(e2) : "");
         return bt_error_set(err, BT_ERR_VALUE, "cannot listen on %.200s:%d: %s", host,
-                            params->port, e ? strerror(e) : "the address is not usable");
+                            params->port, e2 ? strerror(e2) : "the address is not usable");
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon,
                                                            MHD_DAEMON_INFO_BIND_PORT);
@@ -1370,26 +2194,38 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+static int settled(bt_server *srv)
+{
+    return atomic_load(&srv->inflight) == 0 && atomic_load(&srv->suspended) == 0;
+}
+
 void bt_server_drain(bt_server *srv, double grace_s)
 {
     pthread_mutex_lock(&srv->mu);
     bt_service_set_ready(srv->svc, 0);
     atomic_store(&srv->draining, 1);
     double deadline = bt_now() + (grace_s > 0 ? grace_s : 0);
-    while (atomic_load(&srv->inflight) > 0 && bt_now() < deadline)
+    while (!settled(srv) && bt_now() < deadline)
         sleep_ms(5);
+    /* Keep-alive clients get Connection: close with their answers; give them a moment to
+     * close before the listener does, so that nothing arrives on a closing connection. */
+    double settle = bt_now() + 0.25 < deadline ? bt_now() + 0.25 : deadline;
+    while (atomic_load(&srv->connections) > 0 && settled(srv) && bt_now() < settle)
+        sleep_ms(5);
+    if (!settled(srv))
+        bt_service_expire_all(srv->svc); /* the grace period is over: 503 to what is left */
     if (!srv->quiesced) {
         MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
         if (fd != MHD_INVALID_SOCKET)
             close(fd);
         srv->quiesced = 1;
     }
-    /* Forwards already running finish; their connections get their answers. */
-    while (bt_service_pending(srv->svc) > 0)
-        sleep_ms(5);
     double flush = bt_now() + 1.0;
-    while (atomic_load(&srv->inflight) > 0 && bt_now() < flush)
+    while (!settled(srv) && bt_now() < flush) {
+        if (atomic_load(&srv->suspended) > 0 && bt_now() >= deadline)
+            bt_service_expire_all(srv->svc);
         sleep_ms(5);
+    }
     pthread_mutex_unlock(&srv->mu);
 }
 
@@ -1398,11 +2234,15 @@ void bt_server_free(bt_server *srv)
     if (!srv)
         return;
     pthread_mutex_lock(&srv->mu);
-    while (bt_service_pending(srv->svc) > 0)
-        sleep_ms(5); /* no connection may stay suspended when the daemon stops */
+    /* No connection may stay suspended when the daemon stops (libmicrohttpd aborts):
+     * forwards get a moment to finish, then what is left is answered 503. */
+    double patience = bt_now() + 2.0;
+    while (atomic_load(&srv->suspended) > 0) {
+        if (bt_now() >= patience)
+            bt_service_expire_all(srv->svc);
+        sleep_ms(5);
+    }
     MHD_stop_daemon(srv->daemon);
     pthread_mutex_unlock(&srv->mu);
-    pthread_mutex_destroy(&srv->mu);
-    read_pem_free(srv);
-    free(srv);
+    server_release(srv);
 }

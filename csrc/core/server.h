@@ -41,8 +41,28 @@ typedef struct bt_service_params {
     bt_batcher_params batch;   /* batcher settings */
     const char *auth_token;    /* bearer token (copied); NULL or "": no auth */
     int log_requests;          /* one line per request on stderr */
-    double timeout_ms;         /* queue timeout per request; <= 0: none */
+    double timeout_ms;         /* deadline per request from bt_service_begin; <= 0: none. Met by a
+                                * timer whatever the forward is doing (answered 503) */
+    int64_t max_rows;          /* rows (leading extent) per request; <= 0: BT_DEFAULT_MAX_ROWS */
+    size_t max_response_bytes; /* largest response; 0: BT_DEFAULT_MAX_RESPONSE_BYTES */
 } bt_service_params;
+
+/* Limits: each default is defined here once; the Python CLI reads them from _core. */
+#define BT_DEFAULT_MAX_ROWS ((int64_t)65536)
+#define BT_DEFAULT_MAX_RESPONSE_BYTES ((size_t)64 << 20)
+#define BT_DEFAULT_MAX_BODY_BYTES ((size_t)64 << 20)
+#define BT_MAX_BODY_BYTES_LIMIT ((size_t)4 << 30) /* the largest --max-body-mb accepted */
+#define BT_DEFAULT_BODY_BUDGET_FACTOR 4   /* memory for unfinished bodies: x max body */
+#define BT_DEFAULT_PER_IP_CONNECTIONS 256
+#define BT_DEFAULT_CONNECTION_LIMIT 1024
+#define BT_DEFAULT_IDLE_TIMEOUT_S 60
+#define BT_DEFAULT_HEADER_TIMEOUT_S 10
+#define BT_MAX_HTTP_THREADS 1024
+/* TLS 1.2 and 1.3 only (RFC 8996 deprecates 1.0 and 1.1). */
+#define BT_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+/* Bodies larger than this are parsed on the server's parse thread, not on the HTTP thread
+ * that received them (a 30 MB JSON body takes seconds to parse). */
+#define BT_INLINE_PARSE_BYTES ((size_t)64 << 10)
 
 /* A request as a transport sees it. Header values are NULL when absent. */
 typedef struct bt_http_request {
@@ -55,6 +75,7 @@ typedef struct bt_http_request {
     const char *body;
     size_t body_len;
     size_t max_body;           /* limit on the inflated body; 0: BT_DEFAULT_MAX_BODY */
+    double received;           /* bt_now() when the whole request was read; 0: now */
 } bt_http_request;
 
 /* The largest request body by default (--max-body-mb's default). */
@@ -136,6 +157,11 @@ void bt_service_metrics(bt_service *svc, bt_buf *out);
 /* Records a response the transport produced itself (413 during upload, say). */
 void bt_service_record(bt_service *svc, const char *path, int status, double seconds);
 
+/* Shutdown past its grace period: new inference requests get 503 at once, and every
+ * request submitted and not yet answered is answered 503 now (its forward, if running,
+ * finishes and is discarded). */
+void bt_service_expire_all(bt_service *svc);
+
 typedef struct bt_server_params {
     const char *host;        /* "0.0.0.0", "127.0.0.1", "::" or a name */
     int port;                /* 0: any free port (see bt_server_port) */
@@ -145,6 +171,9 @@ typedef struct bt_server_params {
     const char *tls_key;     /* PEM text */
     int connection_limit;    /* open connections at most */
     int idle_timeout_s;      /* close idle keep-alive connections after this */
+    int per_ip_connections;  /* open connections per client address at most */
+    int header_timeout_s;    /* a new connection must send its first request's headers in time */
+    size_t body_budget;      /* bytes all unfinished request bodies may hold together (503) */
 } bt_server_params;
 
 /* Starts listening (readiness stays as the service says). */
@@ -152,8 +181,9 @@ int bt_server_start(bt_service *svc, const bt_server_params *params, bt_server *
                     bt_error *err);
 int bt_server_port(const bt_server *srv);
 /* Graceful stop: readiness fails at once, accepted requests finish (answers carry
- * Connection: close), then the listener closes; returns when no request is in flight or
- * grace_s has passed (then waits only for forwards already running). Idempotent. */
+ * Connection: close); at grace_s whatever is still unanswered gets 503 (forwards still
+ * running are not waited for), then the listener closes. Returns within grace_s plus
+ * about a second of flushing. Idempotent. */
 void bt_server_drain(bt_server *srv, double grace_s);
 /* Stops the daemon (after drain when called first). NULL-tolerant. */
 void bt_server_free(bt_server *srv);

@@ -115,7 +115,7 @@ int bt_default_num_threads(bt_error *err) {
         errno = 0;
         long n = strtol(env, &end, 10);
         while (end && (*end == ' ' || *end == '\n')) ++end;
-        if (errno || !end || *end || n <= 0 || n > 4096)
+        if (errno || !end || *end || n <= 0 || n > BT_MAX_NUM_THREADS)
             return bt_error_set(err, BT_ERR_VALUE,
                                 "BERTH_NUM_THREADS must be a positive integer, got '%s'", env);
         return (int)n;

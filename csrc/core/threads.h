@@ -20,4 +20,7 @@ int bt_affinity_cpus(void);
  * is set but not a positive integer. */
 int bt_default_num_threads(bt_error *err);
 
+/* The most intra-op threads BERTH_NUM_THREADS (and serve's --threads) may ask for. */
+#define BT_MAX_NUM_THREADS 4096
+
 #endif /* BERTH_THREADS_H */

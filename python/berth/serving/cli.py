@@ -12,10 +12,18 @@ request path.
 """
 import argparse
 import hashlib
+import math
 import os
 import signal
 import sys
 import threading
+import time
+
+from .. import _core
+
+# Defaults of the serving limits, defined once in the C core (server.h).
+LIMITS = _core.SERVING_DEFAULTS
+MIB = 1 << 20
 
 EXIT_USAGE = 2  # bad arguments, checksum mismatch, unreadable files
 EXIT_LOAD = 1   # the model or the server could not start
@@ -55,10 +63,30 @@ def build_parser():
                         "cgroup CPU quota, else the CPU count)")
     p.add_argument("--http-threads", type=int,
                    help="HTTP threads (default: as many as intra-op threads, at least 2)")
-    p.add_argument("--max-body-mb", type=float, default=64.0,
-                   help="largest request body in MiB; larger get 413 (default 64)")
+    p.add_argument("--max-body-mb", type=float, default=LIMITS["max_body_bytes"] / MIB,
+                   help="largest request body in MiB; larger get 413 (default %(default)g)")
+    p.add_argument("--max-pending-body-mb", type=float,
+                   help="memory all unfinished request bodies may hold together, in MiB; "
+                        "past it new bodies get 503 (default: "
+                        f"{LIMITS['body_budget_factor']} x --max-body-mb)")
+    p.add_argument("--max-rows-per-request", type=int, default=LIMITS["max_rows"],
+                   help="rows (leading extent) one request may ask for; more get 413 before "
+                        "any forward (default %(default)d)")
+    p.add_argument("--max-response-mb", type=float,
+                   default=LIMITS["max_response_bytes"] / MIB,
+                   help="largest response in MiB, estimated before encoding; larger get 413 "
+                        "(default %(default)g)")
+    p.add_argument("--max-connections", type=int, default=LIMITS["connection_limit"],
+                   help="open connections at most (default %(default)d)")
+    p.add_argument("--per-ip-connections", type=int, default=LIMITS["per_ip_connections"],
+                   help="open connections one client address may hold (default %(default)d; "
+                        "raise it behind a proxy that opens more)")
+    p.add_argument("--header-timeout", type=int, default=LIMITS["header_timeout_s"],
+                   help="seconds a new connection may stay silent before sending its "
+                        "request headers (default %(default)d)")
     p.add_argument("--timeout-ms", type=float, default=0.0,
-                   help="fail requests that wait longer in the queue (default: no limit)")
+                   help="answer 503 to requests not answered within this many ms of being read, "
+                        "whatever the forward is doing (default: no limit)")
     p.add_argument("--grace-period", type=float, default=20.0,
                    help="seconds to finish in-flight requests after SIGTERM (default 20)")
     p.add_argument("--sha256", help="refuse to start unless the model file has this sha256 "
@@ -77,15 +105,6 @@ def model_name_from_path(path):
     return os.path.splitext(os.path.basename(path))[0] or "model"
 
 
-def file_sha256(path):
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class StartupError(Exception):
     """A reason not to start, with the exit status to use."""
 
@@ -94,27 +113,97 @@ class StartupError(Exception):
         self.status = status
 
 
+# Every numeric flag: (attribute, lowest, highest, lowest excluded). Values outside are
+# refused with the flag's name, before anything is sized from them.
+NUMERIC_FLAGS = (
+    ("port", 0, 65535, False),
+    ("max_batch_size", 1, LIMITS["max_batch_size_limit"], False),
+    ("max_delay_ms", 0, LIMITS["max_delay_ms_limit"], False),
+    ("max_queue", 1, LIMITS["max_queue_limit"], False),
+    ("workers", 1, LIMITS["workers_limit"], False),
+    ("threads", 1, LIMITS["threads_limit"], False),
+    ("http_threads", 1, LIMITS["http_threads_limit"], False),
+    ("max_body_mb", 0, LIMITS["max_body_bytes_limit"] / MIB, True),
+    ("max_pending_body_mb", 0, float(1 << 30), True),
+    ("max_rows_per_request", 1, (1 << 63) - 1, False),
+    ("max_response_mb", 0, float(1 << 30), True),
+    ("max_connections", 1, 1 << 20, False),
+    ("per_ip_connections", 1, 1 << 20, False),
+    ("header_timeout", 1, 86400, False),
+    ("timeout_ms", 0, 86400e3, False),
+    ("grace_period", 0, 86400, False),
+)
+
+
+def check_numbers(args):
+    """Refuses a numeric flag out of its range (naming the flag), NaN or infinity.
+
+    >>> check_numbers(build_parser().parse_args(["m.pt", "--max-body-mb", "17592186044417"]))
+    Traceback (most recent call last):
+    ...
+    berth.serving.cli.StartupError: --max-body-mb must be > 0 and <= 4096, got 17592186044417
+    """
+    for attr, lo, hi, lo_excluded in NUMERIC_FLAGS:
+        value = getattr(args, attr)
+        if value is None:
+            continue
+        ok = math.isfinite(value) and (value > lo if lo_excluded else value >= lo) and value <= hi
+        if not ok:
+            flag = "--" + attr.replace("_", "-")
+            low = f"> {lo:g}" if lo_excluded else f">= {lo:g}"
+            raise StartupError(f"{flag} must be {low} and <= {hi:g}, got {value:.15g}", EXIT_USAGE)
+
+
+def check_model_file(path):
+    """Refuses a model path that is missing, a directory or unreadable, naming it."""
+    if os.path.isdir(path):
+        raise StartupError(f"model file {path!r} is a directory, expected a TorchScript file",
+                           EXIT_USAGE)
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except FileNotFoundError:
+        raise StartupError(f"model file {path!r} does not exist", EXIT_USAGE) from None
+    except OSError as e:
+        raise StartupError(f"cannot read model file {path!r}: {e.strerror}", EXIT_USAGE) from None
+
+
 def check_arguments(args):
     """Validates args beyond argparse; raises StartupError."""
-    if args.max_body_mb <= 0:
-        raise StartupError(f"--max-body-mb must be positive, got {args.max_body_mb}", EXIT_USAGE)
-    if args.grace_period < 0:
-        raise StartupError(f"--grace-period must be >= 0, got {args.grace_period}", EXIT_USAGE)
-    for flag, value in (("--threads", args.threads), ("--http-threads", args.http_threads),
-                        ("--workers", args.workers)):
-        if value is not None and value < 1:
-            raise StartupError(f"{flag} must be at least 1, got {value}", EXIT_USAGE)
+    check_numbers(args)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise StartupError("HTTPS needs both --tls-cert and --tls-key", EXIT_USAGE)
-    if not os.path.isfile(args.model):
-        raise StartupError(f"model file {args.model!r} does not exist", EXIT_USAGE)
-    expected = args.sha256 or os.environ.get("BERTH_MODEL_SHA256")
-    if expected:
-        expected = expected.strip().lower()
-        actual = file_sha256(args.model)
-        if actual != expected:
-            raise StartupError(f"refusing to start: {args.model} has sha256 {actual}, "
-                               f"expected {expected}", EXIT_USAGE)
+    check_model_file(args.model)
+
+
+def verified_model_bytes(path, expected):
+    """The model file's bytes, read once, when their sha256 is `expected`.
+
+    serve loads these very bytes (see start), so the file cannot change between the check
+    and the load.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise StartupError(f"cannot read model file {path!r}: {e.strerror}", EXIT_USAGE) from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise StartupError(f"refusing to start: {path} has sha256 {actual}, "
+                           f"expected {expected}", EXIT_USAGE)
+    return data
+
+
+def load_verified(data, optimize):
+    """Loads a model from bytes in memory (a memfd), not from a path that could change."""
+    from .._model import load_for_serving
+    fd = os.memfd_create("berth-model", 0)
+    try:
+        with os.fdopen(os.dup(fd), "wb") as f:
+            f.write(data)
+        return load_for_serving(f"/proc/self/fd/{fd}", optimize=optimize)
+    finally:
+        os.close(fd)
 
 
 def check_compiled_for(model, libtorch):
@@ -145,7 +234,6 @@ def read_text(path, what):
 def start(args):
     """Loads the model and starts listening; returns (model, service, server)."""
     import berth
-    from .. import _core
     from .._model import load_for_serving
 
     if args.threads:
@@ -163,10 +251,15 @@ def start(args):
             raise StartupError(f"--auth-token-file {args.auth_token_file!r} is empty", EXIT_USAGE)
     cert = read_text(args.tls_cert, "--tls-cert") if args.tls_cert else None
     key = read_text(args.tls_key, "--tls-key") if args.tls_key else None
+    expected = args.sha256 or os.environ.get("BERTH_MODEL_SHA256")
     try:
         from .._model import load_libraries
         load_libraries(args.library, "--library")
-        model, unoptimized = load_for_serving(args.model, optimize=not args.no_optimize)
+        if expected:
+            data = verified_model_bytes(args.model, expected.strip().lower())
+            model, unoptimized = load_verified(data, optimize=not args.no_optimize)
+        else:
+            model, unoptimized = load_for_serving(args.model, optimize=not args.no_optimize)
     except (berth.ModelLoadError, ValueError) as e:
         raise StartupError(str(e), EXIT_LOAD) from None
     if unoptimized:
@@ -179,14 +272,21 @@ def start(args):
                                 max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
                                 batching=False if args.no_batching else None,
                                 auth_token=token, log_requests=args.log_level == "debug",
-                                timeout_ms=args.timeout_ms, workers=args.workers)
+                                timeout_ms=args.timeout_ms, workers=args.workers,
+                                max_rows=args.max_rows_per_request,
+                                max_response_bytes=int(args.max_response_mb * MIB))
     except ValueError as e:
         raise StartupError(str(e), EXIT_USAGE) from None
     http_threads = args.http_threads or max(2, _core.num_threads())
     try:
+        max_body = max(1, int(args.max_body_mb * MIB))
+        budget = (int(args.max_pending_body_mb * MIB) if args.max_pending_body_mb
+                  else max_body * LIMITS["body_budget_factor"])
         server = _core.Server(service, host=args.host, port=args.port, threads=http_threads,
-                              max_body_bytes=int(args.max_body_mb * (1 << 20)),
-                              tls_cert=cert, tls_key=key)
+                              max_body_bytes=max_body, tls_cert=cert, tls_key=key,
+                              connection_limit=args.max_connections,
+                              per_ip_connections=args.per_ip_connections,
+                              header_timeout_s=args.header_timeout, body_budget=budget)
     except ValueError as e:
         service.close()
         raise StartupError(str(e), EXIT_LOAD) from None
@@ -288,9 +388,18 @@ def main(argv):
             pass
         log(f"received {signal.Signals(received[0]).name}: not ready; finishing in-flight "
             f"requests (grace period {args.grace_period:g} s)")
+        started = time.monotonic()
         server.drain(max(0.0, args.grace_period - 1.0))
         server.close()
-        service.close()
+        # Every request has its answer now; a forward may still be running (its answer was a
+        # 503). Wait for it only as long as the grace period allows.
+        closer = threading.Thread(target=service.close, daemon=True)
+        closer.start()
+        closer.join(max(0.1, args.grace_period - (time.monotonic() - started)))
+        if closer.is_alive():
+            log("stopped (a forward was still running at the end of the grace period)")
+            sys.stderr.flush()
+            os._exit(0)  # no interpreter teardown under a running forward
         log("stopped")
         return 0
     finally:
