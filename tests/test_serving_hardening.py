@@ -509,7 +509,9 @@ def test_a_bad_request_does_not_fail_its_batch(picky_path):
         for t in threads:
             t.join()
         assert good_errors == [] and good_count[0] == 8 * 60
-        assert set(bad_statuses) == {400} and len(bad_statuses) == 120
+        # Each bad request gets its own answer: the model raising on input that matched its
+        # complete float signature is the model's fault (500, see test_serving_faults.py).
+        assert set(bad_statuses) == {500} and len(bad_statuses) == 120
         text = s.metrics()
         assert metric(text, "berth_batch_retries_total") > 0  # batches did mix them
     finally:
