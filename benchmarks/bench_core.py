@@ -108,18 +108,20 @@ CHILD = {
 }
 
 
-def cold_start(path, runs):
-    """Median seconds from spawning the process to its first prediction, and peak RSS (MiB)."""
-    results = {k: ([], []) for k in CHILD}
+def cold_start(path, runs, children=None):
+    """Median seconds from spawning the process to its first prediction, and peak RSS
+    (MiB), for each of ``children`` ({name: code loading P and predicting}; CHILD)."""
+    children = children or CHILD
+    results = {k: ([], []) for k in children}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     for _ in range(runs):
-        for kind, body in CHILD.items():
+        for kind, body in children.items():
             code = (f"import time\nP = {path!r}\n{body}\nt = time.time()\n"
                     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
                     "print(t, hwm)")
             start = time.time()
             out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, check=True).stdout
-            done, hwm_kib = out.decode().split()
+            done, hwm_kib = out.decode().split()[-2:]
             results[kind][0].append(float(done) - start)
             results[kind][1].append(int(hwm_kib) / 1024)
     return {k: (statistics.median(s), statistics.median(r)) for k, (s, r) in results.items()}

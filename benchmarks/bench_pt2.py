@@ -21,7 +21,6 @@ export and compile seconds of each package.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "python"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 import berth  # noqa: E402
 import models  # noqa: E402  (tests/models.py: resnet18 from torch.nn)
+from bench_core import cold_start  # noqa: E402
 
 PATHS = ("berth.pt2", "aoti-python", "berth.ts", "jit-python", "eager", "compile")
 
@@ -99,23 +99,6 @@ CHILD = {
 }
 
 
-def cold_start(path, runs):
-    """Median seconds from spawning the process to its first prediction, and peak RSS (MiB)."""
-    results = {k: ([], []) for k in CHILD}
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    for _ in range(runs):
-        for kind, body in CHILD.items():
-            code = (f"import time\nP = {path!r}\n{body}\nt = time.time()\n"
-                    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
-                    "print(t, hwm)")
-            start = time.time()
-            out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, check=True).stdout
-            done, hwm_kib = out.decode().split()[-2:]
-            results[kind][0].append(float(done) - start)
-            results[kind][1].append(int(hwm_kib) / 1024)
-    return {k: (statistics.median(s), statistics.median(r)) for k, (s, r) in results.items()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tenth of the calls (a smoke run)")
@@ -131,7 +114,7 @@ def main():
         for name, batch, calls, med in rows:
             print(f"{name:9} {batch:5d} {calls:6d} " + " ".join(f"{med[p] * 1e6:12.1f}" for p in PATHS)
                   + f"  {med['berth.pt2'] / med['aoti-python']:8.3f} {med['berth.pt2'] / med['jit-python']:8.3f}")
-        cold = cold_start(made["mlp"][2], 3 if args.quick else 5)
+        cold = cold_start(made["mlp"][2], 3 if args.quick else 5, CHILD)
         (bs, br), (ts, tr) = cold["berth.pt2"], cold["aoti-python"]
         print(f"cold start to first prediction (seed MLP .pt2): berth {bs * 1000:.0f} ms, import torch + "
               f"aoti_load_package {ts * 1000:.0f} ms, ratio {bs / ts:.3f}")
