@@ -192,3 +192,43 @@ def test_sign_refuses_a_pt2(tmp_path):
                                          r"berth.export"):
         berth.sign(path, ["x:FP32:-1,3"])
     assert sorted(os.listdir(tmp_path)) == ["model.pt2"]
+
+
+# --- a .pt2: its signature comes from the package ---
+
+@pytest.fixture(scope="module")
+def small_pt2(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    if tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 6):
+        pytest.skip(f"torch {torch.__version__} cannot export .pt2 packages")
+    module = torch.nn.Linear(3, 2).eval()
+    path = tmp_path_factory.mktemp("pt2") / "small.pt2"
+    return berth.export(module, (torch.zeros(2, 3),), str(path), max_batch=16), torch.__version__
+
+
+def test_inspect_and_sign_a_pt2(small_pt2, tmp_path):
+    path, version = small_pt2
+    info = berth.inspect(path)
+    assert info["format"] == "pt2" and info["signature_source"] == "package" and info["load_error"] is None
+    assert info["torch_version"] == version and info["archive_version"] is None
+    assert info["signature"]["inputs"][0]["datatype"] == "FP32" and info["signature"]["inputs"][0]["shape"][1:] == [3]
+    done = berth_cli("inspect", path)
+    assert done.returncode == 0 and "(.pt2)" in done.stdout and f"torch {version}" in done.stdout
+    done = berth_cli("sign", path, "--input", "x:FP32:-1,3", "--out", tmp_path / "signed.pt2")
+    assert done.returncode == 2 and "a .pt2's signature comes from the package" in done.stderr
+    assert not os.listdir(tmp_path)
+    with pytest.raises(ValueError, match=r"^signature: .*a \.pt2's signature comes from the package"):
+        berth.load(path, inputs=["x:FP32:-1,3"])
+
+
+def test_sign_out_errors_and_symlink(plain_two_path, tmp_path):
+    two = ["a:FP32:-1,3", "b:FP32:-1,3"]
+    with pytest.raises(ValueError, match=r"^out: expected a file path to write, got the directory"):
+        berth.sign(plain_two_path, two, out=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^out: expected a path in an existing directory"):
+        berth.sign(plain_two_path, two, out=tmp_path / "no" / "such.pt")
+    real = tmp_path / "real.pt"
+    real.write_bytes(open(plain_two_path, "rb").read())
+    (tmp_path / "link.pt").symlink_to(real)
+    berth.sign(tmp_path / "link.pt", two)
+    assert os.path.islink(tmp_path / "link.pt") and berth.load(real).inputs[0].dtype == "float32"

@@ -19,8 +19,8 @@ from .signature import (SIGNATURE_FILE, V2_DATATYPES, embed_signature, signature
                         torchscript_root, write_atomically)
 
 NO_SIGNATURE_ADVICE = ("no signature: pass --input NAME:DATATYPE:SHAPE (one per input, in forward's order) and "
-                       "--output NAME:DATATYPE:SHAPE (one per output) to serve to batch, warm up and publish "
-                       "datatype and shape, or embed them once with python -m berth sign")
+                       "--output NAME:DATATYPE:SHAPE (one per output) so that it batches, warms up and publishes "
+                       "datatype and shape; or embed them once with python -m berth sign")
 
 
 def _check_path(path, what):
@@ -185,12 +185,18 @@ def sign(path, inputs, outputs=(), *, out=None, libraries=(), argument="inputs")
         raise ValueError(f"{what}: expected a plain TorchScript file, got {path!r}, which already carries a "
                          f"{SIGNATURE_FILE} signature (python -m berth inspect shows it)")
     signature = signature_from_specs(inputs, outputs, argument)
+    # in place through a symlink: replace the file it points to, not the link
+    target = os.fsdecode(out) if out is not None else os.path.realpath(path)
+    out_name = "--out" if argument == "--input" else "out"
+    if os.path.isdir(target):
+        raise ValueError(f"{out_name}: expected a file path to write, got the directory {target!r}")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+        raise FileNotFoundError(f"{out_name}: expected a path in an existing directory, got {target!r}")
     from ._model import load
     # The C core checks the signature against forward (one parser) before anything is written.
     load(path, libraries=libraries, inputs=inputs, outputs=outputs)
     with open(path, "rb") as handle:
         data = embed_signature(handle.read(), signature)
-    target = os.fsdecode(out) if out is not None else path
 
     def check(temp):
         model = load(temp, libraries=libraries)
