@@ -2,9 +2,8 @@
 v2 and v1, against `python -m berth serve`: a berth-saved model and a plain torch.jit.save
 file given a signature with --input/--output.
 
-kserve is not in requirements/pypi-stack.txt: kserve 0.21.0 requires psutil<6 while the
-stack's ipython (via ipykernel, for the notebook test) requires psutil>=7 (README,
-"Conformance"). Install it by hand to run these; skipped without it."""
+kserve is a test dependency (requirements/pypi-stack.txt), never berth's own; skipped
+without it."""
 import asyncio
 
 import numpy as np
@@ -15,8 +14,7 @@ from test_plain_files import plain_ids_path  # noqa: F401 (fixture)
 from test_serving_conformance import META
 from test_serving_http import ServeProcess
 
-kserve = pytest.importorskip("kserve", reason="kserve is not installed (README, Conformance: it conflicts with "
-                                              "the stack's ipython over psutil)")
+kserve = pytest.importorskip("kserve", reason="kserve is not installed (requirements/pypi-stack.txt pins it)")
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig  # noqa: E402
 
 
