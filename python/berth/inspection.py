@@ -184,6 +184,7 @@ def sign(path, inputs, outputs=(), *, out=None, libraries=(), argument="inputs")
     if embedded is not None:
         raise ValueError(f"{what}: expected a plain TorchScript file, got {path!r}, which already carries a "
                          f"{SIGNATURE_FILE} signature (python -m berth inspect shows it)")
+    outputs = outputs or ()
     signature = signature_from_specs(inputs, outputs, argument)
     # in place through a symlink: replace the file it points to, not the link
     target = os.fsdecode(out) if out is not None else os.path.realpath(path)
