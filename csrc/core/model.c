@@ -86,12 +86,12 @@ static int parse_ranges(const cJSON *obj, const char *at, bt_spec *spec, bt_erro
 }
 
 /* Fills spec from one {"name","dtype","shape","ranges"} object of berth.json. */
-static int parse_spec(const cJSON *obj, const char *where, size_t index, bt_spec *spec, const char *path,
+static int parse_spec(const cJSON *obj, const char *where, size_t index, bt_spec *spec, const char *label,
                       bt_error *err) {
     if (!cJSON_IsObject(obj))
-        return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu] is not an object", path, where, index);
+        return bt_error_set(err, BT_ERR_LOAD, "%s: %s[%zu] is not an object", label, where, index);
     char at[512]; /* the message holds 1024 bytes anyway */
-    snprintf(at, sizeof at, "%s[%zu] of berth.json in '%s'", where, index, path);
+    snprintf(at, sizeof at, "%s[%zu] of %s", where, index, label);
     const cJSON *name, *dtype, *shape;
     if (bt_json_get(obj, "name", at, &name, BT_ERR_LOAD, err) != 0 ||
         bt_json_get(obj, "dtype", at, &dtype, BT_ERR_LOAD, err) != 0 ||
@@ -99,7 +99,7 @@ static int parse_spec(const cJSON *obj, const char *where, size_t index, bt_spec
         return -1;
     if (name && cJSON_IsString(name)) {
         if (!bt_json_utf8_valid(name->valuestring))
-            return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu].name is not valid UTF-8", path,
+            return bt_error_set(err, BT_ERR_LOAD, "%s: %s[%zu].name is not valid UTF-8", label,
                                 where, index);
         free(spec->name);
         spec->name = strdup(name->valuestring);
@@ -107,15 +107,15 @@ static int parse_spec(const cJSON *obj, const char *where, size_t index, bt_spec
     }
     if (dtype && !cJSON_IsNull(dtype)) {
         if (!cJSON_IsString(dtype) || bt_dtype_from_name(dtype->valuestring, &spec->dtype) != 0)
-            return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu].dtype is not one of float16, "
-                                "float32, float64, int8, int16, int32, int64, uint8, bool", path, where, index);
+            return bt_error_set(err, BT_ERR_LOAD, "%s: %s[%zu].dtype is not one of float16, "
+                                "float32, float64, int8, int16, int32, int64, uint8, bool", label, where, index);
         spec->has_dtype = 1;
     }
     if (shape && !cJSON_IsNull(shape)) {
         size_t nd = cJSON_IsArray(shape) ? bt_json_size(shape) : 0;
         if (!cJSON_IsArray(shape) || nd > 32)
-            return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu].shape is not a list of integers",
-                                path, where, index);
+            return bt_error_set(err, BT_ERR_LOAD, "%s: %s[%zu].shape is not a list of integers",
+                                label, where, index);
         spec->shape = calloc(nd ? nd : 1, sizeof(int64_t));
         if (!spec->shape) return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
         size_t d = 0;
@@ -124,8 +124,8 @@ static int parse_spec(const cJSON *obj, const char *where, size_t index, bt_spec
             /* a double carries integers exactly below 2^53 */
             double x = cJSON_IsNumber(v) ? v->valuedouble : -2;
             if (!(x >= -1 && x < 9007199254740992.0) || x != (double)(int64_t)x)
-                return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s': %s[%zu].shape[%zu] must be an integer >= -1",
-                                    path, where, index, d);
+                return bt_error_set(err, BT_ERR_LOAD, "%s: %s[%zu].shape[%zu] must be an integer >= -1",
+                                    label, where, index, d);
             spec->shape[d] = (int64_t)x;
         }
         spec->ndim = (int)nd;
@@ -133,40 +133,38 @@ static int parse_spec(const cJSON *obj, const char *where, size_t index, bt_spec
     return parse_ranges(obj, at, spec, err);
 }
 
-static int parse_metadata(bt_model *m, bt_error *err) {
+static int parse_metadata(bt_model *m, const char *label, bt_error *err) {
     bt_json_error jerr;
     cJSON *root = bt_json_parse(m->metadata, m->metadata_len, &jerr);
     if (!root)
-        return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s' is not a JSON object: %s (line %d)", m->path,
+        return bt_error_set(err, BT_ERR_LOAD, "%s is not a JSON object: %s (line %d)", label,
                             jerr.text, jerr.line);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s' is not a JSON object: top level is %s", m->path,
+        return bt_error_set(err, BT_ERR_LOAD, "%s is not a JSON object: top level is %s", label,
                             bt_json_kind(root));
     }
-    char at[512];
-    snprintf(at, sizeof at, "berth.json in '%s'", m->path);
     int rc = 0;
     const cJSON *inputs, *outputs;
-    if (bt_json_get(root, "inputs", at, &inputs, BT_ERR_LOAD, err) != 0 ||
-        bt_json_get(root, "outputs", at, &outputs, BT_ERR_LOAD, err) != 0) {
+    if (bt_json_get(root, "inputs", label, &inputs, BT_ERR_LOAD, err) != 0 ||
+        bt_json_get(root, "outputs", label, &outputs, BT_ERR_LOAD, err) != 0) {
         rc = -1;
         goto done;
     }
     if (inputs && cJSON_IsArray(inputs)) {
         size_t n = bt_json_size(inputs);
         if (n != m->n_inputs) {
-            rc = bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s' lists %zu inputs but forward takes %zu",
-                              m->path, n, m->n_inputs);
+            rc = bt_error_set(err, BT_ERR_LOAD, "%s lists %zu inputs but forward takes %zu",
+                              label, n, m->n_inputs);
             goto done;
         }
         size_t i = 0;
         for (const cJSON *v = inputs->child; v && rc == 0; v = v->next, ++i)
-            rc = parse_spec(v, "inputs", i, &m->inputs[i], m->path, err);
+            rc = parse_spec(v, "inputs", i, &m->inputs[i], label, err);
     }
     if (rc == 0 && outputs && cJSON_IsArray(outputs) && bt_json_size(outputs) > BT_MAX_OUTPUTS) {
-        rc = bt_error_set(err, BT_ERR_LOAD, "berth.json in '%s' lists %zu outputs; berth serves at most %d",
-                          m->path, bt_json_size(outputs), BT_MAX_OUTPUTS);
+        rc = bt_error_set(err, BT_ERR_LOAD, "%s lists %zu outputs; berth serves at most %d",
+                          label, bt_json_size(outputs), BT_MAX_OUTPUTS);
         goto done;
     }
     if (rc == 0 && outputs && cJSON_IsArray(outputs)) {
@@ -181,7 +179,7 @@ static int parse_metadata(bt_model *m, bt_error *err) {
             snprintf(fallback, sizeof fallback, "output_%zu", i);
             m->outputs[i].name = strdup(fallback);
             if (!m->outputs[i].name) rc = bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
-            else rc = parse_spec(v, "outputs", i, &m->outputs[i], m->path, err);
+            else rc = parse_spec(v, "outputs", i, &m->outputs[i], label, err);
         }
     }
 done:
@@ -304,12 +302,29 @@ int bt_model_load(const char *path, const bt_load_options *options, bt_model **o
     }
     size_t len = 0;
     const char *meta = t->model_metadata(m->handle, &len);
+    const char *given = options ? options->signature : NULL;
+    char label[512];
+    snprintf(label, sizeof label, "berth.json in '%s'", path);
+    if (given) {
+        if (meta || strcmp(m->format, "pt2") == 0) {
+            bt_error_set(err, BT_ERR_VALUE, "signature: expected a plain TorchScript file (one without a berth.json "
+                         "signature), got '%s', which carries its own%s", path,
+                         strcmp(m->format, "pt2") == 0 ? " (a .pt2's signature comes from the package; export it "
+                                                         "again with berth.export)" : "");
+            bt_model_free(m);
+            return -1;
+        }
+        meta = given;
+        len = strlen(given);
+        snprintf(label, sizeof label, "the signature (inputs/outputs) given for '%s'", path);
+    }
     if (meta) {
         if (!(m->metadata = malloc(len + 1))) goto oom;
         memcpy(m->metadata, meta, len);
         m->metadata[len] = '\0';
         m->metadata_len = len;
-        if (parse_metadata(m, err) != 0) {
+        if (parse_metadata(m, label, err) != 0) {
+            if (given && err) err->kind = BT_ERR_VALUE;
             bt_model_free(m);
             return -1;
         }

@@ -29,6 +29,9 @@ typedef struct bt_spec {
 typedef struct bt_load_options {
     const char *device;   /* NULL, "cpu", "cuda", "cuda:N" */
     unsigned concurrency; /* .pt2: forwards that may run at once; 0 = the intra-op threads */
+    const char *signature; /* berth.json text given by the user for a plain TorchScript file,
+                              parsed instead of an embedded one (a file that carries one,
+                              or a .pt2, is refused); NULL: the file's own */
 } bt_load_options;
 
 typedef struct bt_model {

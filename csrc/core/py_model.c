@@ -19,12 +19,12 @@ bt_model *bt_py_model_get(PyObject *obj) {
 }
 
 static int Model_init(bt_ModelObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"path", "optimize", "device", NULL};
+    static char *kwlist[] = {"path", "optimize", "device", "signature", NULL};
     PyObject *path_bytes = NULL;
     int optimize = 0;
-    const char *device = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pz:Model", kwlist, PyUnicode_FSConverter, &path_bytes,
-                                     &optimize, &device))
+    const char *device = NULL, *signature = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pzz:Model", kwlist, PyUnicode_FSConverter, &path_bytes,
+                                     &optimize, &device, &signature))
         return -1;
     if (self->model) {
         Py_DECREF(path_bytes);
@@ -36,7 +36,7 @@ static int Model_init(bt_ModelObject *self, PyObject *args, PyObject *kwds) {
     int rc;
     const char *path = PyBytes_AS_STRING(path_bytes);
     Py_BEGIN_ALLOW_THREADS
-    bt_load_options options = {device, 0};
+    bt_load_options options = {device, 0, signature};
     rc = bt_model_load(path, &options, &m, &err);
     if (rc == 0 && optimize && bt_model_optimize(m, &err) != 0) {
         bt_model_free(m);
@@ -299,7 +299,8 @@ static PyGetSetDef Model_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-PyDoc_STRVAR(Model_doc, "Model(path, *, optimize=False, device=None)\n--\n\nA TorchScript or .pt2 model run by berth's C core. Use berth.load(path).");
+PyDoc_STRVAR(Model_doc, "Model(path, *, optimize=False, device=None, signature=None)\n--\n\nA TorchScript or .pt2 model run by berth's C core. Use berth.load(path).\n"
+                        "signature: berth.json text for a plain TorchScript file, used instead of an embedded one.");
 
 PyTypeObject bt_ModelType = {
     PyVarObject_HEAD_INIT(NULL, 0)

@@ -25,7 +25,7 @@ __all__ = [
     "__version__", "load",
     # loaded on first use:
     "Sequential", "layers", "callbacks", "optimizers", "losses", "metrics", "load_model", "utils", "deploy",
-    "export",
+    "export", "inspect", "sign",
 ]
 
 # name -> (module, attribute or None for the module itself); imported on first access so
@@ -42,6 +42,8 @@ _LAZY = {
     "utils": ("berth.utils", None),
     "deploy": ("berth.deployment", "deploy"),
     "export": ("berth.pt2", "export"),
+    "inspect": ("berth.inspection", "inspect"),
+    "sign": ("berth.inspection", "sign"),
     "serving": ("berth.serving", None),
 }
 

@@ -1,4 +1,4 @@
-"""``python -m berth``: demo, serve, deploy.
+"""``python -m berth``: demo, serve, deploy, inspect, sign.
 
 >>> main(["--version"])  # doctest: +ELLIPSIS
 berth 0.1.0
@@ -12,6 +12,8 @@ commands:
   demo     train the seed model, save it, run it from C, deploy it and serve it
   serve    serve a TorchScript model over the Open Inference Protocol (HTTP, from C)
   deploy   write a Docker build context and Kubernetes manifests for a model
+  inspect  what berth knows of a model file: format, signature, metadata, sha256
+  sign     embed a signature (--input/--output) into a plain TorchScript file
 
 `python -m berth COMMAND --help` describes each command."""
 
@@ -33,8 +35,12 @@ def main(argv=None):
         from .serving import main as run
     elif command == "deploy":
         from .deployment import main as run
+    elif command == "inspect":
+        from .inspection import inspect_main as run
+    elif command == "sign":
+        from .inspection import sign_main as run
     else:
-        print(f"berth: unknown command {command!r}; expected demo, serve or deploy\n\n{USAGE}", file=sys.stderr)
+        print(f"berth: unknown command {command!r}; expected demo, serve, deploy, inspect or sign\n\n{USAGE}", file=sys.stderr)
         return 2
     return run(rest) or 0
 

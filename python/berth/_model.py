@@ -53,7 +53,7 @@ class Model(_core.Model):
         return f"<berth.Model {os.path.basename(self.path)!r} inputs=({ins})>"
 
 
-def load_for_serving(path, optimize=True):
+def load_for_serving(path, optimize=True, inputs=None, outputs=None):
     """``(model, reason)``: the model optimized for inference, or as saved when libtorch
     cannot freeze it (``reason`` then says why; it is None otherwise).
 
@@ -62,10 +62,10 @@ def load_for_serving(path, optimize=True):
     """
     if optimize:
         try:
-            return load(path, optimize=True), None
+            return load(path, optimize=True, inputs=inputs, outputs=outputs), None
         except _core.ModelLoadError as e:
-            return load(path), str(e)
-    return load(path), None
+            return load(path, inputs=inputs, outputs=outputs), str(e)
+    return load(path, inputs=inputs, outputs=outputs), None
 
 
 def _spec_text(spec):
@@ -96,7 +96,7 @@ def load_libraries(libraries, argument="libraries"):
 _LOADED_LIBRARIES = set()
 
 
-def load(path, *, optimize=False, device=None, libraries=()):
+def load(path, *, optimize=False, device=None, libraries=(), inputs=None, outputs=None):
     """Load a model file into berth's C core: TorchScript (scripted or traced), or a
     torch.export / AOTInductor package (``.pt2``, libtorch >= 2.6). The format is told
     from the file's contents, not its name (``Model.format``).
@@ -108,6 +108,14 @@ def load(path, *, optimize=False, device=None, libraries=()):
 
     ``libraries``: paths of custom-operator libraries the model needs, loaded first
     (a model using ``torchvision::nms`` needs torchvision's ``_C.so``, say).
+
+    ``inputs`` and ``outputs``: a signature for a plain TorchScript file (one saved by
+    ``torch.jit.save``, without berth's ``berth.json``), each entry ``"NAME:DATATYPE:SHAPE"``
+    (``"image:FP32:-1,3,224,224"``, -1: any extent) or a ``(name, dtype, shape)`` tuple such
+    as a :class:`TensorSpec`; inputs in forward's order. With it the model's inputs are
+    checked and, in ``serve``, batched, warmed up and published with their datatype and
+    shape. A file that carries a signature, or a ``.pt2``, refuses one (ValueError);
+    ``python -m berth sign`` embeds one into the file for good.
 
     ``device`` (``"cpu"``, the default, or ``"cuda"``/``"cuda:N"``): where the model runs;
     inputs are copied there and outputs back. A libtorch without CUDA refuses
@@ -134,4 +142,10 @@ def load(path, *, optimize=False, device=None, libraries=()):
     load_libraries(libraries)
     if device is not None and not isinstance(device, str):
         raise TypeError(f"berth.load(device): expected 'cpu', 'cuda' or 'cuda:N', got {type(device).__name__}")
-    return Model(os.fsdecode(path), optimize=bool(optimize), device=device)
+    signature = None
+    if inputs is not None or outputs is not None:
+        if inputs is None:
+            raise ValueError("berth.load(inputs): expected the inputs' signature with outputs=..., got none")
+        from .signature import signature_from_specs
+        signature = json.dumps(signature_from_specs(inputs, outputs or (), "inputs"))
+    return Model(os.fsdecode(path), optimize=bool(optimize), device=device, signature=signature)

@@ -10,18 +10,13 @@ stays fast and needs no torch. A plain TorchScript file has no signature; one gi
 ``extra/berth.json``.
 """
 import hashlib
-import io
 import json
 import os
 import zipfile
 from dataclasses import dataclass
 
-SIGNATURE_FILE = "berth.json"
-
-# berth.json dtype -> Open Inference Protocol v2 datatype.
-V2_DATATYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64",
-                "int32": "INT32", "int16": "INT16", "int8": "INT8", "uint8": "UINT8",
-                "bool": "BOOL"}
+from ..signature import (SIGNATURE_FILE, V2_DATATYPES, embed_signature,  # noqa: F401 (re-exported)
+                         parse_tensor_option, signature_from_options, torchscript_root)
 
 # Above this many elements in all, the sample request is written in the binary form.
 SAMPLE_JSON_MAX_ELEMENTS = 4096
@@ -75,9 +70,7 @@ def inspect_model(path, argument="model_path"):
         if any(f"{r}/archive_format" in names and archive.read(f"{r}/archive_format").startswith(b"pt2")
                for r in roots):
             return _inspect_pt2(path, argument)
-        root = next((r for r in sorted(roots)
-                     if f"{r}/data.pkl" in names
-                     and any(n.startswith(f"{r}/code/") for n in names)), None)
+        root = torchscript_root(archive)
         if root is None:
             raise ValueError(not_torchscript + " which has no <archive>/data.pkl and "
                              "<archive>/code/ entries")
@@ -99,48 +92,6 @@ def inspect_model(path, argument="model_path"):
                      signature=signature)
 
 
-def parse_tensor_option(text, flag="--input"):
-    """One ``NAME:DATATYPE:SHAPE`` option as a berth.json entry; -1 is any extent.
-
-    >>> parse_tensor_option("image:FP32:-1,3,224,224")
-    {'name': 'image', 'dtype': 'float32', 'shape': [-1, 3, 224, 224]}
-    >>> parse_tensor_option("ids:int64:-1,-1")
-    {'name': 'ids', 'dtype': 'int64', 'shape': [-1, -1]}
-    >>> parse_tensor_option("x:FP32")
-    Traceback (most recent call last):
-    ...
-    ValueError: --input: expected NAME:DATATYPE:SHAPE such as 'x:FP32:-1,10', got 'x:FP32'
-    """
-    usage = f"{flag}: expected NAME:DATATYPE:SHAPE such as 'x:FP32:-1,10', got {text!r}"
-    parts = text.split(":")
-    if len(parts) != 3 or not parts[0]:
-        raise ValueError(usage)
-    name, datatype, shape_text = parts
-    by_v2 = {v: k for k, v in V2_DATATYPES.items()}
-    dtype = by_v2.get(datatype.upper()) or (datatype.lower() if datatype.lower() in V2_DATATYPES
-                                            else None)
-    if dtype is None:
-        raise ValueError(f"{flag}: expected a DATATYPE among {', '.join(by_v2)} (or "
-                         f"{', '.join(V2_DATATYPES)}), got {datatype!r} in {text!r}")
-    try:
-        shape = [int(d) for d in shape_text.split(",")] if shape_text else []
-    except ValueError:
-        raise ValueError(f"{flag}: expected SHAPE as comma-separated integers (-1: any "
-                         f"extent), got {shape_text!r} in {text!r}") from None
-    if any(d < -1 for d in shape):
-        raise ValueError(f"{flag}: expected extents >= -1, got {shape_text!r} in {text!r}")
-    return {"name": name, "dtype": dtype, "shape": shape}
-
-
-def signature_from_options(inputs, outputs=()):
-    """berth.json from ``--input`` and ``--output`` options (lists of strings)."""
-    signature = {"berth_format": 1,
-                 "inputs": [parse_tensor_option(t, "--input") for t in inputs]}
-    if outputs:
-        signature["outputs"] = [parse_tensor_option(t, "--output") for t in outputs]
-    return signature
-
-
 def with_signature(model, signature, argument="model_path"):
     """A ModelFile whose bytes are model's with ``signature`` embedded as berth.json.
 
@@ -151,16 +102,7 @@ def with_signature(model, signature, argument="model_path"):
         raise ValueError(f"{argument}: {model.path!r} already carries a {SIGNATURE_FILE} "
                          "signature; --input/--output are for plain TorchScript files")
     with open(model.path, "rb") as handle:
-        original = handle.read()
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(original)) as src, \
-            zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
-        infos = src.infolist()
-        root = infos[0].filename.split("/", 1)[0]
-        for info in infos:
-            dst.writestr(info, src.read(info.filename))
-        dst.writestr(f"{root}/extra/{SIGNATURE_FILE}", json.dumps(signature))
-    data = out.getvalue()
+        data = embed_signature(handle.read(), signature)
     return ModelFile(path=model.path, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
                      signature=signature, data=data)
 

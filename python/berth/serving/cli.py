@@ -45,6 +45,12 @@ def build_parser():
     p.add_argument("--max-queue", type=int, default=1024,
                    help="queued requests before 503 Overloaded (default 1024)")
     p.add_argument("--no-batching", action="store_true", help="run one request per forward")
+    p.add_argument("--input", action="append", metavar="NAME:DATATYPE:SHAPE", dest="inputs",
+                   help="a plain file's input, e.g. image:FP32:-1,3,224,224 (-1: any extent; "
+                        "repeat in forward's order): with it the model batches, warms up and "
+                        "publishes datatype and shape (python -m berth sign embeds it)")
+    p.add_argument("--output", action="append", metavar="NAME:DATATYPE:SHAPE", dest="outputs",
+                   help="a plain file's output, likewise (needed to batch)")
     p.add_argument("--library", action="append", default=[], metavar="PATH",
                    help="a library of custom operators the model needs, loaded before it "
                         "(repeatable; e.g. torchvision's _C.so for torchvision::nms)")
@@ -157,7 +163,7 @@ def check_numbers(args):
 def check_model_file(path):
     """Refuses a model path that is missing, a directory or unreadable, naming it."""
     if os.path.isdir(path):
-        raise StartupError(f"model file {path!r} is a directory, expected a TorchScript file",
+        raise StartupError(f"model file {path!r} is a directory, expected a TorchScript or .pt2 file",
                            EXIT_USAGE)
     try:
         with open(path, "rb") as f:
@@ -174,6 +180,15 @@ def check_arguments(args):
     if bool(args.tls_cert) != bool(args.tls_key):
         raise StartupError("HTTPS needs both --tls-cert and --tls-key", EXIT_USAGE)
     check_model_file(args.model)
+    if args.outputs and not args.inputs:
+        raise StartupError("--output: expected --input options too (a signature lists the inputs), got none",
+                           EXIT_USAGE)
+    if args.inputs:
+        from ..signature import signature_from_options
+        try:
+            signature_from_options(args.inputs, args.outputs or ())
+        except ValueError as e:
+            raise StartupError(str(e), EXIT_USAGE) from None
 
 
 def verified_model_bytes(path, expected):
@@ -194,14 +209,14 @@ def verified_model_bytes(path, expected):
     return data
 
 
-def load_verified(data, optimize):
+def load_verified(data, optimize, inputs=None, outputs=None):
     """Loads a model from bytes in memory (a memfd), not from a path that could change."""
     from .._model import load_for_serving
     fd = os.memfd_create("berth-model", 0)
     try:
         with os.fdopen(os.dup(fd), "wb") as f:
             f.write(data)
-        return load_for_serving(f"/proc/self/fd/{fd}", optimize=optimize)
+        return load_for_serving(f"/proc/self/fd/{fd}", optimize=optimize, inputs=inputs, outputs=outputs)
     finally:
         os.close(fd)
 
@@ -257,9 +272,11 @@ def start(args):
         load_libraries(args.library, "--library")
         if expected:
             data = verified_model_bytes(args.model, expected.strip().lower())
-            model, unoptimized = load_verified(data, optimize=not args.no_optimize)
+            model, unoptimized = load_verified(data, optimize=not args.no_optimize, inputs=args.inputs,
+                                               outputs=args.outputs)
         else:
-            model, unoptimized = load_for_serving(args.model, optimize=not args.no_optimize)
+            model, unoptimized = load_for_serving(args.model, optimize=not args.no_optimize,
+                                                  inputs=args.inputs, outputs=args.outputs)
     except (berth.ModelLoadError, ValueError) as e:
         raise StartupError(str(e), EXIT_LOAD) from None
     if unoptimized:
@@ -324,6 +341,23 @@ def signature_text(model):
     return f"{ins} -> {outs}"
 
 
+def missing_signature_text(model):
+    """What serve could not learn of a model without a complete signature, and the flags
+    that give it (what ``python -m berth inspect`` says too).
+
+    >>> from berth import TensorSpec
+    >>> class M: inputs = (TensorSpec("x", None, None),); outputs = ()
+    >>> missing_signature_text(M())
+    "no dtype/shape for input 'x'; no outputs known; pass --input NAME:DATATYPE:SHAPE for each input and --output likewise for each output (or embed them with python -m berth sign) to batch, warm up and publish them"
+    """
+    missing = [f"input {s.name!r}" for s in model.inputs if s.dtype is None or s.shape is None]
+    what = (["no dtype/shape for " + ", ".join(missing)] if missing else []) + \
+        (["no outputs known"] if not model.outputs else [])
+    return ("; ".join(what) or "the signature has no free leading (batch) dimension") + \
+        ("; pass --input NAME:DATATYPE:SHAPE for each input and --output likewise for each output (or embed "
+         "them with python -m berth sign) to batch, warm up and publish them" if what else "")
+
+
 def tuning_text(costs, limit):
     """The startup line that says which batch size warm-up chose, and why.
 
@@ -378,7 +412,7 @@ def main(argv):
                 log(f"error: warm-up failed, the model stays not ready (the ready "
                     f"endpoints answer 503): {e}")
             else:
-                log("warm-up skipped: the signature has no dtypes/shapes" if seconds is None
+                log(f"warm-up skipped: {missing_signature_text(model)}" if seconds is None
                     else f"warmed up in {seconds * 1000:.0f} ms")
                 if service.batch_costs:
                     log(tuning_text(service.batch_costs, service.batch_limit))
