@@ -101,9 +101,8 @@ def test_v1_infer_and_model_ready(two_server, plain_server):
     assert "predictions" in two, two
 
 
-@pytest.mark.xfail(strict=True, reason="KServe v1 liveness is GET / answering {\"status\": \"alive\"}; berth's "
-                                       "server answers 404 there (csrc/core/server.c, left to its owners)")
 def test_v1_server_live(two_server):
+    """KServe v1 liveness is GET / answering {"status": "alive"}."""
     async def calls(client):
         return await client.is_server_live(f"http://127.0.0.1:{two_server.port}")
 

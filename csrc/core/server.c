@@ -502,7 +502,7 @@ static int route(const char *path, const char **name, size_t *name_len, const ch
     *version_len = 0;
     if (strcmp(path, "/v2/models/stats") == 0)
         return EP_STATS; /* every model's; a model named "stats" keeps its other paths */
-    if (strcmp(path, "/v2/health/live") == 0)
+    if (strcmp(path, "/v2/health/live") == 0 || strcmp(path, "/") == 0) /* "/": KServe v1's */
         return EP_LIVE;
     if (strcmp(path, "/v2/health/ready") == 0)
         return EP_READY;
@@ -849,7 +849,7 @@ int bt_service_begin(bt_service *svc, const bt_http_request *req, bt_http_respon
 
     switch (ep) {
     case EP_LIVE:
-        bt_buf_puts(&resp->body, "{\"live\":true}");
+        bt_buf_puts(&resp->body, strcmp(req->path, "/") == 0 ? "{\"status\":\"alive\"}" : "{\"live\":true}");
         return finish_sync(svc, ep, start, req, resp);
     case EP_READY:
     case EP_MODEL_READY:
