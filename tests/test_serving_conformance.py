@@ -1,5 +1,5 @@
 """Conformance with a client no one here wrote: NVIDIA's tritonclient.http against
-`python -m berth serve` (the C server on the wire). tritonclient is a test dependency
+`python -m berth serve` (the C server on the wire), for a TorchScript file and a .pt2. tritonclient is a test dependency
 (requirements/pypi-stack.txt), never berth's own; the test is skipped without it."""
 import threading
 
@@ -16,15 +16,23 @@ META = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
                     {"name": "plus", "dtype": "float32", "shape": [-1, 3]}]}
 
 
-@pytest.fixture(scope="module")
-def server(models_dir):
+@pytest.fixture(scope="module", params=["torchscript", "pt2"])
+def server(models_dir, request):
+    """The same two-output model as a berth-signed TorchScript file and as a .pt2."""
     import torch
 
     class Two(torch.nn.Module):
         def forward(self, x):
             return x * 2, x + 1
 
-    path = save_script(Two(), models_dir / "two_out.pt", META)
+    if request.param == "pt2":
+        if tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 6):
+            pytest.skip(f"torch {torch.__version__} cannot export .pt2 packages")
+        import berth
+        path = berth.export(Two(), torch.zeros(2, 3), str(models_dir / "two_out.pt2"), input_names=["x"],
+                            output_names=["double", "plus"])
+    else:
+        path = save_script(Two(), models_dir / "two_out.pt", META)
     proc = ServeProcess(path, "--name", "two", "--threads", "1", "--max-delay-ms", "5")
     yield proc
     assert proc.stop() == 0
