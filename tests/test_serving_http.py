@@ -185,6 +185,8 @@ def test_concurrent_requests_are_batched_and_each_gets_its_answer(seed_server, s
         t.join()
     for x, got in zip(inputs, answers):  # batched BLAS kernels differ in the last bit
         np.testing.assert_allclose(got, seed_model.predict(x), rtol=1e-5, atol=1e-6)
+    if os.environ.get("BERTH_SANITIZED"):
+        return  # under ASan parsing is slower than the MLP's forward: requests rarely queue up
     text = seed_server.metrics()
     batches = metric(text, "berth_batch_size_count{}") - before
     assert batches < len(inputs)  # some forwards carried several requests
