@@ -2,6 +2,7 @@
 in-process through berth._core.Service.handle: bytes in, status + bytes out, numbers
 compared with berth.load(...).predict."""
 import json
+import os
 import struct
 
 import numpy as np
@@ -635,7 +636,8 @@ def test_the_body_arena_is_reused_and_stays_correct_across_requests(identity):
         round_trip(big)
         round_trip(small)
         assert infer(identity, "identity", b'{"inputs": [')[0] == 400  # a failed parse releases too
-    assert rss_mb() - start < 40
+    if not os.environ.get("BERTH_SANITIZED"):  # ASan's allocator keeps freed memory in quarantine
+        assert rss_mb() - start < 40
 
 
 def test_error_bodies_stay_valid_utf8_when_a_name_is_cut_inside_a_character(seed):
