@@ -233,12 +233,13 @@ DLManagedTensor *to_dlpack(const at::Tensor &src) {
 
 // Flattens a forward result depth first into tensors and their names; returns what was
 // wrong ("a tuple holding a str") or "".
+// names is NULL once the model's output names are known: no strings on the hot path.
 std::string flatten(const c10::IValue &v, const std::string &path, std::vector<at::Tensor> &tensors,
-                    std::vector<std::string> &names) {
+                    std::vector<std::string> *names) {
     auto child = [&](const std::string &part) { return path.empty() ? part : path + "." + part; };
     if (v.isTensor()) {
         tensors.push_back(v.toTensor());
-        names.push_back(path.empty() ? "output_0" : path);
+        if (names) names->push_back(path.empty() ? "output_0" : path);
         return "";
     }
     if (v.isTuple() || v.isList()) {
@@ -662,7 +663,7 @@ berth_status *model_forward(berth_torch_model *m, DLManagedTensor *const *inputs
             // What Module::forward does (checks types, fills defaults), without the lookup.
             c10::IValue result = (*m->forward)(std::move(stack), torch::jit::Kwargs());
             std::vector<std::string> names;
-            std::string why = flatten(result, "", tensors, names);
+            std::string why = flatten(result, "", tensors, m->names_known ? nullptr : &names);
             if (!why.empty()) return make_status(BERTH_E_INFERENCE, "the model returned " + why);
             *is_tuple = result.isTensor() ? 0 : result.isGenericDict() ? 2 : 1;
             if (!m->names_known) {
