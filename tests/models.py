@@ -128,3 +128,32 @@ def resnet18(num_classes=1000):
 def mobilenet_v3_small(num_classes=1000):
     """MobileNetV3-Small with random weights."""
     return MobileNetV3Small(num_classes)
+
+
+class SlowLinear(nn.Module):
+    """A 10 -> 1 linear layer whose every forward also does a fixed chain of matmuls.
+
+    Its forwards take milliseconds whatever the batch, so requests sent together queue up
+    behind one and must be coalesced into the next: what a batching test needs on any
+    machine, where the seed MLP's microsecond forwards may run each request alone. The
+    answer is exactly the linear layer's (the chain's result is multiplied by a zero
+    buffer, which compilers cannot fold away).
+
+    >>> m = SlowLinear().eval()
+    >>> x = torch.ones(3, 10)
+    >>> bool(torch.equal(m(x), m.lin(x)))
+    True
+    """
+
+    def __init__(self, size=384, steps=8):
+        super().__init__()
+        self.lin = nn.Linear(10, 1)
+        self.register_buffer("work", torch.randn(size, size) / size ** 0.5)
+        self.register_buffer("zero", torch.zeros(()))
+        self.steps = steps
+
+    def forward(self, x):
+        h = self.work + 0.0 * x.size(0)
+        for _ in range(self.steps):
+            h = torch.tanh(h @ self.work)
+        return self.lin(x) + self.zero * h.mean()

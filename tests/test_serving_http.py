@@ -163,34 +163,56 @@ def test_errors_on_the_wire(seed_server):
     conn.close()
 
 
-def test_concurrent_requests_are_batched_and_each_gets_its_answer(seed_server, seed_model):
-    rng = np.random.default_rng(7)
-    inputs = [rng.standard_normal((1, 10)).astype(np.float32) for _ in range(32 * 15)]
-    answers = [None] * len(inputs)
-    before = metric(seed_server.metrics(), "berth_batch_size_count{}")
+@pytest.fixture(scope="module")
+def slow_linear(models_dir):
+    """SlowLinear (tests/models.py) saved with a signature: (path, the module)."""
+    from models import SlowLinear
+    import torch
+    torch.manual_seed(0)
+    module = SlowLinear().eval()
+    meta = {"inputs": [{"name": "dense_input", "dtype": "float32", "shape": [-1, 10]}],
+            "outputs": [{"name": "dense_2", "dtype": "float32", "shape": [-1, 1]}]}
+    return save_script(module, models_dir / "slow_linear.pt", meta), module
 
-    def client(t):
-        conn = seed_server.connection()
-        for k in range(t, len(inputs), 32):
-            status, _, body = seed_server.request("POST", "/v2/models/seed/infer",
-                                                  infer_body(inputs[k]), JSON_HEADERS, conn)
-            assert status == 200, body
-            answers[k] = output_of(body)
-        conn.close()
 
-    threads = [threading.Thread(target=client, args=(t,)) for t in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for x, got in zip(inputs, answers):  # batched BLAS kernels differ in the last bit
-        np.testing.assert_allclose(got, seed_model.predict(x), rtol=1e-5, atol=1e-6)
-    if os.environ.get("BERTH_SANITIZED"):
-        return  # under ASan parsing is slower than the MLP's forward: requests rarely queue up
-    text = seed_server.metrics()
-    batches = metric(text, "berth_batch_size_count{}") - before
-    assert batches < len(inputs)  # some forwards carried several requests
-    assert metric(text, 'berth_batch_size_bucket{le="1"}') < metric(text, "berth_batch_size_count{}")
+def test_concurrent_requests_are_batched_and_each_gets_its_answer(slow_linear):
+    """32 clients send at once to a model whose forwards take milliseconds: while one
+    runs the others queue, so forwards must carry several requests, each answered with
+    its own rows."""
+    import torch
+    path, module = slow_linear
+    server = ServeProcess(path, "--name", "seed", "--max-delay-ms", "20", "--threads", "1")
+    try:
+        rng = np.random.default_rng(7)
+        clients, rounds = 32, 6
+        inputs = [rng.standard_normal((1, 10)).astype(np.float32) for _ in range(clients * rounds)]
+        answers = [None] * len(inputs)
+        before = metric(server.metrics(), "berth_batch_size_count{}")
+        start = threading.Barrier(clients)
+
+        def client(t):
+            conn = server.connection()
+            for k in range(t, len(inputs), clients):
+                body = infer_body(inputs[k])
+                start.wait()  # each round's requests leave together
+                status, _, reply = server.request("POST", "/v2/models/seed/infer", body, JSON_HEADERS, conn)
+                assert status == 200, reply
+                answers[k] = output_of(reply)
+            conn.close()
+
+        threads = [threading.Thread(target=client, args=(t,)) for t in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with torch.inference_mode():
+            for x, got in zip(inputs, answers):  # batched BLAS kernels differ in the last bit
+                np.testing.assert_allclose(got, module(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
+        text = server.metrics()
+        batches = metric(text, "berth_batch_size_count{}") - before
+        assert batches <= len(inputs) // 2, f"{batches:g} forwards for {len(inputs)} requests"
+    finally:
+        assert server.stop() == 0
 
 
 def test_metrics_count_and_warm_up_ran_before_ready(seed_server):
