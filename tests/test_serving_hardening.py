@@ -826,3 +826,48 @@ def test_duplicate_requested_outputs_are_refused(server):
                        "outputs": [{"name": "dense_2"}, {"name": "dense_2"}]}).encode()
     status, _, data = server.request("POST", "/v2/models/seed/infer", body, JSON_HEADERS)
     assert status == 400 and "requested twice" in json.loads(data)["error"]
+
+# ------------------------------------------------------------------ leaks
+
+
+@pytest.mark.skipif(os.environ.get("BERTH_SANITIZED") != "1", reason="only in `make sanitize` (LeakSanitizer)")
+def test_no_request_path_leaks_under_leak_sanitizer(seed_model_path):
+    # Every way a request can end, then SIGTERM: LeakSanitizer, on at exit for this server
+    # only, must report nothing allocated by berth or libmicrohttpd (CPython's own objects,
+    # kept until exit, are reported too and ignored).
+    options = "detect_leaks=1:exitcode=0:abort_on_error=0:detect_odr_violation=0:symbolize=0"
+    s = ServeProcess(seed_model_path, "--name", "seed", "--max-body-mb", "0.25", "--header-timeout", "1",
+                     env={"ASAN_OPTIONS": options})
+    try:
+        big = b"x" * 300000
+        chunked = b"".join(b"10000\r\n" + b"y" * 0x10000 + b"\r\n" for _ in range(5)) + b"0\r\n\r\n"
+        head = INFER + b"Connection: close\r\n"
+        cases = [
+            (head + b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY, b"200"),
+            (head + b"Content-Length: 5\r\n\r\n{bad}", b"400"),
+            (head + b"Content-Length: %d\r\n\r\n" % len(big) + big, b"413"),
+            (head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked, b"413"),
+            (head + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\n{bad}", b"400"),
+            (b"GET /metrics%00 HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+            (b"GET /v2/models/other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"404"),
+            (INFER + b"Content-Length: 100\r\n\r\n{\"inputs\":", None),  # closes mid-body
+            (INFER + b"X-Half: aaaa", None),  # closes mid-head
+        ]
+        for _ in range(20):
+            for data, status in cases:
+                reply = raw(s.port, data, wait=0.3 if status is None else 3)
+                if status is not None:
+                    assert status_lines(reply)[:1] == [status], reply[:200]
+        slow = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(20)]
+        for c in slow:
+            c.sendall(b"GET /v2/health/live HTTP/1.1\r\nX-Slow: a")
+        time.sleep(2.5)  # past the header deadline: the reaper shuts them down
+        for c in slow:
+            c.close()
+    finally:
+        assert s.stop() == 0
+    report = "".join(s.lines)
+    assert "LeakSanitizer" in report  # it ran (CPython's interned objects are always there)
+    ours = [block for block in re.split(r"\n(?=(?:Direct|Indirect) leak of)", report)
+            if re.search(r"csrc/|_core\.cpython|libberth_torch|libmicrohttpd|libcjson", block)]
+    assert not ours, ours[0][:3000]
