@@ -200,3 +200,21 @@ def test_a_pt2_context_validates_and_carries_its_libtorch(validator, tmp_path):
     volume = deployment["spec"]["template"]["spec"]["volumes"][0]
     size = int(volume["emptyDir"]["sizeLimit"].rstrip("Mi")) << 20
     assert size >= 2 * Path(package).stat().st_size + (64 << 20)
+
+
+def test_a_context_with_operator_libraries_validates_and_one_missing_its_library_fails(
+        validator, model_path, tmp_path):
+    """Any ELF file stands in for an op library here (nothing loads it at deploy time
+    without --input); the validator checks that each --library in the entrypoint is a
+    file the Dockerfile copies from the context."""
+    from berth import _core
+    library = Path(_core.__file__)
+    good = deploy(model_path, "seed", out=tmp_path / "ctx", libraries=[library]).out
+    broken = tmp_path / "broken"
+    shutil.copytree(good, broken)
+    (broken / "libraries" / library.name).unlink()
+    found = validator(good, broken)
+    assert found[good] == []
+    assert any(line.startswith("[berth-rules]") and
+               f"ENTRYPOINT --library /opt/berth/libraries/{library.name} is not copied" in line
+               for line in found[broken]), found[broken]
