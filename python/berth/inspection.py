@@ -19,8 +19,9 @@ from .signature import (SIGNATURE_FILE, V2_DATATYPES, embed_signature, signature
                         torchscript_root, write_atomically)
 
 NO_SIGNATURE_ADVICE = ("no signature: pass --input NAME:DATATYPE:SHAPE (one per input, in forward's order) and "
-                       "--output NAME:DATATYPE:SHAPE (one per output) so that it batches, warms up and publishes "
-                       "datatype and shape; or embed them once with python -m berth sign")
+                       "--output NAME:DATATYPE:SHAPE (one per output; serve learns them from a probe forward when "
+                       "left out) so that it batches, warms up and publishes datatype and shape; or embed them once "
+                       "with python -m berth sign")
 
 
 def _check_path(path, what):
