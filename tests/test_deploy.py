@@ -376,6 +376,18 @@ def test_input_options_embed_a_signature_the_server_reads(model_path, tmp_path):
     assert json.loads((tmp_path / "ctx/sample-request.json").read_bytes())["inputs"][0]["name"] == "x"
 
 
+def test_input_options_alone_embed_outputs_learnt_from_a_probe_forward(model_path, tmp_path, capsys):
+    """--input without --output: the deployed copy carries the outputs two forwards on
+    zeros told, so the image's server batches it."""
+    plain = _plain_copy(model_path, tmp_path / "plain.pt")
+    deploy(plain, "plain", out=tmp_path / "ctx", inputs=["x:FP32:-1,10"])
+    assert "outputs learnt from a probe forward: output_0: float32 (-1, 1)" in capsys.readouterr().err
+    model = berth.load(tmp_path / "ctx/model/model.pt")
+    assert model.outputs == (berth.TensorSpec("output_0", "float32", (-1, 1)),) and model.batchable
+    x = np.linspace(-1, 1, 30, dtype=np.float32).reshape(3, 10)
+    np.testing.assert_array_equal(model.predict(x), berth.load(model_path).predict(x))
+
+
 def test_big_inputs_get_a_binary_sample_request(tmp_path):
     import torch
     from conftest import save_script

@@ -245,6 +245,15 @@ def test_sign_embeds_the_signature_atomically(plain_two_path, tmp_path):
     assert berth.load(copy).inputs[1] == berth.TensorSpec("b", "float32", (-1, 3))
 
 
+def test_sign_without_outputs_embeds_those_a_probe_forward_learns(plain_two_path, tmp_path):
+    out = tmp_path / "signed.pt"
+    done = berth_cli("sign", plain_two_path, "--input", "a:FP32:-1,3", "--input", "b:FP32:-1,3", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "outputs learnt from a probe forward: output_0: float32 (-1, 3)" in done.stderr, done.stderr
+    model = berth.load(out)
+    assert model.outputs == (berth.TensorSpec("output_0", "float32", (-1, 3)),) and model.batchable
+
+
 def test_sign_refuses_without_writing(plain_two_path, seed_model_path, tmp_path):
     copy = tmp_path / "plain.pt"
     original = open(plain_two_path, "rb").read()

@@ -84,6 +84,22 @@ def probe_outputs(model):
                  for name, a, b in zip(names, first, second))
 
 
+def learn_outputs(model, on_probe=None):
+    """:func:`probe_outputs`, or None where the probe fails; ``on_probe`` (a function of
+    one string) hears what was learnt, or why nothing was, and which flag states it."""
+    try:
+        outputs = probe_outputs(model)
+    except ValueError as exc:
+        if on_probe:
+            on_probe(f"outputs not learnt from a probe forward: {exc}; pass --output NAME:DATATYPE:SHAPE "
+                     "for each output")
+        return None
+    if on_probe:
+        on_probe("outputs learnt from a probe forward: " + ", ".join(map(_spec_text, outputs))
+                 + " (pass --output NAME:DATATYPE:SHAPE to state them instead)")
+    return outputs
+
+
 def load_for_serving(path, optimize=True, inputs=None, outputs=None, on_probe=None):
     """``(model, reason)``: the model optimized for inference, or as saved when libtorch
     cannot freeze it (``reason`` then says why; it is None otherwise).
@@ -97,16 +113,7 @@ def load_for_serving(path, optimize=True, inputs=None, outputs=None, on_probe=No
     learnt, or why nothing was.
     """
     if inputs and not outputs:
-        try:
-            outputs = probe_outputs(load(path, inputs=inputs))
-        except ValueError as exc:
-            outputs = None
-            if on_probe:
-                on_probe(f"outputs not learnt from a probe forward: {exc}")
-        else:
-            if on_probe:
-                on_probe("outputs learnt from a probe forward: " + ", ".join(map(_spec_text, outputs))
-                         + " (pass --output NAME:DATATYPE:SHAPE to state them instead)")
+        outputs = learn_outputs(load(path, inputs=inputs), on_probe)
     if optimize:
         try:
             return load(path, optimize=True, inputs=inputs, outputs=outputs), None

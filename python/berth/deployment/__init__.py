@@ -91,8 +91,11 @@ def deploy(model_path, name=None, out=None, image=None, replicas=2, cpu="1", mem
     if outputs and not inputs:
         raise ValueError("outputs: --output needs --input too (a signature lists inputs)")
     if inputs:
-        model = with_signature(model, signature_from_options(inputs, outputs or ()))
-        check_loads(model, libraries)
+        plain = model
+        model = with_signature(plain, signature_from_options(inputs, outputs or ()))
+        learnt = check_loads(model, libraries, probe=not outputs)
+        if learnt:  # the deployed copy carries them, so the image's server batches
+            model = with_signature(plain, signature_from_options(inputs, [tuple(s) for s in learnt]))
     elif model.signature is None:
         print(f"berth deploy: {model.path} is a plain TorchScript file without a signature: "
               "the context has no sample request and the server will neither batch nor warm "
@@ -105,13 +108,14 @@ def deploy(model_path, name=None, out=None, image=None, replicas=2, cpu="1", mem
                         model_sha256=model.sha256, files=tuple(sorted(files)))
 
 
-def check_loads(model, libraries=()):
+def check_loads(model, libraries=(), probe=False):
     """Loads the signed copy with berth's C core (no torch import): a signature that does
     not fit forward (another input count, say) fails here, not when the pod starts. The
     operator libraries are loaded first; one built for the image's libtorch may not load
-    into this one, and then the check is left to the image's server."""
+    into this one, and then the check is left to the image's server. With ``probe``,
+    returns the outputs learnt from a probe forward, or None."""
     import berth
-    from .._model import load_libraries
+    from .._model import learn_outputs, load_libraries
     try:
         load_libraries([path for _, path in libraries], "libraries")
     except berth.ModelLoadError as exc:
@@ -123,7 +127,10 @@ def check_loads(model, libraries=()):
         with open(path, "wb") as handle:
             handle.write(model.data)
         try:
-            berth.load(path)
+            loaded = berth.load(path)
         except berth.ModelLoadError as exc:
             raise ValueError(f"inputs: the signature from --input/--output does not fit "
                              f"{model.path!r}: {exc}") from None
+        if probe:
+            return learn_outputs(loaded, lambda text: print(f"berth deploy: {text}", file=sys.stderr))
+    return None
