@@ -490,3 +490,16 @@ def test_bad_operator_libraries_are_refused_and_nothing_is_written(model_path, t
         assert not (tmp_path / "ctx").exists()
     with pytest.raises(TypeError, match="libraries: expected a list of paths to shared libraries, got str"):
         deploy(model_path, "m", out=tmp_path / "ctx", libraries=str(elf))
+
+
+def test_a_library_that_does_not_load_here_leaves_the_signature_check_to_the_image(model_path, tmp_path, capsys):
+    """A library built for the image's libtorch may not load into this one: deploy says
+    so, skips its own check of the --input signature, and still writes the context (the
+    image build loads the library, the image's server checks the signature)."""
+    plain = _plain_copy(model_path, tmp_path / "plain.pt")
+    executable = Path(sys.executable).resolve()  # an ELF file dlopen refuses
+    deploy(plain, "plain", out=tmp_path / "ctx", inputs=["x:FP32:-1,10"], libraries=[executable])
+    err = capsys.readouterr().err
+    assert "berth deploy: not checking the signature here: cannot load the operator library" in err, err
+    assert (tmp_path / "ctx/libraries" / executable.name).read_bytes() == executable.read_bytes()
+    assert berth.load(tmp_path / "ctx/model/model.pt").inputs[0].shape == (-1, 10)
