@@ -490,8 +490,8 @@ void load_torchscript(berth_torch_model &model, const char *path) {
         if (list) {
             if (args[i].default_value()) continue;  // left to its default
             throw std::invalid_argument("forward's argument '" + args[i].name() + "' comes after the List[Tensor] '" +
-                                        list->name() + "', which takes every input left; berth passes a List[Tensor] "
-                                        "only as forward's last argument without a default");
+                                        list->name() + "', which takes every input left; every argument after a "
+                                        "List[Tensor] needs a default");
         }
         if (!type->cast<c10::TensorType>() && !tuple) {
             if (args[i].default_value()) break;  // left to its default, and so is every later one
