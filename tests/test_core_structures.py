@@ -154,5 +154,6 @@ def test_a_list_argument_on_the_wire_batched_with_a_signature(tmp_path):
 
 def test_an_argument_after_a_list_is_refused_at_load(tmp_path):
     with pytest.raises(berth.ModelLoadError, match="argument 'y' comes after the List\\[Tensor\\] 'xs', which "
-                                                   "takes every input left"):
+                                                   "takes every input left; every argument after a "
+                                                   "List\\[Tensor\\] needs a default"):
         berth.load(save_script(ListThenTensor(), tmp_path / "list_then.pt"))
