@@ -28,6 +28,33 @@ def save_script(module, path, metadata=None, trace_inputs=None):
     return str(path)
 
 
+def custom_op_model(directory):
+    """(model path, library path): a TorchScript file whose forward calls a custom operator
+    (``aoti_custom_ops::custom_add``, x + x) and the library that defines it, one the PyPI
+    torch wheel ships for its AOTInductor tests; skips where torch ships none. The model is
+    scripted in a child process, so the test's own process has not loaded the op."""
+    import glob
+
+    import torch
+    found = glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libaoti_custom_ops.so"))
+    if not found:
+        pytest.skip("this torch ships no libaoti_custom_ops.so")
+    path = os.path.join(str(directory), "custom.pt")
+    code = f"""
+import torch
+torch.ops.load_library({found[0]!r})
+class Doubled(torch.nn.Module):
+    def forward(self, x):
+        return torch.ops.aoti_custom_ops.custom_add(x, x)
+torch.jit.save(torch.jit.script(Doubled()), {path!r})
+"""
+    script = os.path.join(str(directory), "make_custom.py")  # TorchScript reads forward's source from a file
+    with open(script, "w") as handle:
+        handle.write(code)
+    subprocess.run([sys.executable, script], check=True, timeout=120)
+    return path, found[0]
+
+
 def seed_mlp():
     """The seed MLP with fixed weights, the one deploy/ and the image test use too."""
     spec = importlib.util.spec_from_file_location("seed_model", os.path.join(ROOT, "tests", "image", "seed_model.py"))

@@ -1,15 +1,13 @@
 """Bad input gets a clear Python exception naming what was expected and given."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import berth
+from conftest import custom_op_model
 
 
 def test_missing_file(tmp_path):
@@ -135,32 +133,17 @@ def test_custom_operators_load_from_their_library_and_say_so_when_missing(tmp_pa
     """A model that calls a custom op fails to load with libtorch's own words and the way
     out; with the op's library given (here one torch ships for its AOTInductor tests)
     it loads and runs, from Python and from `berth serve --library`."""
-    import glob
-    found = glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libaoti_custom_ops.so"))
-    if not found:
-        pytest.skip("this torch ships no libaoti_custom_ops.so")
-    code = f"""
-import torch
-torch.ops.load_library({found[0]!r})
-class Doubled(torch.nn.Module):
-    def forward(self, x):
-        return torch.ops.aoti_custom_ops.custom_add(x, x)
-torch.jit.save(torch.jit.script(Doubled()), {str(tmp_path / 'custom.pt')!r})
-"""
-    script = tmp_path / "make_custom.py"  # TorchScript reads forward's source from a file
-    script.write_text(code)
-    subprocess.run([sys.executable, str(script)], check=True, timeout=120)  # torch.ops in a child only
-    path = str(tmp_path / "custom.pt")
+    path, library = custom_op_model(tmp_path)
     with pytest.raises(berth.ModelLoadError) as info:
         berth.load(path)
     assert "Unknown builtin op: aoti_custom_ops::custom_add" in str(info.value)
     assert "berth.load(path, libraries=[...])" in str(info.value)
     with pytest.raises(ValueError, match="expected an existing shared library"):
         berth.load(path, libraries=[str(tmp_path / "missing.so")])
-    model = berth.load(path, libraries=[found[0]])
+    model = berth.load(path, libraries=[library])
     np.testing.assert_array_equal(model.predict(np.arange(3, dtype=np.float32)), [0, 2, 4])
     from test_serving_http import JSON_HEADERS, ServeProcess
-    server = ServeProcess(path, "--name", "custom", "--library", found[0])
+    server = ServeProcess(path, "--name", "custom", "--library", library)
     try:
         body = b'{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[0,1,2]}]}'
         status, _, reply = server.request("POST", "/v2/models/custom/infer", body, JSON_HEADERS)

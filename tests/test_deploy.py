@@ -376,6 +376,18 @@ def test_input_options_embed_a_signature_the_server_reads(model_path, tmp_path):
     assert json.loads((tmp_path / "ctx/sample-request.json").read_bytes())["inputs"][0]["name"] == "x"
 
 
+def test_input_options_alone_embed_outputs_learnt_from_a_probe_forward(model_path, tmp_path, capsys):
+    """--input without --output: the deployed copy carries the outputs two forwards on
+    zeros told, so the image's server batches it."""
+    plain = _plain_copy(model_path, tmp_path / "plain.pt")
+    deploy(plain, "plain", out=tmp_path / "ctx", inputs=["x:FP32:-1,10"])
+    assert "outputs learnt from a probe forward: output_0: float32 (-1, 1)" in capsys.readouterr().err
+    model = berth.load(tmp_path / "ctx/model/model.pt")
+    assert model.outputs == (berth.TensorSpec("output_0", "float32", (-1, 1)),) and model.batchable
+    x = np.linspace(-1, 1, 30, dtype=np.float32).reshape(3, 10)
+    np.testing.assert_array_equal(model.predict(x), berth.load(model_path).predict(x))
+
+
 def test_big_inputs_get_a_binary_sample_request(tmp_path):
     import torch
     from conftest import save_script
@@ -409,3 +421,85 @@ def test_cli_takes_a_plain_file_without_a_name_and_input_options(model_path, tmp
     assert main([str(plain), "--out", str(tmp_path / "ctx"), "--input", "x:FP32:-1,10"]) == 0
     assert (tmp_path / "ctx/sample-request.json").is_file()
     assert main([str(plain), "--out", str(tmp_path / "bad"), "--input", "x:FP32"]) == 2
+
+
+def _entrypoint(dockerfile_text):
+    line = next(l for l in dockerfile_text.splitlines() if l.startswith("ENTRYPOINT "))
+    return json.loads(line[len("ENTRYPOINT "):])
+
+
+def test_operator_libraries_go_into_the_image_and_the_entrypoint_loads_them(tmp_path):
+    """deploy --library: the context carries the library, the Dockerfile copies it and loads
+    it at build time, the entrypoint passes --library with its path in the image; run here
+    with those paths mapped back into the context, the entrypoint's server answers as torch
+    does."""
+    import torch
+    from conftest import custom_op_model
+    from test_serving_http import JSON_HEADERS, ServeProcess
+    model, library = custom_op_model(tmp_path)
+    out = tmp_path / "ctx"
+    assert main([model, "--name", "custom", "--out", str(out), "--library", library,
+                 "--input", "x:FP32:-1"]) == 0
+    name = os.path.basename(library)
+    assert (out / "libraries" / name).read_bytes() == Path(library).read_bytes()
+    dockerfile = (out / "Dockerfile").read_text()
+    in_image = f"/opt/berth/libraries/{name}"
+    assert "COPY libraries/ /opt/berth/libraries/\n" in dockerfile
+    assert f"load_libraries(sys.argv[1:], '--library')\" \\\n        {in_image}\n" in dockerfile
+    argv = _entrypoint(dockerfile)
+    assert argv[:5] == ["python3", "-m", "berth", "serve", "/opt/berth/model/model.pt"]
+    assert argv[-2:] == ["--library", in_image]
+    assert f"`libraries/{name}`" in (out / "README.md").read_text()
+    args, rest = [], iter(argv[5:])
+    for arg in rest:
+        if arg in ("--host", "--port"):
+            next(rest)
+        else:
+            args.append(str(out / "libraries" / name) if arg == in_image else arg)
+    server = ServeProcess(out / "model" / "model.pt", *args)
+    try:
+        x = np.array([0.5, -1.0, 3.0], np.float32)
+        body = json.dumps({"inputs": [{"name": "x", "shape": [3], "datatype": "FP32",
+                                       "data": x.tolist()}]}).encode()
+        status, _, reply = server.request("POST", "/v2/models/custom/infer", body, JSON_HEADERS)
+        torch.ops.load_library(library)
+        want = torch.ops.aoti_custom_ops.custom_add(torch.from_numpy(x), torch.from_numpy(x))
+        assert status == 200, reply
+        np.testing.assert_array_equal(json.loads(reply)["outputs"][0]["data"], want.numpy())
+    finally:
+        assert server.stop() == 0
+
+
+def test_bad_operator_libraries_are_refused_and_nothing_is_written(model_path, tmp_path):
+    text = tmp_path / "notes.so"
+    text.write_text("not a library")
+    elf = Path(sys.executable).resolve()  # an ELF file that exists everywhere
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / elf.name).write_bytes(elf.read_bytes()[:64])
+    cases = [
+        ("libop.so", ValueError, r"libraries: expected an existing shared library, got '.*libop.so'"),
+        (text, ValueError, r"libraries: expected a shared library \(an ELF file.* starts with b'not '"),
+        ([elf, other / elf.name], ValueError, r"libraries: expected libraries with distinct file names"),
+    ]
+    for libraries, error, message in cases:
+        if not isinstance(libraries, list):
+            libraries = [tmp_path / libraries if isinstance(libraries, str) else libraries]
+        with pytest.raises(error, match=message):
+            deploy(model_path, "m", out=tmp_path / "ctx", libraries=libraries)
+        assert not (tmp_path / "ctx").exists()
+    with pytest.raises(TypeError, match="libraries: expected a list of paths to shared libraries, got str"):
+        deploy(model_path, "m", out=tmp_path / "ctx", libraries=str(elf))
+
+
+def test_a_library_that_does_not_load_here_leaves_the_signature_check_to_the_image(model_path, tmp_path, capsys):
+    """A library built for the image's libtorch may not load into this one: deploy says
+    so, skips its own check of the --input signature, and still writes the context (the
+    image build loads the library, the image's server checks the signature)."""
+    plain = _plain_copy(model_path, tmp_path / "plain.pt")
+    executable = Path(sys.executable).resolve()  # an ELF file dlopen refuses
+    deploy(plain, "plain", out=tmp_path / "ctx", inputs=["x:FP32:-1,10"], libraries=[executable])
+    err = capsys.readouterr().err
+    assert "berth deploy: not checking the signature here: cannot load the operator library" in err, err
+    assert (tmp_path / "ctx/libraries" / executable.name).read_bytes() == executable.read_bytes()
+    assert berth.load(tmp_path / "ctx/model/model.pt").inputs[0].shape == (-1, 10)

@@ -186,17 +186,38 @@ def test_a_pt2_context_validates_and_carries_its_libtorch(validator, tmp_path):
     spec.loader.exec_module(module)
     package = module.export_seed_model(tmp_path / "seed.pt2")
     out = tmp_path / "ctx"
-    context = deploy(package, "seed", out=out, kserve=True)
+    from berth import _core  # any ELF file stands in for an op library (see below)
+    library = Path(_core.__file__)
+    context = deploy(package, "seed", out=out, kserve=True, libraries=[library])
     assert validator(out) == {out: []}
     files = set(context.files)
     assert {"model/model.pt2", "runtime/lib/libtorch_cpu.so", "runtime/lib/libc10.so",
-            "runtime/berth/libberth_torch.so"} <= files
+            "runtime/berth/libberth_torch.so", f"libraries/{library.name}"} <= files
     assert not any(f.startswith("berth-src/") for f in files)  # nothing to build in the image
     dockerfile = (out / "Dockerfile").read_text()
     assert "COPY runtime/lib/ /usr/local/lib/berth-torch/" in dockerfile
+    assert f'"--library", "/opt/berth/libraries/{library.name}"]' in dockerfile
     assert f"served with the libtorch {torch.__version__}" in dockerfile
     # the package is unpacked into the writable /tmp: the emptyDir is sized for it
     deployment = yaml.safe_load((out / "k8s/deployment.yaml").read_text())
     volume = deployment["spec"]["template"]["spec"]["volumes"][0]
     size = int(volume["emptyDir"]["sizeLimit"].rstrip("Mi")) << 20
     assert size >= 2 * Path(package).stat().st_size + (64 << 20)
+
+
+def test_a_context_with_operator_libraries_validates_and_one_missing_its_library_fails(
+        validator, model_path, tmp_path):
+    """Any ELF file stands in for an op library here (nothing loads it at deploy time
+    without --input); the validator checks that each --library in the entrypoint is a
+    file the Dockerfile copies from the context."""
+    from berth import _core
+    library = Path(_core.__file__)
+    good = deploy(model_path, "seed", out=tmp_path / "ctx", libraries=[library]).out
+    broken = tmp_path / "broken"
+    shutil.copytree(good, broken)
+    (broken / "libraries" / library.name).unlink()
+    found = validator(good, broken)
+    assert found[good] == []
+    assert any(line.startswith("[berth-rules]") and
+               f"ENTRYPOINT --library /opt/berth/libraries/{library.name} is not copied" in line
+               for line in found[broken]), found[broken]

@@ -107,6 +107,81 @@ def test_serve_plain_file_without_a_signature_says_which_flag(plain_ids_path):
         assert server.stop() == 0
 
 
+def _summary_model(path):
+    """x (-1, -1) -> {"mean": (-1, 1) float32, "positive": (-1, -1) bool, "count": (-1, 2) int64}."""
+    import torch
+    from typing import Dict
+
+    class Summary(torch.nn.Module):
+        def forward(self, x) -> Dict[str, torch.Tensor]:
+            return {"mean": x.mean(dim=1, keepdim=True), "positive": x > 0,
+                    "count": torch.zeros(x.shape[0], 2, dtype=torch.long) + x.shape[1]}
+
+    return save_script(Summary(), path)
+
+
+def test_outputs_are_learnt_from_a_probe_forward_when_only_inputs_are_given(tmp_path):
+    """Inputs known, outputs not: two forwards on zeros (free extents 1, then 2) tell each
+    output's name, dtype and which extents follow the input; the model then batches."""
+    import torch
+    from berth._model import load_for_serving
+    path = _summary_model(tmp_path / "summary.pt")
+    heard = []
+    model, _ = load_for_serving(path, inputs=["x:FP32:-1,-1"], on_probe=heard.append)
+    assert model.outputs == (berth.TensorSpec("mean", "float32", (-1, 1)),
+                             berth.TensorSpec("positive", "bool", (-1, -1)),
+                             berth.TensorSpec("count", "int64", (-1, 2)))
+    assert model.batchable
+    assert heard == ["outputs learnt from a probe forward: mean: float32 (-1, 1), positive: bool (-1, -1), "
+                     "count: int64 (-1, 2) (pass --output NAME:DATATYPE:SHAPE to state them instead)"]
+    x = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    want = torch.jit.load(path)(torch.from_numpy(x))
+    got = model.predict(x)
+    for key in ("mean", "positive", "count"):
+        np.testing.assert_array_equal(got[key], want[key].numpy())
+    # given outputs are kept as given; no probe
+    heard.clear()
+    given, _ = load_for_serving(path, inputs=["x:FP32:-1,-1"], outputs=["m:FP32:-1,1", "p:BOOL:-1,-1",
+                                                                        "c:INT64:-1,2"], on_probe=heard.append)
+    assert [s.name for s in given.outputs] == ["m", "p", "c"] and heard == []
+
+
+def test_a_failed_probe_says_why_and_serving_goes_on_without_outputs(tmp_path):
+    import torch
+
+    class RefusesZeros(torch.nn.Module):
+        def forward(self, x):
+            if bool((x == 0).all()):
+                raise ValueError("all zeros")
+            return x
+
+    from berth._model import load_for_serving
+    path = save_script(RefusesZeros(), tmp_path / "refuses.pt")
+    heard = []
+    model, _ = load_for_serving(path, inputs=["x:FP32:-1,3"], on_probe=heard.append)
+    assert model.outputs == () and not model.batchable
+    assert len(heard) == 1 and heard[0].startswith(
+        "outputs not learnt from a probe forward: forward on zeros with free extents 1 failed:"), heard
+    assert "all zeros" in heard[0]
+
+
+def test_serve_with_inputs_only_learns_outputs_batches_and_publishes_them(plain_ids_path):
+    server = ServeProcess(plain_ids_path, "--name", "ids", "--input", "ids:INT64:-1,4", "--threads", "1")
+    try:
+        log = "".join(server.lines)
+        assert "outputs learnt from a probe forward: output_0: int64 (-1, 4)" in log, log
+        assert "batching on" in log and "warmed up in" in log, log
+        status, _, body = server.request("GET", "/v2/models/ids")
+        assert status == 200
+        assert json.loads(body)["outputs"] == [{"name": "output_0", "datatype": "INT64", "shape": [-1, 4]}]
+        x = np.arange(4, dtype=np.int64).reshape(1, 4)
+        request = {"inputs": [{"name": "ids", "shape": [1, 4], "datatype": "INT64", "data": x.ravel().tolist()}]}
+        status, _, body = server.request("POST", "/v2/models/ids/infer", json.dumps(request).encode(), JSON_HEADERS)
+        assert status == 200 and json.loads(body)["outputs"][0]["data"] == (x * 2).ravel().tolist(), body
+    finally:
+        assert server.stop() == 0
+
+
 def test_serve_refuses_a_bad_input_option(plain_ids_path):
     done = berth_cli("serve", plain_ids_path, "--input", "ids:INT64", "--port", "0")
     assert done.returncode == 2 and "--input: expected NAME:DATATYPE:SHAPE" in done.stderr, done.stderr
@@ -168,6 +243,15 @@ def test_sign_embeds_the_signature_atomically(plain_two_path, tmp_path):
     copy.write_bytes(open(plain_two_path, "rb").read())
     berth.sign(copy, ["a:FP32:-1,3", ("b", "float32", (-1, 3))])
     assert berth.load(copy).inputs[1] == berth.TensorSpec("b", "float32", (-1, 3))
+
+
+def test_sign_without_outputs_embeds_those_a_probe_forward_learns(plain_two_path, tmp_path):
+    out = tmp_path / "signed.pt"
+    done = berth_cli("sign", plain_two_path, "--input", "a:FP32:-1,3", "--input", "b:FP32:-1,3", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "outputs learnt from a probe forward: output_0: float32 (-1, 3)" in done.stderr, done.stderr
+    model = berth.load(out)
+    assert model.outputs == (berth.TensorSpec("output_0", "float32", (-1, 3)),) and model.batchable
 
 
 def test_sign_refuses_without_writing(plain_two_path, seed_model_path, tmp_path):

@@ -152,12 +152,23 @@ static int parse_metadata(bt_model *m, const char *label, bt_error *err) {
         goto done;
     }
     if (inputs && cJSON_IsArray(inputs)) {
+        /* Optional inputs left out (the elements of a List[Tensor] past those listed, say)
+         * are not served. */
         size_t n = bt_json_size(inputs);
-        if (n != m->n_inputs) {
-            rc = bt_error_set(err, BT_ERR_LOAD, "%s lists %zu inputs but forward takes %zu",
-                              label, n, m->n_inputs);
+        if (n < m->n_required || n > m->n_inputs) {
+            if (m->n_required == m->n_inputs)
+                rc = bt_error_set(err, BT_ERR_LOAD, "%s lists %zu inputs but forward takes %zu",
+                                  label, n, m->n_inputs);
+            else
+                rc = bt_error_set(err, BT_ERR_LOAD, "%s lists %zu inputs but forward takes %zu to %zu",
+                                  label, n, m->n_required, m->n_inputs);
             goto done;
         }
+        for (size_t i = n; i < m->n_inputs; ++i) {
+            free(m->inputs[i].name);
+            m->inputs[i].name = NULL;
+        }
+        m->n_inputs = n;
         size_t i = 0;
         for (const cJSON *v = inputs->child; v && rc == 0; v = v->next, ++i)
             rc = parse_spec(v, "inputs", i, &m->inputs[i], label, err);

@@ -222,6 +222,26 @@ static PyObject *Model_get_signature(bt_ModelObject *self, void *closure) {
     return Py_BuildValue("(NN)", spec_tuple(m->inputs, m->n_inputs), spec_tuple(m->outputs, m->n_outputs));
 }
 
+/* The outputs' names as the protocol uses them: the signature's, else those the shim
+ * learnt from the first forward (dict keys, flattening paths); empty before it. */
+static PyObject *Model_get_output_names(bt_ModelObject *self, void *closure) {
+    (void)closure;
+    bt_model *m = bt_py_model_get((PyObject *)self);
+    if (!m) return NULL;
+    PyObject *names = PyList_New(0);
+    for (size_t k = 0; names && k < BT_MAX_OUTPUTS; ++k) {
+        const char *name = bt_model_output_name(m, k);
+        if (!name) break;
+        PyObject *item = PyUnicode_FromString(name);
+        if (!item || PyList_Append(names, item) != 0) Py_CLEAR(names);
+        Py_XDECREF(item);
+    }
+    if (!names) return NULL;
+    PyObject *tuple = PyList_AsTuple(names);
+    Py_DECREF(names);
+    return tuple;
+}
+
 static PyObject *Model_get_metadata_json(bt_ModelObject *self, void *closure) {
     (void)closure;
     bt_model *m = bt_py_model_get((PyObject *)self);
@@ -289,6 +309,7 @@ static PyMethodDef Model_methods[] = {
 static PyGetSetDef Model_getset[] = {
     {"_signature", (getter)Model_get_signature, NULL, "((name, dtype, shape), ...) for inputs and outputs", NULL},
     {"_metadata_json", (getter)Model_get_metadata_json, NULL, "the embedded berth.json text, or None", NULL},
+    {"_output_names", (getter)Model_get_output_names, NULL, "the outputs' protocol names (learnt at the first forward without a signature)", NULL},
     {"path", (getter)Model_get_path, NULL, "the file the model was loaded from", NULL},
     {"batchable", (getter)Model_get_batchable, NULL, "whether every input and output has a free batch dim", NULL},
     {"num_required_inputs", (getter)Model_get_required, NULL, "inputs without a default in forward", NULL},

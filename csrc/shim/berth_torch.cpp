@@ -51,7 +51,8 @@ struct berth_torch_model {
 #endif
     bool single_output = true;                // .pt2: the output spec is one tensor
     std::vector<std::string> arg_names;       // protocol inputs, in order
-    std::vector<size_t> tuple_sizes;          // per forward argument: 0 a Tensor, N a Tuple of N
+    std::vector<size_t> tuple_sizes;          // per forward argument: 0 a Tensor, N a Tuple of N,
+                                              // kListArg a List[Tensor] (the last one berth passes)
     size_t num_required = 0;
     std::mutex names_lock;                    // output_names is written once, by the first forward
     std::vector<std::string> output_names;
@@ -61,6 +62,11 @@ struct berth_torch_model {
 };
 
 namespace {
+
+// A List[Tensor] argument takes every input left, as "NAME.0", "NAME.1", ...: up to this
+// many inputs in all (the C core serves at most 16, BT_BATCH_MAX_INPUTS).
+constexpr size_t kMaxInputs = 16;
+constexpr size_t kListArg = SIZE_MAX;
 
 // Returned when even the error cannot be allocated; status_free leaves it alone.
 berth_status out_of_memory{BERTH_E_NO_MEMORY, std::string()};
@@ -470,6 +476,7 @@ void load_torchscript(berth_torch_model &model, const char *path) {
     if (!method) throw std::invalid_argument("the TorchScript module has no forward method");
     model.forward = &method->function();
     const auto &args = model.forward->getSchema().arguments();
+    const c10::Argument *list = nullptr;  // a List[Tensor] argument: nothing after it is passed
     for (size_t i = 1; i < args.size(); ++i) {  // 0 is self
         const auto &type = args[i].type();
         size_t tuple = 0;
@@ -478,18 +485,34 @@ void load_torchscript(berth_torch_model &model, const char *path) {
             for (const auto &e : tup->elements())
                 if (!e->cast<c10::TensorType>()) tuple = 0;
         }
+        auto as_list = type->cast<c10::ListType>();
+        if (as_list && as_list->getElementType()->cast<c10::TensorType>()) tuple = kListArg;
+        if (list) {
+            if (args[i].default_value()) continue;  // left to its default
+            throw std::invalid_argument("forward's argument '" + args[i].name() + "' comes after the List[Tensor] '" +
+                                        list->name() + "', which takes every input left; every argument after a "
+                                        "List[Tensor] needs a default");
+        }
         if (!type->cast<c10::TensorType>() && !tuple) {
             if (args[i].default_value()) break;  // left to its default, and so is every later one
             throw std::invalid_argument("forward's argument '" + args[i].name() + "' is " + type->str() +
-                                        " without a default; berth passes tensors (Tensor or a fixed "
-                                        "Tuple[Tensor, ...]) only");
+                                        " without a default; berth passes tensors (Tensor, a fixed "
+                                        "Tuple[Tensor, ...] or a List[Tensor]) only");
         }
         model.tuple_sizes.push_back(tuple);
-        if (tuple)
+        if (tuple == kListArg) {
+            // One required element (unless the list has a default), the rest optional.
+            list = &args[i];
+            size_t first = model.arg_names.size();
+            for (size_t k = 0; first + k < kMaxInputs || k == 0; ++k)
+                model.arg_names.push_back(args[i].name() + "." + std::to_string(k));
+            if (!args[i].default_value()) model.num_required = first + 1;
+        } else if (tuple) {
             for (size_t k = 0; k < tuple; ++k) model.arg_names.push_back(args[i].name() + "." + std::to_string(k));
-        else
+        } else {
             model.arg_names.push_back(args[i].name());
-        if (!args[i].default_value()) model.num_required = model.arg_names.size();
+        }
+        if (!args[i].default_value() && !list) model.num_required = model.arg_names.size();
     }
 }
 
@@ -647,6 +670,13 @@ berth_status *model_forward(berth_torch_model *m, DLManagedTensor *const *inputs
             };
             for (size_t arg = 0; taken < n_inputs; ++arg) {
                 size_t tuple = arg < m->tuple_sizes.size() ? m->tuple_sizes[arg] : 0;
+                if (tuple == kListArg) {  // takes every input left
+                    c10::List<at::Tensor> elements;
+                    elements.reserve(n_inputs - taken);
+                    while (taken < n_inputs) elements.push_back(next());
+                    stack.emplace_back(std::move(elements));
+                    break;
+                }
                 if (!tuple) {
                     stack.emplace_back(next());
                     continue;

@@ -53,13 +53,67 @@ class Model(_core.Model):
         return f"<berth.Model {os.path.basename(self.path)!r} inputs=({ins})>"
 
 
-def load_for_serving(path, optimize=True, inputs=None, outputs=None):
+def probe_outputs(model):
+    """The outputs' :class:`TensorSpec` as two forwards tell them, for a model whose
+    inputs' dtypes and shapes are known: zeros with every free extent 1, then 2; an
+    output extent that changed between them is free (-1), the others are as seen. Names
+    are the protocol's (dict keys, flattening paths). Raises ValueError saying why not.
+
+    Honest only as far as zeros go: a model whose output shapes depend on input values
+    needs ``--output``.
+    """
+    import numpy as np
+    specs = model.inputs
+    unknown = [s.name for s in specs if s.dtype is None or s.shape is None]
+    if not specs or unknown:
+        raise ValueError(f"the dtype and shape of input(s) {', '.join(map(repr, unknown))} are unknown")
+    seen = []
+    for extent in (1, 2):
+        args = [np.zeros([extent if d == -1 else d for d in s.shape], dtype=s.dtype) for s in specs]
+        try:
+            out = model.predict(*args)
+        except Exception as exc:  # the model's own refusal, in its words
+            raise ValueError(f"forward on zeros with free extents {extent} failed: {exc}") from None
+        seen.append(list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, tuple) else [out])
+    first, second = seen
+    names = model._output_names
+    if len(first) != len(second) or len(names) != len(first) or \
+            any(a.ndim != b.ndim or a.dtype != b.dtype for a, b in zip(first, second)):
+        raise ValueError("forwards on zeros of two sizes returned different numbers, ranks or dtypes of outputs")
+    return tuple(TensorSpec(name, a.dtype.name, tuple(x if x == y else -1 for x, y in zip(a.shape, b.shape)))
+                 for name, a, b in zip(names, first, second))
+
+
+def learn_outputs(model, on_probe=None):
+    """:func:`probe_outputs`, or None where the probe fails; ``on_probe`` (a function of
+    one string) hears what was learnt, or why nothing was, and which flag states it."""
+    try:
+        outputs = probe_outputs(model)
+    except ValueError as exc:
+        if on_probe:
+            on_probe(f"outputs not learnt from a probe forward: {exc}; pass --output NAME:DATATYPE:SHAPE "
+                     "for each output")
+        return None
+    if on_probe:
+        on_probe("outputs learnt from a probe forward: " + ", ".join(map(_spec_text, outputs))
+                 + " (pass --output NAME:DATATYPE:SHAPE to state them instead)")
+    return outputs
+
+
+def load_for_serving(path, optimize=True, inputs=None, outputs=None, on_probe=None):
     """``(model, reason)``: the model optimized for inference, or as saved when libtorch
     cannot freeze it (``reason`` then says why; it is None otherwise).
 
     What ``python -m berth serve`` and the Flask/FastAPI adapters load. Errors that are
     not about optimizing (a missing or corrupt file) raise as from :func:`load`.
+
+    Given ``inputs`` without ``outputs``, the outputs are learnt first from a probe
+    forward (:func:`probe_outputs`, on a copy loaded as saved), so that the model can batch and
+    publish complete metadata; ``on_probe`` (a function of one string) hears what was
+    learnt, or why nothing was.
     """
+    if inputs and not outputs:
+        outputs = learn_outputs(load(path, inputs=inputs), on_probe)
     if optimize:
         try:
             return load(path, optimize=True, inputs=inputs, outputs=outputs), None

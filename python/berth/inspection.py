@@ -19,8 +19,9 @@ from .signature import (SIGNATURE_FILE, V2_DATATYPES, embed_signature, signature
                         torchscript_root, write_atomically)
 
 NO_SIGNATURE_ADVICE = ("no signature: pass --input NAME:DATATYPE:SHAPE (one per input, in forward's order) and "
-                       "--output NAME:DATATYPE:SHAPE (one per output) so that it batches, warms up and publishes "
-                       "datatype and shape; or embed them once with python -m berth sign")
+                       "--output NAME:DATATYPE:SHAPE (one per output; serve learns them from a probe forward when "
+                       "left out) so that it batches, warms up and publishes datatype and shape; or embed them once "
+                       "with python -m berth sign")
 
 
 def _check_path(path, what):
@@ -166,12 +167,15 @@ def inspect_text(info):
     return "\n".join(lines)
 
 
-def sign(path, inputs, outputs=(), *, out=None, libraries=(), argument="inputs"):
+def sign(path, inputs, outputs=(), *, out=None, libraries=(), argument="inputs", on_probe=None):
     """Embeds a signature (berth.json) into the TorchScript file ``path``, written to ``out``
     (default: ``path`` itself) through a temporary file and a rename, after loading the
     result with :func:`berth.load` to check it. Returns the path written. Inputs and
-    outputs as :func:`berth.load` takes them. A ``.pt2`` or a file that already carries a
-    signature is refused with ValueError, and nothing is written."""
+    outputs as :func:`berth.load` takes them; without outputs, they are learnt from a
+    probe forward where it succeeds (``berth._model.probe_outputs``; ``on_probe``, a
+    function of one string, hears what was learnt or why nothing was). A ``.pt2`` or a
+    file that already carries a signature is refused with ValueError, and nothing is
+    written."""
     what = "MODEL" if argument == "--input" else "berth.sign(path)"
     path = _check_path(path, what)
     fmt, root, embedded, _ = _archive_facts(path)
@@ -185,7 +189,7 @@ def sign(path, inputs, outputs=(), *, out=None, libraries=(), argument="inputs")
         raise ValueError(f"{what}: expected a plain TorchScript file, got {path!r}, which already carries a "
                          f"{SIGNATURE_FILE} signature (python -m berth inspect shows it)")
     outputs = outputs or ()
-    signature = signature_from_specs(inputs, outputs, argument)
+    signature_from_specs(inputs, outputs, argument)  # the options' own errors first
     # in place through a symlink: replace the file it points to, not the link
     target = os.fsdecode(out) if out is not None else os.path.realpath(path)
     out_name = "--out" if argument == "--input" else "out"
@@ -193,9 +197,12 @@ def sign(path, inputs, outputs=(), *, out=None, libraries=(), argument="inputs")
         raise ValueError(f"{out_name}: expected a file path to write, got the directory {target!r}")
     if not os.path.isdir(os.path.dirname(os.path.abspath(target))):
         raise FileNotFoundError(f"{out_name}: expected a path in an existing directory, got {target!r}")
-    from ._model import load
+    from ._model import learn_outputs, load
     # The C core checks the signature against forward (one parser) before anything is written.
-    load(path, libraries=libraries, inputs=inputs, outputs=outputs)
+    model = load(path, libraries=libraries, inputs=inputs, outputs=outputs)
+    if not outputs:
+        outputs = learn_outputs(model, on_probe) or ()
+    signature = signature_from_specs(inputs, outputs, argument)
     with open(path, "rb") as handle:
         data = embed_signature(handle.read(), signature)
 
@@ -245,13 +252,13 @@ def sign_main(argv):
     p.add_argument("--input", action="append", required=True, metavar="NAME:DATATYPE:SHAPE", dest="inputs",
                    help="an input, e.g. image:FP32:-1,3,224,224 (-1: any extent; repeat in forward's order)")
     p.add_argument("--output", action="append", default=[], metavar="NAME:DATATYPE:SHAPE", dest="outputs",
-                   help="an output, likewise (needed to batch)")
+                   help="an output, likewise (needed to batch; learnt from a probe forward when left out)")
     p.add_argument("--out", metavar="PATH", help="write the signed file here (default: replace MODEL)")
     args = p.parse_args(argv)
     from . import BerthError
     try:
         written = sign(args.model, args.inputs, args.outputs, out=args.out, libraries=args.library,
-                       argument="--input")
+                       argument="--input", on_probe=lambda text: print(f"berth sign: {text}", file=sys.stderr))
     except BerthError as e:
         print(f"berth sign: error: {e}", file=sys.stderr)
         return 1

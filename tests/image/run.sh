@@ -15,7 +15,13 @@
 #     all capabilities dropped (as the Kubernetes manifests ask); once ready, v2 and v1
 #     requests must give berth.load(...).predict's answers;
 #  6. SIGTERM must end it with exit code 0 within the grace period;
-#  7. the storage is deleted.
+#  7. TorchScript only: a plain torch.jit.save file (no berth.json), deployed with
+#     --input alone (the outputs learnt from a probe forward and embedded), whose context
+#     is the seed's but for the model (same Dockerfile up to the model's sha256, same
+#     berth source), is served by the same image with that model file in place of its
+#     own: batched, answering as berth.load(...).predict does. This costs a deploy and a
+#     container start, not a second build;
+#  8. the storage is deleted.
 #
 # Usage: tests/image/run.sh        (root; podman, runc, debootstrap; berth built in place)
 # Environment: BERTH_CACHE_DIR (default /var/tmp/berth-cache), PYTHON (default the
@@ -68,9 +74,9 @@ for deb in /var/cache/apt/archives/*.deb; do
     [ -e "$deb" ] && ln -f "$deb" "$cache/apt-archives/" 2>/dev/null || true
 done
 
-# 2-6 for one model file: test_image MODEL NAIVE_BYTES MAX_RATIO
+# 2-7 for one model file: test_image MODEL NAIVE_BYTES MAX_RATIO [PLAIN_MODEL]
 test_image() {
-model=$1 naive_bytes=$2 max_ratio=$3
+model=$1 naive_bytes=$2 max_ratio=$3 plain=${4:-}
 rm -rf "$work/ctx"
 "$PYTHON" -m berth deploy "$model" --name my_model --out "$work/ctx" >"$work/deploy.out"
 image=$(sed -n 's/^  image: *//p' "$work/deploy.out")
@@ -151,13 +157,45 @@ pm logs "$container" >"$work/server.log" 2>&1 || true
 [ "$stop_s" -le 25 ] || fail "the server took ${stop_s} s to stop after SIGTERM"
 say "SIGTERM: clean exit 0 after ${stop_s} s"
 pm rm -f -t 0 "$container" >/dev/null 2>&1 || true
+
+# 7. a plain file through the same image
+if [ -n "$plain" ]; then
+    rm -rf "$work/plain-ctx"
+    "$PYTHON" -m berth deploy "$plain" --name my_model --input dense_input:FP32:-1,10 \
+        --out "$work/plain-ctx" >/dev/null 2>"$work/plain-deploy.err"
+    grep -q "outputs learnt from a probe forward" "$work/plain-deploy.err" \
+        || { cat "$work/plain-deploy.err" >&2; fail "deploy did not learn the plain file's outputs"; }
+    plain_model=$work/plain-ctx/model/model.pt
+    plain_sha=$(sha256sum "$plain_model" | cut -d' ' -f1)
+    sed "s/$plain_sha/$sha/g; s/$(echo "$plain_sha" | cut -c1-12)/$(echo "$sha" | cut -c1-12)/g" \
+        "$work/plain-ctx/Dockerfile" | cmp -s - "$work/ctx/Dockerfile" \
+        || fail "the plain file's Dockerfile differs from the seed's beyond the model's sha256"
+    diff -r "$work/ctx/berth-src" "$work/plain-ctx/berth-src" >/dev/null \
+        || fail "the plain file's context ships another berth source"
+    pm run -d --name "$container" --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
+        --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
+        --health-interval disable -e BERTH_NUM_THREADS=2 -e "BERTH_MODEL_SHA256=$plain_sha" \
+        -v "$plain_model:/opt/berth/model/model.pt:ro" -p "127.0.0.1:$port:8080" "$image" \
+        >/dev/null 2>"$work/run.err" || { cat "$work/run.err" >&2; fail "podman run (plain file) failed"; }
+    if ! "$PYTHON" "$repo/tests/image/check_server.py" --url "http://127.0.0.1:$port" \
+            --model "$plain_model" --name my-model --timeout 120; then
+        pm logs "$container" >&2 || true
+        fail "the container did not serve the plain file correctly"
+    fi
+    pm logs "$container" >"$work/plain.log" 2>&1 || true
+    grep -q "batching on" "$work/plain.log" \
+        || { cat "$work/plain.log" >&2; fail "the plain file (outputs from deploy's probe forward) was not batched"; }
+    pm rm -f -t 0 "$container" >/dev/null 2>&1 || true
+    say "plain torch.jit.save file (deployed with --input): served by the same image, batched"
+fi
 pm rmi -f "$image" >/dev/null 2>&1 || true
 say "passed: $(basename "$model") image $image, $((size / 1000000)) MB (ratio $ratio to the naive $((naive_bytes / 1000000)) MB), built in ${build_s} s"
 }
 
 # the seed model, under the seed article's name: TorchScript, then .pt2 where torch can export
 PYTHONHASHSEED=0 "$PYTHON" "$repo/tests/image/seed_model.py" "$work/model.pt"
-test_image "$work/model.pt" "$naive_bytes" "$max_ratio"
+"$PYTHON" "$repo/tests/image/seed_model.py" "$work/plain.pt" plain
+test_image "$work/model.pt" "$naive_bytes" "$max_ratio" "$work/plain.pt"
 if "$PYTHON" -c "import berth.pt2, sys; berth.pt2._torch()" 2>/dev/null; then
     "$PYTHON" "$repo/tests/image/seed_model.py" "$work/model.pt2"
     mkdir -p "$work/naive"

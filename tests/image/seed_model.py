@@ -23,11 +23,12 @@ def seed_module(seed=0):
         torch.nn.Linear(64, 1)).eval()
 
 
-def save_seed_model(path, seed=0):
-    """Script the seed MLP and save it with its berth.json signature; returns path."""
+def save_seed_model(path, seed=0, plain=False):
+    """Script the seed MLP and save it with its berth.json signature (``plain``: without,
+    as a plain torch.jit.save writes it); returns path."""
     import torch
     scripted = torch.jit.script(seed_module(seed))
-    extra = {"berth.json": json.dumps(SIGNATURE, sort_keys=True)}
+    extra = {} if plain else {"berth.json": json.dumps(SIGNATURE, sort_keys=True)}
     torch.jit.save(scripted, str(path), _extra_files=extra)
     return path
 
@@ -41,5 +42,8 @@ def export_seed_model(path, seed=0):
                         output_names=["output_0"])
 
 
-if __name__ == "__main__":
-    (export_seed_model if sys.argv[1].endswith(".pt2") else save_seed_model)(sys.argv[1])
+if __name__ == "__main__":  # seed_model.py PATH [plain]
+    if sys.argv[1].endswith(".pt2"):
+        export_seed_model(sys.argv[1])
+    else:
+        save_seed_model(sys.argv[1], plain=sys.argv[2:] == ["plain"])

@@ -324,10 +324,20 @@ function checkDockerfile(context) {
   else if (argv.slice(0, 4).join(" ") !== "python3 -m berth serve") report("berth-rules", "Dockerfile", `ENTRYPOINT must run berth serve, got ${argv.join(" ")}`);
   if (!instr("HEALTHCHECK").length) report("berth-rules", "Dockerfile", "HEALTHCHECK missing");
   if (!instr("EXPOSE").some((l) => l.split(/\s+/).includes("8080"))) report("berth-rules", "Dockerfile", "EXPOSE 8080 missing");
+  const copies = [];
   for (const l of instr("COPY")) {
     if (/--from=/.test(l)) continue;
-    const src = l.split(/\s+/).filter((w) => !w.startsWith("--"))[1];
+    const [src, dest] = l.split(/\s+/).filter((w) => !w.startsWith("--")).slice(1, 3);
     if (!fs.existsSync(path.join(context, src))) report("berth-rules", "Dockerfile", `COPY source ${src} is not in the context`);
+    copies.push([src, dest]);
+  }
+  // Every --library the server is told to load is a file the image gets from the context.
+  for (let i = 0; Array.isArray(argv) && i < argv.length; i++) {
+    if (argv[i] !== "--library") continue;
+    const lib = argv[i + 1] || "";
+    const from = copies.find(([src, dest]) => dest.endsWith("/") && src.endsWith("/") && lib.startsWith(dest));
+    if (!from || !fs.existsSync(path.join(context, from[0], lib.slice(from[1].length))))
+      report("berth-rules", "Dockerfile", `ENTRYPOINT --library ${lib} is not copied into the image from the context`);
   }
   const modelPath = ["model.pt", "model.pt2"].map((f) => path.join(context, "model", f)).find((p) => fs.existsSync(p));
   if (modelPath) {

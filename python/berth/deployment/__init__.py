@@ -21,6 +21,7 @@ from .cli import main
 from .context import build_files
 from .model_file import inspect_model, signature_from_options, with_signature
 from .names import sanitize_name
+from .op_libraries import check_libraries
 from .options import (DeployOptions, TAG_LENGTH, image_reference, namespace_name,
                       positive_int, replica_range)
 from .quantities import cpu_quantity, memory_quantity
@@ -49,7 +50,7 @@ class BuildContext:
 def deploy(model_path, name=None, out=None, image=None, replicas=2, cpu="1", memory="1Gi",
            min_replicas=None, max_replicas=None, target_cpu=70, namespace=None,
            kserve=False, service_monitor=False, grafana=False, force=False,
-           inputs=None, outputs=None):
+           inputs=None, outputs=None, libraries=None):
     """Write a build context and manifests for serving ``model_path`` as ``name``.
 
     ``name`` defaults to the file's name without its extension, as in ``serve``, and is
@@ -57,6 +58,11 @@ def deploy(model_path, name=None, out=None, image=None, replicas=2, cpu="1", mem
     TorchScript file (no berth.json) deploys too; ``inputs`` (and ``outputs``), lists of
     ``NAME:DATATYPE:SHAPE``, give it a signature, embedded into the deployed copy, which
     the server needs to batch and warm up and the README's sample request is made from.
+    ``libraries``: paths of custom-operator libraries the model needs (e.g. torchvision's
+    ``_C.so``), copied into the context's ``libraries/`` and loaded by the image's server
+    before the model (``serve --library``); each must be built against the image's
+    libtorch (Debian's for a TorchScript model, the carried one for a ``.pt2``), and the
+    image build loads them once to prove it.
     ``image`` defaults to ``NAME:<first 12 hex digits of the model's sha256>``; a
     repository without a tag gets that tag; ``:latest`` is refused. ``out`` defaults to
     ``./NAME-deploy``; an existing non-empty directory is replaced only with ``force``.
@@ -81,33 +87,50 @@ def deploy(model_path, name=None, out=None, image=None, replicas=2, cpu="1", mem
     out = Path(out if out is not None else f"{k8s_name}-deploy")
     check_destination(out, force)
     model = inspect_model(model_path)
+    libraries = check_libraries(libraries)
     if outputs and not inputs:
         raise ValueError("outputs: --output needs --input too (a signature lists inputs)")
     if inputs:
-        model = with_signature(model, signature_from_options(inputs, outputs or ()))
-        check_loads(model)
+        plain = model
+        model = with_signature(plain, signature_from_options(inputs, outputs or ()))
+        learnt = check_loads(model, libraries, probe=not outputs)
+        if learnt:  # the deployed copy carries them, so the image's server batches
+            model = with_signature(plain, signature_from_options(inputs, [tuple(s) for s in learnt]))
     elif model.signature is None:
         print(f"berth deploy: {model.path} is a plain TorchScript file without a signature: "
               "the context has no sample request and the server will neither batch nor warm "
               "it up; give one with --input NAME:DATATYPE:SHAPE (repeatable)", file=sys.stderr)
     opts = DeployOptions(image=image_reference(image, k8s_name, model.sha256),
                          version=model.sha256[:TAG_LENGTH], tmp_size=tmp_size(model), **opts_partial)
-    files = build_files(opts, model)
+    files = build_files(opts, model, libraries)
     written = write_tree(out, files, force=force)
     return BuildContext(out=written, name=k8s_name, image=opts.image,
                         model_sha256=model.sha256, files=tuple(sorted(files)))
 
 
-def check_loads(model):
+def check_loads(model, libraries=(), probe=False):
     """Loads the signed copy with berth's C core (no torch import): a signature that does
-    not fit forward (another input count, say) fails here, not when the pod starts."""
+    not fit forward (another input count, say) fails here, not when the pod starts. The
+    operator libraries are loaded first; one built for the image's libtorch may not load
+    into this one, and then the check is left to the image's server. With ``probe``,
+    returns the outputs learnt from a probe forward, or None."""
     import berth
+    from .._model import learn_outputs, load_libraries
+    try:
+        load_libraries([path for _, path in libraries], "libraries")
+    except berth.ModelLoadError as exc:
+        print(f"berth deploy: not checking the signature here: {exc} (the image's server "
+              "checks it when it loads the model)", file=sys.stderr)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.pt")
         with open(path, "wb") as handle:
             handle.write(model.data)
         try:
-            berth.load(path)
+            loaded = berth.load(path)
         except berth.ModelLoadError as exc:
             raise ValueError(f"inputs: the signature from --input/--output does not fit "
                              f"{model.path!r}: {exc}") from None
+        if probe:
+            return learn_outputs(loaded, lambda text: print(f"berth deploy: {text}", file=sys.stderr))
+    return None

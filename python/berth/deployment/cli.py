@@ -21,6 +21,10 @@ def build_parser():
                              "extent; repeat in forward's order); embedded as its signature")
     parser.add_argument("--output", action="append", metavar="NAME:DATATYPE:SHAPE",
                         dest="outputs", help="a plain file's output, likewise (optional)")
+    parser.add_argument("--library", action="append", metavar="PATH", dest="libraries",
+                        help="a library of custom operators the model needs (repeatable), "
+                             "built against the image's libtorch; copied into the image, "
+                             "which loads it before the model")
     parser.add_argument("--out", metavar="DIR", help="output directory (default: ./NAME-deploy)")
     parser.add_argument("--image", metavar="REPO/NAME[:TAG]",
                         help="image reference (default tag: the model's sha256 prefix)")
@@ -54,7 +58,7 @@ def main(argv=None):
                          target_cpu=args.target_cpu, namespace=args.namespace,
                          kserve=args.kserve, service_monitor=args.service_monitor,
                          grafana=args.grafana, force=args.force, inputs=args.inputs,
-                         outputs=args.outputs)
+                         outputs=args.outputs, libraries=args.libraries)
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"berth deploy: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,7 +1,7 @@
 """Assembling a build context: every file's bytes, decided before anything is written."""
 import hashlib
 
-from . import dockerfile, grafana, manifests, torch_bundle
+from . import dockerfile, grafana, manifests, op_libraries, torch_bundle
 from .._version import __version__
 from .collect_runtime_libs import __file__ as _collector_path
 from .context_readme import render_readme
@@ -26,9 +26,11 @@ def k8s_documents(opts):
     return docs
 
 
-def build_files(opts, model):
-    """{relative path: bytes, or a Path to copy} for the whole context."""
+def build_files(opts, model, operator_libraries=()):
+    """{relative path: bytes, or a Path to copy} for the whole context;
+    ``operator_libraries``: ``op_libraries.check_libraries``'s (name, Path) pairs."""
     version = __version__
+    in_image = op_libraries.image_paths(operator_libraries)
     model_filename = MODEL_FILENAMES[model.format]
     files = {}
     k8s = k8s_documents(opts)
@@ -46,13 +48,13 @@ def build_files(opts, model):
         libraries, torch_version = torch_bundle.check_bundle(model.signature)
         files["Dockerfile"] = dockerfile.render_prebuilt_dockerfile(
             name=opts.name, model_filename=model_filename, model_sha256=model.sha256, berth_version=version,
-            torch_version=torch_version or "unknown").encode()
+            torch_version=torch_version or "unknown", libraries=in_image).encode()
         files[".dockerignore"] = dockerfile.PREBUILT_DOCKERIGNORE.encode()
         files.update(torch_bundle.bundle_files(libraries))
     else:
         files["Dockerfile"] = dockerfile.render_dockerfile(
             name=opts.name, model_filename=model_filename, model_sha256=model.sha256,
-            berth_version=version).encode()
+            berth_version=version, libraries=in_image).encode()
         files[".dockerignore"] = dockerfile.DOCKERIGNORE.encode()
         with open(_collector_path, "rb") as handle:
             files["build/collect_runtime_libs.py"] = handle.read()
@@ -68,6 +70,7 @@ def build_files(opts, model):
         raise RuntimeError(f"model_path: expected {model.path!r} to stay unchanged while "
                            "deploying, got different bytes on the second read")
     files[f"model/{model_filename}"] = model_bytes
+    files.update(op_libraries.context_files(operator_libraries))
     sample = None
     if model.signature is not None:
         sample = sample_request_file(model.signature)
@@ -75,5 +78,5 @@ def build_files(opts, model):
     files["README.md"] = render_readme(
         opts=opts, model=model, model_filename=model_filename, berth_version=version,
         k8s_files=names + ["kustomization.yaml"], kserve_files=kserve_files,
-        sample=sample).encode()
+        sample=sample, libraries=[name for name, _ in operator_libraries]).encode()
     return files

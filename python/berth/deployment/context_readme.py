@@ -43,10 +43,15 @@ would be too long for a shell's command line."""
 
 
 def render_readme(*, opts, model, model_filename, berth_version, k8s_files, kserve_files,
-                  sample=None):
+                  sample=None, libraries=()):
     ns = f" -n {opts.namespace}" if opts.namespace else ""
     repo = split_image(opts.image)[0]
     listing = "\n".join(f"- `k8s/{name}`" for name in k8s_files)
+    ops = ""
+    if libraries:
+        ops = ("- custom-operator libraries: " + ", ".join(f"`libraries/{name}`" for name in libraries)
+               + "\n  (the server loads them before the model, `--library`; the image build loads them\n"
+               "  once, so one built for another libtorch than the image's fails the build)\n")
     kserve = ""
     if kserve_files:
         kserve = f"""
@@ -69,7 +74,7 @@ the server is here; the image builds from Debian's archive alone.
   (baked into the image as `BERTH_MODEL_SHA256`; the server refuses to start on a mismatch)
 - image: `{opts.image}`
 - berth's source, built in the image: `berth-src/`
-
+{ops}
 ## Build
 
 ```sh

@@ -209,14 +209,15 @@ def verified_model_bytes(path, expected):
     return data
 
 
-def load_verified(data, optimize, inputs=None, outputs=None):
+def load_verified(data, optimize, inputs=None, outputs=None, on_probe=None):
     """Loads a model from bytes in memory (a memfd), not from a path that could change."""
     from .._model import load_for_serving
     fd = os.memfd_create("berth-model", 0)
     try:
         with os.fdopen(os.dup(fd), "wb") as f:
             f.write(data)
-        return load_for_serving(f"/proc/self/fd/{fd}", optimize=optimize, inputs=inputs, outputs=outputs)
+        return load_for_serving(f"/proc/self/fd/{fd}", optimize=optimize, inputs=inputs, outputs=outputs,
+                                on_probe=on_probe)
     finally:
         os.close(fd)
 
@@ -273,10 +274,10 @@ def start(args):
         if expected:
             data = verified_model_bytes(args.model, expected.strip().lower())
             model, unoptimized = load_verified(data, optimize=not args.no_optimize, inputs=args.inputs,
-                                               outputs=args.outputs)
+                                               outputs=args.outputs, on_probe=log)
         else:
             model, unoptimized = load_for_serving(args.model, optimize=not args.no_optimize,
-                                                  inputs=args.inputs, outputs=args.outputs)
+                                                  inputs=args.inputs, outputs=args.outputs, on_probe=log)
     except (berth.ModelLoadError, ValueError) as e:
         raise StartupError(str(e), EXIT_LOAD) from None
     if unoptimized:
