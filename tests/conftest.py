@@ -75,6 +75,18 @@ def seed_model_path(models_dir):
 
 
 @pytest.fixture(scope="session")
+def slow_linear(models_dir):
+    """SlowLinear (tests/models.py: forwards of milliseconds whatever the batch) saved with
+    the seed's signature: (path, the module). For tests of batching that timing noise on a
+    loaded machine must not decide."""
+    import torch
+    from models import SlowLinear
+    torch.manual_seed(0)
+    module = SlowLinear().eval()
+    return save_script(module, models_dir / "slow_linear.pt", seed_metadata()), module
+
+
+@pytest.fixture(scope="session")
 def identity_model_path(models_dir):
     import torch
 

@@ -163,18 +163,6 @@ def test_errors_on_the_wire(seed_server):
     conn.close()
 
 
-@pytest.fixture(scope="module")
-def slow_linear(models_dir):
-    """SlowLinear (tests/models.py) saved with a signature: (path, the module)."""
-    from models import SlowLinear
-    import torch
-    torch.manual_seed(0)
-    module = SlowLinear().eval()
-    meta = {"inputs": [{"name": "dense_input", "dtype": "float32", "shape": [-1, 10]}],
-            "outputs": [{"name": "dense_2", "dtype": "float32", "shape": [-1, 1]}]}
-    return save_script(module, models_dir / "slow_linear.pt", meta), module
-
-
 def test_concurrent_requests_are_batched_and_each_gets_its_answer(slow_linear):
     """32 clients send at once to a model whose forwards take milliseconds: while one
     runs the others queue, so forwards must carry several requests, each answered with
