@@ -16,8 +16,8 @@ thread count follows the affinity mask (1 here), berth reads it too (1 libtorch 
 2 HTTP threads); each adapter logs what torch chose.
 
 Per model, per round, every system in turn (rounds interleaved, each round's order
-rotated): start the server, time process start -> first 200 to a real inference request
-(cold start), warm up, then
+rotated): start the server, time process start -> ready (its readiness endpoint says 200, then a
+real inference request gets 200: cold start), warm up, then
   - concurrency mode: wrk (-t1) at 1/4/16/64 connections: req/s, p50, p99;
   - request-rate mode: the highest rate of Poisson-like arrivals whose p99 stays under the
     SLO (seed MLP 5 ms, resnet18 250 ms), by bisection. wrk has no open-loop Poisson
@@ -63,18 +63,26 @@ V2_URL = "/v2/models/m/infer"
 # name -> how to start it and what to send. "venv": the peer's folder under benchmarks/peers
 # (its requirements.txt) and the distribution whose version is reported.
 SYSTEMS = {
-    "berth": {"label": "berth serve", "url": V2_URL, "body": "v2"},
+    "berth": {"label": "berth serve", "url": V2_URL, "body": "v2", "ready": "/v2/health/ready"},
+    # Not in the default run: berth without its warm-up's batch-limit tuning (which runs
+    # forwards at 1..64 rows before it says ready), to show what that costs at start.
+    "berth-nt": {"label": "berth serve --no-batch-tuning", "url": V2_URL, "body": "v2",
+                 "ready": "/v2/health/ready"},
     "floor": {"label": "HTTP floor (libmicrohttpd)", "url": V2_URL, "body": "v2"},
-    "mlserver": {"label": "MLServer", "venv": "mlserver", "url": V2_URL, "body": "v2"},
-    "kserve": {"label": "KServe (Python server)", "venv": "kserve", "url": V2_URL, "body": "v2"},
-    "litserve": {"label": "LitServe", "venv": "litserve", "url": "/predict", "body": "v2"},
-    "bentoml": {"label": "BentoML", "venv": "bentoml", "url": "/predict", "body": "bentoml"},
+    "mlserver": {"label": "MLServer", "venv": "mlserver", "url": V2_URL, "body": "v2",
+                 "ready": "/v2/health/ready"},
+    "kserve": {"label": "KServe (Python server)", "venv": "kserve", "url": V2_URL, "body": "v2",
+               "ready": "/v2/health/ready"},
+    "litserve": {"label": "LitServe", "venv": "litserve", "url": "/predict", "body": "v2",
+                 "ready": "/health"},
+    "bentoml": {"label": "BentoML", "venv": "bentoml", "url": "/predict", "body": "bentoml",
+                "ready": "/readyz"},
     "torchserve": {"label": "TorchServe", "venv": "torchserve", "url": "/predictions/m",
-                   "body": "v2", "apt": ["openjdk-17-jre-headless"]},
+                   "body": "v2", "apt": ["openjdk-17-jre-headless"], "ready": "/ping"},
     "rayserve": {"label": "Ray Serve", "venv": "rayserve", "url": "/predict", "body": "v2",
-                 "dist": "ray"},
+                 "dist": "ray", "ready": "/-/healthz"},
 }
-ORDER = ["berth", "floor", "mlserver", "kserve", "litserve", "bentoml", "torchserve", "rayserve"]
+ORDER = ["berth", "berth-nt", "floor", "mlserver", "kserve", "litserve", "bentoml", "torchserve", "rayserve"]
 
 
 def log(*a):
@@ -140,9 +148,9 @@ def version_of(py, dist):
 
 
 def server_command(name, py, model_path, port, floor_exe):
-    if name == "berth":
+    if name in ("berth", "berth-nt"):
         return [py, "-m", "berth", "serve", model_path, "--host", "127.0.0.1", "--port", str(port),
-                "--name", "m"]
+                "--name", "m"] + (["--no-batch-tuning"] if name == "berth-nt" else [])
     if name == "floor":
         return [floor_exe, str(port), "2"]  # 2 threads: as many as berth's HTTP threads here
     return [py, os.path.join(HERE, name, "server.py"), model_path, str(port)]
@@ -313,22 +321,33 @@ def stop(proc):
         pass
 
 
-def wait_first_answer(proc, url, body, timeout):
-    """Seconds from now until url answers 200 to the real request (None if it never does)."""
+def wait_ready(proc, ready_url, url, body, timeout):
+    """Seconds from now until the server is ready: its readiness endpoint (ready_url, if
+    it has one) answers 200 and then the real request does too (None if that never
+    happens). Both, since a server may answer requests before it says it is ready (berth
+    serve does, while it warms up) or say ready before its model has loaded."""
+    start = time.time()
+    for target, data in ([(ready_url, None)] if ready_url else []) + [(url, body)]:
+        if not poll_200(proc, target, data, timeout - (time.time() - start)):
+            return None
+    return time.time() - start
+
+
+def poll_200(proc, url, body, timeout):
     start = time.time()
     while time.time() - start < timeout:
         if proc.poll() is not None:
-            return None
+            return False
         try:
             req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=30) as r:
                 if r.status == 200:
                     r.read()
-                    return time.time() - start
+                    return True
         except (OSError, urllib.error.HTTPError):
             pass
         time.sleep(0.05)
-    return None
+    return False
 
 
 # ---------------------------------------------------------------- one run
@@ -348,9 +367,11 @@ def measure(name, spec, py, model_name, model_path, tmp, args, floor_exe):
                             start_new_session=True)
     result = {"system": name, "model": model_name}
     try:
-        ready = wait_first_answer(proc, url, body, args.start_timeout)
+        ready_url = f"http://127.0.0.1:{port}{spec['ready']}" if spec.get("ready") else None
+        ready = wait_ready(proc, ready_url, url, body, args.start_timeout)
         if ready is None:
-            result["error"] = (f"no 200 from {spec['url']} within {args.start_timeout} s "
+            result["error"] = (f"not ready (readiness, then a 200 from {spec['url']}) within "
+                               f"{args.start_timeout} s "
                                f"(exit {proc.poll()}); see {logfile.name}")
             return result
         result["cold_start_s"] = time.time() - t0
@@ -375,7 +396,17 @@ def measure(name, spec, py, model_name, model_path, tmp, args, floor_exe):
     finally:
         stop(proc)
         logfile.close()
+        result["threads"] = threads_logged(logfile.name)
         time.sleep(1)
+
+
+def threads_logged(path):
+    """What the server said about its threads: berth's start-up line, the adapters' line."""
+    with open(path, errors="replace") as f:
+        text = f.read()
+    m = re.search(r"libtorch threads \d+, http threads \d+", text) or \
+        re.search(r"\d+ intra-op threads", text)
+    return m.group(0) if m else ""
 
 
 # ---------------------------------------------------------------- report
@@ -392,6 +423,12 @@ def report(results, systems, models, args, versions, failures):
         f"window, concurrency {','.join(map(str, args.connections))}; server on CPU {SERVER_CPU}, wrk on "
         f"CPU {CLIENT_CPU}")
     out("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    threads = {}
+    for r in results:
+        if r.get("threads"):
+            threads.setdefault(SYSTEMS[r["system"]]["label"], r["threads"])
+    out("threads (as logged; the server had one CPU): "
+        + ", ".join(f"{k}: {v}" for k, v in threads.items()))
     for name, why in failures.items():
         out(f"NOT MEASURED {name}: {why}")
     for model in models:
@@ -433,7 +470,7 @@ def report(results, systems, models, args, versions, failures):
 def ratio_lines(results, systems, model):
     def figure(name, key):
         return med(r[key] for r in results if r["system"] == name and r["model"] == model and key in r)
-    peers = [n for n in systems if n not in ("berth", "floor")
+    peers = [n for n in systems if n not in ("berth", "berth-nt", "floor")
              and not math.isnan(figure(n, "max_rate"))]
     if "berth" not in systems or math.isnan(figure("berth", "max_rate")):
         return []
@@ -464,7 +501,7 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="1 round, 2 s windows, no stability rule, 4 bisection steps "
                              "(a few minutes; the full run takes far longer)")
-    parser.add_argument("--systems", default=",".join(ORDER))
+    parser.add_argument("--systems", default=",".join(s for s in ORDER if s != "berth-nt"))
     parser.add_argument("--models", default="mlp,resnet18")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--duration", type=int, help="seconds per wrk window")
@@ -496,7 +533,7 @@ def main():
         try:
             if spec.get("apt"):
                 apt_install(spec["apt"])
-            if name == "berth":
+            if name in ("berth", "berth-nt"):
                 pythons[name] = args.berth_python
                 versions["berth"] = version_of(args.berth_python, "berth")
                 versions["torch"] = version_of(args.berth_python, "torch")
