@@ -508,8 +508,12 @@ def ratio_lines(results, systems, model):
         best = max(peers, key=lambda n: figure(n, "max_rate"))
         fastest = min(peers, key=lambda n: figure(n, "cold_start_s"))
         leanest = min(peers, key=lambda n: figure(n, "peak_rss_mb"))
-        lines.append(f"- max rate at SLO: berth / best peer ({SYSTEMS[best]['label']}) = "
-                     f"{figure('berth', 'max_rate') / max(figure(best, 'max_rate'), 1e-9):.2f}x")
+        if figure(best, "max_rate") > 0:
+            lines.append(f"- max rate at SLO: berth / best peer ({SYSTEMS[best]['label']}) = "
+                         f"{figure('berth', 'max_rate') / figure(best, 'max_rate'):.2f}x")
+        else:
+            lines.append(f"- max rate at SLO: berth {figure('berth', 'max_rate'):,.1f}/s; no peer met "
+                         "the SLO at any rate tried (no ratio)")
         lines.append(f"- cold start: berth / fastest peer ({SYSTEMS[fastest]['label']}) = "
                      f"{figure('berth', 'cold_start_s') / figure(fastest, 'cold_start_s'):.2f}x")
         lines.append(f"- peak RSS: berth / leanest peer ({SYSTEMS[leanest]['label']}) = "
