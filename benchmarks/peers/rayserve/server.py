@@ -8,6 +8,7 @@ with num_cpus=1 and no dashboard (ray.init), and serves HTTP on 127.0.0.1:PORT.
 
     python server.py MODEL.pt PORT
 """
+import os
 import signal
 import sys
 import time
@@ -40,7 +41,9 @@ class TorchScript:
 
 
 if __name__ == "__main__":
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    # Ray's session files go under the working directory (the runner's scratch dir), not /tmp/ray.
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+             _temp_dir=os.path.join(os.getcwd(), "ray"))
     serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[2])})
     serve.run(TorchScript.bind(sys.argv[1]), route_prefix="/predict")
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
