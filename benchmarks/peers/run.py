@@ -305,8 +305,20 @@ def tree_peak_rss_mb(pids):
     return total / 1024
 
 
+def start_time(pid):
+    """The process's start time in clock ticks (with its pid, an identity that survives
+    pid reuse), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def stop(proc):
-    pids = tree(proc.pid)
+    """SIGTERM to the server's process group, then SIGKILL to whatever of the tree seen
+    before it is still there (the same processes: pid and start time)."""
+    started = {pid: start_time(pid) for pid in tree(proc.pid)}
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -316,7 +328,9 @@ def stop(proc):
     except subprocess.TimeoutExpired:
         pass
     time.sleep(0.5)
-    for pid in tree(proc.pid) + pids:  # what outlived the group's SIGTERM (ours, by pid)
+    for pid, when in started.items():  # what outlived the group's SIGTERM
+        if when is None or start_time(pid) != when:
+            continue
         try:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
