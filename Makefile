@@ -20,7 +20,7 @@ SOURCES := $(wildcard csrc/core/*.c csrc/core/*.h csrc/include/*.h csrc/shim/*.c
 STAMP := $(VENV)/.berth-built
 DEB_STAMP := $(DEB_VENV)/.berth-built
 
-.PHONY: all build build-debian demo demo-debian test test-pypi test-debian test-core test-serving sanitize fuzz bench bench-server clean validate-tools deploy-reference image-test
+.PHONY: all build build-debian demo demo-debian test test-pypi test-debian test-core test-serving sanitize fuzz bench bench-server bench-peers clean validate-tools deploy-reference image-test
 
 all: build
 
@@ -100,6 +100,13 @@ bench: build
 
 bench-server: build
 	$(PY) benchmarks/bench_server.py
+
+# berth serve against TorchServe, BentoML, LitServe, Ray Serve, MLServer, KServe and the
+# HTTP floor (benchmarks/peers/): each peer in its own venv under build/peers/, made on
+# demand, never a berth dependency; not part of CI. ./dev.sh bench-peers PEERS_ARGS=--quick
+PEERS_ARGS ?=
+bench-peers: build
+	$(PY) benchmarks/peers/run.py $(PEERS_ARGS)
 
 # Node tools that validate emitted manifests and Dockerfiles (npm ci, once).
 validate-tools:
