@@ -26,11 +26,33 @@ def quadratic_model():
     return Quadratic()
 
 
+def linear_model():
+    """A model whose forward costs the same per row at any batch (a compute-bound model on
+    few cores): about 0.5 ms of interpreted adds per row."""
+    import torch
+
+    class Linear(torch.nn.Module):
+        def forward(self, x):
+            acc = torch.zeros(1)
+            for _ in range(x.size(0) * 200):
+                acc = acc + 1.0
+            return x + acc / float(x.size(0) * 200)
+
+    return Linear()
+
+
 @pytest.fixture(scope="module")
 def quadratic_path(models_dir):
     meta = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 4]}],
             "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 4]}]}
     return save_script(quadratic_model(), models_dir / "quadratic.pt", meta)
+
+
+@pytest.fixture(scope="module")
+def linear_path(models_dir):
+    meta = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 4]}],
+            "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 4]}]}
+    return save_script(linear_model(), models_dir / "linear.pt", meta)
 
 
 def infer(service, name, x):
@@ -61,6 +83,21 @@ def test_rows_that_get_dearer_stop_the_climb_and_cap_batches(quadratic_path):
         for i in range(12):
             np.testing.assert_allclose(results[i], xs[i] + 1.0, rtol=1e-6)
         assert service.stats()["batches"] - before == 12
+    finally:
+        service.close()
+
+
+def test_rows_that_cost_the_same_stop_the_climb_after_two_flat_steps(linear_path):
+    # Batches that do not make rows cheaper only add latency (and warm-up time: resnet18
+    # on one CPU climbed to 64 rows for 39 s to settle on 1); two sizes in a row without a
+    # 15% gain end the climb.
+    service = _core.Service(berth.load(linear_path), "lin", max_batch_size=64)
+    try:
+        service.warmup(rounds=1)
+        rows = [r for r, _ in service.batch_costs]
+        assert rows[:2] == [1, 2] and len(rows) <= 4, rows  # [1, 2, 4], or one more after a noisy step
+        assert service.batch_limit <= rows[-1]
+        np.testing.assert_allclose(infer(service, "lin", np.ones((3, 4), np.float32)), np.full((3, 4), 2.0))
     finally:
         service.close()
 

@@ -406,14 +406,16 @@ static int warm_forward(bt_service *svc, size_t n, int rows, double *seconds, bt
 /* Times batches of 1, 2, 4, ... max_batch_size rows (one untimed forward for the new
  * shape, then the best of BT_TUNE_TIMED) and sets the batcher's limit to the smallest
  * size whose cost per row is within BT_TUNE_SLACK of the cheapest. Bigger is not always
- * cheaper: on 2 cores resnet18 costs ~16 ms per image at 4-16 rows but more at 64, where
- * the activations outgrow glibc's per-thread heaps and are mapped and faulted in on every
+ * cheaper: a compute-bound model on few cores costs the same per row at any size, and
+ * activations that outgrow glibc's per-thread heaps are mapped and faulted in on every
  * forward. The climb stops once rows cost BT_TUNE_STOP times the cheapest (timings on a
- * shared machine wander by a third; the fault-bound batches cost 3x), or after
- * BT_TUNE_BUDGET_S seconds. */
+ * shared machine wander by a third), after BT_TUNE_FLAT_STEPS sizes in a row that did not
+ * beat the cheapest by BT_TUNE_SLACK (bigger batches would only add latency), or before a
+ * size whose forwards would take the warm-up past BT_TUNE_BUDGET_S seconds. */
 #define BT_TUNE_TIMED 3
 #define BT_TUNE_SLACK 1.15
 #define BT_TUNE_STOP 2.0
+#define BT_TUNE_FLAT_STEPS 2
 #define BT_TUNE_BUDGET_S 20.0
 
 static int tune_batch_limit(bt_service *svc, size_t n, bt_error *err)
@@ -421,6 +423,7 @@ static int tune_batch_limit(bt_service *svc, size_t n, bt_error *err)
     const int max = svc->bp.max_batch_size;
     const double start = bt_now();
     double best = HUGE_VAL;
+    int flat = 0;
     svc->n_tuned = 0;
     for (int rows = 1; svc->n_tuned < BT_TUNE_MAX_STEPS;) {
         double t, cost = HUGE_VAL;
@@ -432,15 +435,21 @@ static int tune_batch_limit(bt_service *svc, size_t n, bt_error *err)
             if (t < cost)
                 cost = t;
         }
+        const double forward = cost;
         cost /= rows;
         svc->tuned[svc->n_tuned].rows = rows;
         svc->tuned[svc->n_tuned].seconds_per_row = cost;
         svc->n_tuned++;
+        flat = svc->n_tuned > 1 && cost * BT_TUNE_SLACK > best ? flat + 1 : 0;
         if (cost < best)
             best = cost;
-        if (rows == max || cost > BT_TUNE_STOP * best || bt_now() - start > BT_TUNE_BUDGET_S)
+        if (rows == max || cost > BT_TUNE_STOP * best || flat >= BT_TUNE_FLAT_STEPS)
             break;
-        rows = rows > max / 2 ? max : rows * 2;
+        const int next = rows > max / 2 ? max : rows * 2;
+        const double ahead = forward * next / rows * (1 + BT_TUNE_TIMED);
+        if (bt_now() - start + ahead > BT_TUNE_BUDGET_S)
+            break;
+        rows = next;
     }
     int limit = svc->tuned[svc->n_tuned - 1].rows;
     for (size_t i = 0; i < svc->n_tuned; i++) {
