@@ -16,7 +16,7 @@ DEB_VENV := .venv-debian
 DEB_PY := $(DEB_VENV)/bin/python
 DEB_SRC := build/debian-src
 ASAN_DIR := build/asan
-SOURCES := $(wildcard csrc/core/*.c csrc/core/*.h csrc/include/*.h csrc/shim/*.cpp csrc/shim/*.h csrc/shim/CMakeLists.txt) setup.py pyproject.toml
+SOURCES := $(wildcard csrc/*/*.c csrc/*/*.h csrc/include/berth/*.h csrc/shim/*.cpp csrc/shim/CMakeLists.txt) setup.py pyproject.toml
 STAMP := $(VENV)/.berth-built
 DEB_STAMP := $(DEB_VENV)/.berth-built
 

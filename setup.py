@@ -125,13 +125,13 @@ class BuildPyWithSource(build_py):
 
 core = Extension(
     "berth._core",
-    sources=sorted(glob.glob("csrc/core/*.c")),
-    include_dirs=["csrc/include", "csrc/shim", "csrc/core", numpy.get_include()],
+    sources=sorted(glob.glob("csrc/runtime/*.c") + glob.glob("csrc/serving/*.c") + glob.glob("csrc/python/*.c")),
+    include_dirs=["csrc", "csrc/include", numpy.get_include()],
     libraries=["cjson", "microhttpd", "z", "pthread", "dl"],
     extra_compile_args=["-std=c11", "-Wall", "-Wextra",
                         "-fvisibility=hidden"] + (["-Werror"] if WERROR else []) + (SANITIZE_FLAGS + ["-O1", "-g"] if SANITIZE else ["-O2"]),
     extra_link_args=SANITIZE_FLAGS if SANITIZE else [],
-    depends=sorted(glob.glob("csrc/core/*.h") + glob.glob("csrc/include/*.h") + glob.glob("csrc/shim/*.h")),
+    depends=sorted(glob.glob("csrc/*/*.h") + glob.glob("csrc/include/berth/*.h")),
 )
 
 setup(ext_modules=[core], cmdclass={"build_ext": BuildWithShim, "build_py": BuildPyWithSource},

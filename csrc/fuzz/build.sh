@@ -9,9 +9,9 @@ mkdir -p "$out"
 CC=${CC:-clang}
 $CC -std=c11 -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined \
     -fno-sanitize-recover=undefined \
-    -I"$root/csrc/include" -I"$root/csrc/core" \
-    "$root/csrc/fuzz/fuzz_codec.c" "$root/csrc/core/codec.c" "$root/csrc/core/tensor.c" \
-    "$root/csrc/core/error.c" "$root/csrc/core/jsonutil.c" -lcjson -lm -o "$out/fuzz_codec"
+    -I"$root/csrc/include" -I"$root/csrc" \
+    "$root/csrc/fuzz/fuzz_codec.c" "$root/csrc/serving/codec.c" "$root/csrc/runtime/tensor.c" \
+    "$root/csrc/runtime/error.c" "$root/csrc/serving/jsonutil.c" -lcjson -lm -o "$out/fuzz_codec"
 if [ $# -gt 0 ]; then
     mkdir -p "$out/corpus"
     "$out/fuzz_codec" -max_total_time="$1" -max_len=4096 -timeout=10 \
