@@ -20,7 +20,7 @@ SOURCES := $(wildcard csrc/*/*.c csrc/*/*.h csrc/include/berth/*.h csrc/shim/*.c
 STAMP := $(VENV)/.berth-built
 DEB_STAMP := $(DEB_VENV)/.berth-built
 
-.PHONY: all build build-debian demo demo-debian test test-pypi test-debian test-core test-serving sanitize fuzz bench bench-server clean validate-tools deploy-reference image-test
+.PHONY: all build build-debian demo demo-debian lint test test-pypi test-debian test-core test-serving sanitize fuzz bench bench-server clean validate-tools deploy-reference image-test
 
 all: build
 
@@ -62,8 +62,12 @@ demo: build
 demo-debian: build-debian
 	cd build && ../$(DEB_PY) -m berth demo --out ../berth-demo-debian
 
-# Both stacks: the PyPI one with the docstring examples, then Debian's.
-test: test-pypi test-debian
+# The linters, then both stacks: the PyPI one with the docstring examples, then Debian's.
+test: lint test-pypi test-debian
+
+# ruff (rules in pyproject.toml, pinned in requirements/pypi-stack.txt) on the Python.
+lint: $(VENV)/.requirements
+	$(PY) -m ruff check --no-cache python tests benchmarks
 
 test-pypi: build
 	$(PY) -m pytest -q --doctest-modules tests python/berth

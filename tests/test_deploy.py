@@ -424,7 +424,7 @@ def test_cli_takes_a_plain_file_without_a_name_and_input_options(model_path, tmp
 
 
 def _entrypoint(dockerfile_text):
-    line = next(l for l in dockerfile_text.splitlines() if l.startswith("ENTRYPOINT "))
+    line = next(line for line in dockerfile_text.splitlines() if line.startswith("ENTRYPOINT "))
     return json.loads(line[len("ENTRYPOINT "):])
 
 
