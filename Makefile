@@ -16,19 +16,21 @@ DEB_VENV := .venv-debian
 DEB_PY := $(DEB_VENV)/bin/python
 DEB_SRC := build/debian-src
 ASAN_DIR := build/asan
-SOURCES := $(wildcard csrc/core/*.c csrc/core/*.h csrc/include/*.h csrc/shim/*.cpp csrc/shim/*.h csrc/shim/CMakeLists.txt) setup.py pyproject.toml
+SOURCES := $(wildcard csrc/*/*.c csrc/*/*.h csrc/include/berth/*.h csrc/shim/*.cpp csrc/shim/CMakeLists.txt) CMakeLists.txt pyproject.toml
 STAMP := $(VENV)/.berth-built
 DEB_STAMP := $(DEB_VENV)/.berth-built
 
-.PHONY: all build build-debian demo demo-debian test test-pypi test-debian test-core test-serving sanitize fuzz bench bench-server bench-peers clean validate-tools deploy-reference image-test
+.PHONY: all build build-debian demo demo-debian lint test test-pypi test-debian test-core test-serving sanitize fuzz bench bench-server bench-peers clean validate-tools deploy-reference image-test
 
 all: build
 
 # pip is told the exact torch: a range would let it fetch a CUDA build of several GB.
-$(VENV)/.requirements: requirements/pypi-stack.txt
+# requirements/build.txt: the build backend (scikit-build-core), since berth is built
+# without build isolation.
+$(VENV)/.requirements: requirements/pypi-stack.txt requirements/build.txt
 	test -x $(PY) || $(PYTHON_PYPI) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements/pypi-stack.txt
-	cp requirements/pypi-stack.txt $@
+	$(PY) -m pip install -q -r requirements/pypi-stack.txt -r requirements/build.txt
+	cat requirements/pypi-stack.txt requirements/build.txt > $@
 
 # Editable install: the native parts are built in place under python/berth/.
 $(STAMP): $(VENV)/.requirements $(SOURCES)
@@ -40,8 +42,13 @@ build: $(STAMP)
 $(DEB_PY):
 	$(PYTHON_SYS) -m venv --system-site-packages $(DEB_VENV)
 
+# Debian's stack is Debian's packages, but for the build backend, which bookworm lacks.
+$(DEB_VENV)/.requirements: $(DEB_PY) requirements/build.txt
+	$(DEB_PY) -m pip install -q -r requirements/build.txt
+	cp requirements/build.txt $@
+
 # The Debian leg installs berth (not editable) from a copy of the tracked tree.
-$(DEB_STAMP): $(DEB_PY) $(SOURCES) $(shell git ls-files python)
+$(DEB_STAMP): $(DEB_VENV)/.requirements $(SOURCES) $(shell git ls-files python)
 	rm -rf $(DEB_SRC) && mkdir -p $(DEB_SRC)
 	git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C $(DEB_SRC)
 	$(DEB_PY) -m pip install -q --no-build-isolation --no-deps --no-index $(DEB_SRC)
@@ -55,8 +62,12 @@ demo: build
 demo-debian: build-debian
 	cd build && ../$(DEB_PY) -m berth demo --out ../berth-demo-debian
 
-# Both stacks: the PyPI one with the docstring examples, then Debian's.
-test: test-pypi test-debian
+# The linters, then both stacks: the PyPI one with the docstring examples, then Debian's.
+test: lint test-pypi test-debian
+
+# ruff (rules in pyproject.toml, pinned in requirements/pypi-stack.txt) on the Python.
+lint: $(VENV)/.requirements
+	$(PY) -m ruff check --no-cache python tests benchmarks
 
 test-pypi: build
 	$(PY) -m pytest -q --doctest-modules tests python/berth
@@ -72,14 +83,17 @@ SERVING_TESTS := tests/test_protocol_*.py tests/test_batcher*.py tests/test_serv
 test-serving: build
 	$(PY) -m pytest -q $(SERVING_TESTS) --doctest-modules python/berth/serving
 
-# The C core and the shim built with AddressSanitizer + UBSan (and -Werror), running the core and
-# serving tests (the servers they start inherit the instrumented build).
+# The C core and the shim built with AddressSanitizer + UBSan (and -Werror) by the root CMake
+# project into a copy of the package, running the core and serving tests (the servers they
+# start inherit the instrumented build).
 # Python itself is not instrumented, so the runtime is preloaded and leak checking is off
 # (CPython keeps its interned objects until exit).
 sanitize: $(VENV)/.requirements
 	rm -rf $(ASAN_DIR)/berth && mkdir -p $(ASAN_DIR) && cp -r python/berth $(ASAN_DIR)/berth
 	find $(ASAN_DIR)/berth -name '*.so' -delete
-	BERTH_SANITIZE=1 BERTH_WERROR=1 $(PY) setup.py -q build_ext -b $(ASAN_DIR) -t build/asan-obj
+	cmake -S . -B build/asan-obj -DPython_EXECUTABLE=$(abspath $(PY)) -DCMAKE_BUILD_TYPE=Release \
+	    -DBERTH_SANITIZE=ON -DBERTH_WERROR=ON -DBERTH_INPLACE_DIR=$(abspath $(ASAN_DIR))/berth >/dev/null
+	cmake --build build/asan-obj -j2
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_odr_violation=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 BERTH_SANITIZED=1 \

@@ -620,8 +620,8 @@ def soak(args):
         "server_alive_at_end": alive, "server_exit": rc,
         "sigterm_to_exit_s": round(stop_s, 2) if stop_s is not None else None,
         "server_metrics_requests": server_codes,
-        "server_log_suspicious": [l for l in log_text.splitlines()
-                                  if re.search(r"abort|panic|segfault|assert|traceback|fatal", l, re.I)][:20],
+        "server_log_suspicious": [line for line in log_text.splitlines()
+                                  if re.search(r"abort|panic|segfault|assert|traceback|fatal", line, re.I)][:20],
         "rss_kib": curve_summary(sampler.rows, "rss_kib", args.warmup),
         "fds": curve_summary(sampler.rows, "fds", args.warmup),
         "fd_other": curve_summary(sampler.rows, "fd_other", args.warmup),
@@ -757,8 +757,8 @@ def kill9(args):
                "restart_to_first_ok_s": spread("restart_to_first_ok_s"),
                "kill_to_first_ok_s": spread("kill_to_first_ok_s"),
                "client_outcomes": dict(totals), "final_sigterm_exit": rc,
-               "startup_lines": [l for l in open(server_log, errors="replace").read().splitlines()
-                                 if re.search(r"ready|listening|warm|error|in use", l, re.I)][-12:]}
+               "startup_lines": [line for line in open(server_log, errors="replace").read().splitlines()
+                                 if re.search(r"ready|listening|warm|error|in use", line, re.I)][-12:]}
     with open(os.path.join(out, "kill9.json"), "w") as f:
         json.dump(summary, f, indent=1, default=str)
     print(json.dumps(summary, indent=1, default=str))

@@ -59,7 +59,7 @@ def test_context_has_every_file_and_sanitizes_the_name(model_path, tmp_path, cap
                      "k8s/hpa.yaml", "k8s/pdb.yaml", "k8s/kustomization.yaml",
                      "k8s/servicemonitor.yaml", "k8s/grafana-dashboard.yaml",
                      "k8s/kserve/inferenceservice.yaml", "k8s/kserve/kustomization.yaml",
-                     "berth-src/setup.py", "berth-src/pyproject.toml",
+                     "berth-src/CMakeLists.txt", "berth-src/pyproject.toml",
                      "berth-src/python/berth/__init__.py",
                      "berth-src/python/berth/deployment/__init__.py"]:
         assert expected in files, expected
@@ -309,12 +309,12 @@ def test_berth_source_dir_names_the_source_to_ship(model_path, tmp_path, monkeyp
 
 
 def test_source_bundled_inside_the_package_is_preferred_to_the_checkout(tmp_path, monkeypatch):
-    """A pip-installed berth finds its source in berth/_source/ (put there by setup.py)."""
+    """A pip-installed berth finds its source in berth/_source/ (put there by the build, CMakeLists.txt)."""
     from berth.deployment import source_tree
     package = tmp_path / "site-packages" / "berth"
     (package / "deployment").mkdir(parents=True)
     bundled = package / "_source"
-    # what setup.py does at build time (it loads source_tree.py by path)
+    # what the build does at install time (it runs source_tree.py by path)
     spec = importlib.util.spec_from_file_location(
         "source_tree_by_path", REPO / "python/berth/deployment/source_tree.py")
     by_path = importlib.util.module_from_spec(spec)
@@ -424,7 +424,7 @@ def test_cli_takes_a_plain_file_without_a_name_and_input_options(model_path, tmp
 
 
 def _entrypoint(dockerfile_text):
-    line = next(l for l in dockerfile_text.splitlines() if l.startswith("ENTRYPOINT "))
+    line = next(line for line in dockerfile_text.splitlines() if line.startswith("ENTRYPOINT "))
     return json.loads(line[len("ENTRYPOINT "):])
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import berth
-from conftest import berth_pythonpath, save_script, seed_mlp
+from conftest import berth_pythonpath, seed_mlp
 
 torch = pytest.importorskip("torch")
 TORCH = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])

@@ -155,7 +155,7 @@ def test_serve_logs_a_failed_warm_up_and_stays_not_ready(models_dir):
     server = ServeProcess(path, "--name", "m", "--threads", "1", wait_ready=False)
     try:
         deadline = time.time() + 60
-        while time.time() < deadline and not any("warm-up failed" in l for l in server.lines):
+        while time.time() < deadline and not any("warm-up failed" in line for line in server.lines):
             time.sleep(0.05)
         log = "".join(server.lines)
         assert "warm-up failed, the model stays not ready" in log and "needs real data" in log

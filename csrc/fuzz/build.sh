@@ -1,17 +1,14 @@
 #!/bin/sh
-# Builds and runs the codec fuzzer (libFuzzer + ASan/UBSan, clang from Debian).
+# Builds and runs the codec fuzzer (libFuzzer + ASan/UBSan, clang from Debian), a target
+# of the root CMake project (option BERTH_FUZZER; no Python, no libtorch).
 #   csrc/fuzz/build.sh            build only, into build-fuzz/fuzz_codec
 #   csrc/fuzz/build.sh 60         build, then fuzz for 60 seconds from csrc/fuzz/corpus
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out="$root/build-fuzz"
-mkdir -p "$out"
-CC=${CC:-clang}
-$CC -std=c11 -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined \
-    -fno-sanitize-recover=undefined \
-    -I"$root/csrc/include" -I"$root/csrc/core" \
-    "$root/csrc/fuzz/fuzz_codec.c" "$root/csrc/core/codec.c" "$root/csrc/core/tensor.c" \
-    "$root/csrc/core/error.c" "$root/csrc/core/jsonutil.c" -lcjson -lm -o "$out/fuzz_codec"
+cmake -S "$root" -B "$out" -DCMAKE_C_COMPILER="${CC:-clang}" -DCMAKE_BUILD_TYPE=Debug \
+    -DBERTH_FUZZER=ON -DBERTH_EXTENSION=OFF -DBERTH_SHIM=OFF >/dev/null
+cmake --build "$out" --target fuzz_codec -j2
 if [ $# -gt 0 ]; then
     mkdir -p "$out/corpus"
     "$out/fuzz_codec" -max_total_time="$1" -max_len=4096 -timeout=10 \

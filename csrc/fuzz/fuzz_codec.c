@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec.h"
-#include "jsonutil.h"
-#include "tensor.h"
+#include "serving/codec.h"
+#include "serving/jsonutil.h"
+#include "runtime/tensor.h"
 
 static void roundtrip(const bt_infer_request *req)
 {

@@ -1,6 +1,6 @@
 // berth_torch.cpp - the libtorch shim: the only C++ in berth.
 //
-// Everything here sits behind the C table declared in berth_torch.h. Each entry point is
+// Everything here sits behind the C table declared in berth/shim.h. Each entry point is
 // an exception firewall: C++ exceptions become berth_status objects, never escape.
 
 #include <torch/script.h>
@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include "berth_torch.h"
+#include "berth/shim.h"
 
 #define BERTH_EXPORT extern "C" __attribute__((visibility("default")))
 

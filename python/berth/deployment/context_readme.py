@@ -9,7 +9,7 @@ def try_request(sample, name):
     """The README's request: post the context's sample request file, or say how to get one."""
     url = f"http://127.0.0.1:{SERVER_PORT}/v2/models/{name}/infer"
     if sample is None:
-        return f"""\
+        return """\
 ```
 
 This model carries no signature (a plain TorchScript file), so there is no sample

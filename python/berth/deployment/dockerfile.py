@@ -28,10 +28,8 @@ RUNTIME_PACKAGES = ("python3", "python3-numpy", "libcjson1", "libmicrohttpd12", 
 # A .pt2 image runs the libtorch carried in its context (see render_prebuilt_dockerfile).
 PREBUILT_RUNTIME_PACKAGES = ("python3", "python3-numpy", "libcjson1", "libmicrohttpd12", "libstdc++6")
 TORCH_LIB_DIR = "/usr/local/lib/berth-torch"
-BUILD_PACKAGES = ("build-essential", "cmake", "python3-dev", "python3-venv",
-                  "python3-numpy", "python3-setuptools", "python3-pip", "python3-wheel",
-                  "libtorch-dev", "libcjson-dev", "libmicrohttpd-dev", "libgnutls28-dev",
-                  "zlib1g-dev")
+BUILD_PACKAGES = ("build-essential", "cmake", "python3-dev", "python3-numpy", "libtorch-dev",
+                  "libcjson-dev", "libmicrohttpd-dev", "libgnutls28-dev", "zlib1g-dev")
 
 DOCKERIGNORE = """\
 # Only the Dockerfile's inputs go to the build: model/, berth-src/ and build/.
@@ -173,8 +171,13 @@ RUN apt-get update \\
         {_words(BUILD_PACKAGES)} \\
     && rm -rf /var/lib/apt/lists/*
 COPY berth-src/ /src/berth/
-RUN python3 -m pip install --no-build-isolation --no-deps --no-compile \\
-        --target {PYTHON_DIR} /src/berth
+# berth's one CMake project, run by Debian's cmake (no PyPI build backend needed here):
+# the native parts built against Debian's libtorch, installed with the Python package.
+RUN cmake -S /src/berth -B /tmp/berth-build -DCMAKE_BUILD_TYPE=Release \\
+        -DPython_EXECUTABLE=/usr/bin/python3 \\
+    && cmake --build /tmp/berth-build -j"$(nproc)" \\
+    && cmake --install /tmp/berth-build --prefix {PYTHON_DIR} \\
+    && rm -rf /tmp/berth-build
 COPY build/collect_runtime_libs.py /src/collect_runtime_libs.py
 RUN python3 /src/collect_runtime_libs.py --skip-packages /var/lib/berth-runtime-packages \\
         --dest /opt/berth/rootfs $(find {PYTHON_DIR}/berth -name '*.so' | sort)

@@ -5,15 +5,16 @@ wheel built elsewhere would not do). The source is looked up, in order:
 
 1. ``$BERTH_SOURCE_DIR``: a berth checkout named by the user;
 2. ``berth/_source/``: a copy of the source shipped inside an installed berth (the
-   build hook in setup.py puts it there, so a pip-installed berth can deploy);
+   root CMakeLists.txt runs this file at install time to put it there, so a
+   pip-installed berth can deploy);
 3. the checkout that the imported ``berth`` package lives in (``python/berth`` of a
    repository, as in development and editable installs).
 """
 import os
 from pathlib import Path
 
-TOP_LEVEL_FILES = ("setup.py", "pyproject.toml", "setup.cfg", "MANIFEST.in", "README.md",
-                   "CMakeLists.txt", "LICENSE", "LICENSE.txt", "LICENSE.md", "NOTICE")
+TOP_LEVEL_FILES = ("pyproject.toml", "CMakeLists.txt", "setup.cfg", "MANIFEST.in", "README.md",
+                   "LICENSE", "LICENSE.txt", "LICENSE.md", "NOTICE")
 TOP_LEVEL_DIRS = ("csrc", "python/berth")
 _SKIP_DIRS = {"__pycache__", "build", "dist", "node_modules", ".git", "_source",
               ".pytest_cache", ".mypy_cache"}
@@ -23,7 +24,7 @@ _SKIP_SUFFIXES = (".so", ".o", ".a", ".pyc", ".pyo", ".egg-info", "~", ".swp")
 def is_source_root(path):
     """True when ``path`` looks like a berth source tree."""
     path = Path(path)
-    return ((path / "setup.py").is_file() or (path / "pyproject.toml").is_file()) \
+    return (path / "pyproject.toml").is_file() \
         and (path / "csrc").is_dir() and (path / "python" / "berth" / "__init__.py").is_file()
 
 
@@ -35,7 +36,7 @@ def find_source_root():
         if is_source_root(env):
             return Path(env).resolve()
         raise FileNotFoundError(
-            f"BERTH_SOURCE_DIR: expected a berth source tree (setup.py or pyproject.toml, "
+            f"BERTH_SOURCE_DIR: expected a berth source tree (pyproject.toml, "
             f"csrc/ and python/berth/), got {env!r}")
     package_dir = Path(__file__).resolve().parent.parent
     bundled = package_dir / "_source"
@@ -74,8 +75,9 @@ def source_files(root):
 def bundle_source(root, dest):
     """Copy the files a build needs from ``root`` into ``dest`` (e.g. ``berth/_source``).
 
-    setup.py calls this while building berth so that an installed berth carries its own
-    source; it loads this file by path, as berth itself is not importable then.
+    The build runs this file as a script (``python source_tree.py ROOT DEST``) while
+    installing berth, so that an installed berth carries its own source; berth itself is
+    not importable then.
     Returns the number of files copied.
     """
     dest = Path(dest)
@@ -85,3 +87,8 @@ def bundle_source(root, dest):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(full.read_bytes())
     return len(files)
+
+
+if __name__ == "__main__":
+    import sys
+    bundle_source(sys.argv[1], sys.argv[2])

@@ -1,6 +1,0 @@
-/* serving_init.c - the serving parts register themselves in berth._core here. */
-#include "serving_init.h"
-
-#include "py_serving.h"
-
-int bt_serving_init(PyObject *module) { return bt_py_serving_add_types(module); }

@@ -1,0 +1,45 @@
+/*
+ * tensor.h - DLPack helpers for the C core: dtype names and sizes, the cast policy,
+ * and tensors whose memory the core allocates itself (one malloc, freed by the deleter).
+ */
+#ifndef BERTH_TENSOR_H
+#define BERTH_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "berth/dlpack.h"
+#include "runtime/error.h"
+
+/* Bytes per element (0 for a type berth does not handle). */
+size_t bt_dtype_size(DLDataType t);
+
+/* 1 if equal. */
+int bt_dtype_equal(DLDataType a, DLDataType b);
+
+/* Parses a numpy-style name ("float32", "int64", "bool"); 0 on success, -1 if unknown. */
+int bt_dtype_from_name(const char *name, DLDataType *out);
+
+/* numpy-style name of t ("float32"). */
+const char *bt_dtype_str(DLDataType t);
+
+/* Whether the core casts from -> to on its own: widening casts that lose nothing, and
+ * float64 -> float32 (documented: NumPy's default float meeting a float32 model). */
+int bt_cast_allowed(DLDataType from, DLDataType to);
+
+/* Elements in t (product of the shape; 1 for a scalar). -1 on overflow. */
+int64_t bt_numel(const DLTensor *t);
+
+/* 1 if t is C-contiguous (strides NULL or matching the shape). */
+int bt_is_contiguous(const DLTensor *t);
+
+/* A new C-contiguous host tensor of dtype/shape whose data is uninitialised; the struct,
+ * shape and data are one allocation released by its deleter. NULL with err set on
+ * overflow or out of memory. */
+DLManagedTensor *bt_tensor_new(DLDataType dtype, int ndim, const int64_t *shape, bt_error *err);
+
+/* Copies src (any strides, byte_offset honoured) into a new C-contiguous tensor of dtype
+ * to, converting each element. NULL with err set on failure. */
+DLManagedTensor *bt_tensor_cast(const DLTensor *src, DLDataType to, bt_error *err);
+
+#endif /* BERTH_TENSOR_H */
