@@ -308,7 +308,7 @@ def slow_package(tmp_path_factory):
 
 @needs_export
 def test_serve_batches_a_pt2_model(slow_package):
-    from test_serving_http import JSON_HEADERS, ServeProcess, metric
+    from test_serving_http import ServeProcess, infer_in_rounds, metric
 
     module, path = slow_package
     server = ServeProcess(path, "--name", "mlp", "--max-delay-ms", "20", "--max-batch-size", "512")
@@ -319,31 +319,10 @@ def test_serve_batches_a_pt2_model(slow_package):
         name = berth.load(path).inputs[0].name
         assert meta["inputs"] == [{"name": name, "datatype": "FP32", "shape": [-1, 10]}]
         assert meta["parameters"]["max_batch_size"] <= 256  # the exported range caps --max-batch-size
-        clients, rounds = 16, 6
         rng = np.random.default_rng(3)
-        inputs = [rng.standard_normal((1, 10)).astype(np.float32) for _ in range(clients * rounds)]
-        answers = [None] * len(inputs)
+        inputs = [rng.standard_normal((1, 10)).astype(np.float32) for _ in range(16 * 6)]
         before = metric(server.metrics(), "berth_batch_size_count{}")
-        start = threading.Barrier(clients)
-
-        def client(t):
-            conn = server.connection()
-            for k in range(t, len(inputs), clients):
-                x = inputs[k]
-                body = json.dumps({"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32",
-                                               "data": x.ravel().tolist()}]}).encode()
-                start.wait()  # each round's requests leave together, to queue behind one forward
-                status, _, reply = server.request("POST", "/v2/models/mlp/infer", body, JSON_HEADERS, conn)
-                assert status == 200, reply
-                out = json.loads(reply)["outputs"][0]
-                answers[k] = np.array(out["data"], np.float32).reshape(out["shape"])
-            conn.close()
-
-        threads = [threading.Thread(target=client, args=(t,)) for t in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        answers = infer_in_rounds(server, "mlp", inputs, clients=16, name=name)
         for x, got in zip(inputs, answers):
             assert np.abs(got - eager(module, [x])[0]).max() <= 1e-5
         batches = metric(server.metrics(), "berth_batch_size_count{}") - before

@@ -163,6 +163,33 @@ def test_errors_on_the_wire(seed_server):
     conn.close()
 
 
+def infer_in_rounds(server, model, inputs, clients, name="dense_input"):
+    """Sends each of ``inputs`` (one request each) to /v2/models/MODEL/infer from
+    ``clients`` keep-alive connections, in rounds whose requests leave together (a
+    barrier), and returns the answers in order: requests that queue up behind a forward,
+    for batching tests. Each answer must be 200."""
+    answers = [None] * len(inputs)
+    start = threading.Barrier(clients)
+
+    def client(t):
+        conn = server.connection()
+        for k in range(t, len(inputs), clients):
+            body = infer_body(inputs[k], name)
+            start.wait()
+            status, _, reply = server.request("POST", f"/v2/models/{model}/infer", body, JSON_HEADERS, conn)
+            assert status == 200, reply
+            answers[k] = output_of(reply)
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(a is not None for a in answers), "a client failed (see its traceback above)"
+    return answers
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_answer(slow_linear):
     """32 clients send at once to a model whose forwards take milliseconds: while one
     runs the others queue, so forwards must carry several requests, each answered with
@@ -172,32 +199,13 @@ def test_concurrent_requests_are_batched_and_each_gets_its_answer(slow_linear):
     server = ServeProcess(path, "--name", "seed", "--max-delay-ms", "20", "--threads", "1")
     try:
         rng = np.random.default_rng(7)
-        clients, rounds = 32, 6
-        inputs = [rng.standard_normal((1, 10)).astype(np.float32) for _ in range(clients * rounds)]
-        answers = [None] * len(inputs)
+        inputs = [rng.standard_normal((1, 10)).astype(np.float32) for _ in range(32 * 6)]
         before = metric(server.metrics(), "berth_batch_size_count{}")
-        start = threading.Barrier(clients)
-
-        def client(t):
-            conn = server.connection()
-            for k in range(t, len(inputs), clients):
-                body = infer_body(inputs[k])
-                start.wait()  # each round's requests leave together
-                status, _, reply = server.request("POST", "/v2/models/seed/infer", body, JSON_HEADERS, conn)
-                assert status == 200, reply
-                answers[k] = output_of(reply)
-            conn.close()
-
-        threads = [threading.Thread(target=client, args=(t,)) for t in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        answers = infer_in_rounds(server, "seed", inputs, clients=32)
         with torch.inference_mode():
             for x, got in zip(inputs, answers):  # batched BLAS kernels differ in the last bit
                 np.testing.assert_allclose(got, module(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
-        text = server.metrics()
-        batches = metric(text, "berth_batch_size_count{}") - before
+        batches = metric(server.metrics(), "berth_batch_size_count{}") - before
         assert batches <= len(inputs) // 2, f"{batches:g} forwards for {len(inputs)} requests"
     finally:
         assert server.stop() == 0
