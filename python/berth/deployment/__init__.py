@@ -1,5 +1,5 @@
-"""``berth deploy``: from a saved model to a container build context and Kubernetes
-manifests that validate, build and serve.
+"""``berth deploy``: from a saved model, or a model repository, to a container build
+context and Kubernetes manifests that validate, build and serve.
 
 >>> import berth.deployment, inspect
 >>> list(inspect.signature(berth.deployment.deploy).parameters)[:3]
@@ -9,7 +9,9 @@ manifests that validate, build and serve.
 a multi-stage ``Dockerfile`` that builds berth from source on Debian bookworm and
 serves the model, ``model/``, ``berth-src/``, ``k8s/`` (Deployment, Service, HPA,
 PodDisruptionBudget, kustomization; optional ServiceMonitor, Grafana dashboard and a
-KServe InferenceService) and a ``README.md`` with the exact commands.
+KServe InferenceService) and a ``README.md`` with the exact commands. Given a model
+repository directory (``berth.repository``), the context holds ``repository/`` in place
+of ``model/`` (see ``berth.deployment.repository_files``) and the image serves it all.
 """
 import os
 import sys
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cli import main
-from .context import build_files
+from . import repository_files
+from .context import build_files, build_repository_files
 from .model_file import inspect_model, signature_from_options, with_signature
 from .names import sanitize_name
 from .op_libraries import check_libraries
@@ -30,10 +33,11 @@ from .writer import check_destination, write_tree
 __all__ = ["deploy", "main", "BuildContext"]
 
 
-def tmp_size(model):
+def tmp_size(*models):
     """The writable /tmp a pod needs: a .pt2 is unpacked there at start (twice its size
-    leaves room for the unpacked copy and the loader's scratch), with 64 MiB beside."""
-    extra = 2 * model.size if model.format == "pt2" else 0
+    leaves room for the unpacked copy and the loader's scratch), with 64 MiB beside;
+    every .pt2 of a repository is loaded at once."""
+    extra = sum(2 * model.size for model in models if model.format == "pt2")
     return f"{64 + -(-extra // (1 << 20))}Mi"
 
 
@@ -43,8 +47,9 @@ class BuildContext:
     out: Path
     name: str
     image: str
-    model_sha256: str
+    model_sha256: str       # for a repository: its digest (repository_files.repository_digest)
     files: tuple
+    models: tuple = ()      # for a repository: ((name, (version, ...)), ...)
 
 
 def deploy(model_path, name=None, out=None, image=None, replicas=2, cpu="1", memory="1Gi",
@@ -63,13 +68,26 @@ def deploy(model_path, name=None, out=None, image=None, replicas=2, cpu="1", mem
     before the model (``serve --library``); each must be built against the image's
     libtorch (Debian's for a TorchScript model, the carried one for a ``.pt2``), and the
     image build loads them once to prove it.
+    ``model_path`` may be a model repository directory (``REPO/<model>/<version>/
+    model.pt[2]``, ``berth.repository``): one context serves every model, with the
+    versions each one's version policy selects; ``name`` then defaults to the directory's
+    name, and ``inputs``/``outputs`` are refused (each model's config.toml gives them).
     ``image`` defaults to ``NAME:<first 12 hex digits of the model's sha256>``; a
     repository without a tag gets that tag; ``:latest`` is refused. ``out`` defaults to
     ``./NAME-deploy``; an existing non-empty directory is replaced only with ``force``.
     All checks run before anything is written, and the directory appears whole or not
     at all. Returns a :class:`BuildContext`.
     """
-    if name is None:
+    repository = isinstance(model_path, (str, os.PathLike)) and os.path.isdir(model_path)
+    if repository and (inputs or outputs):
+        flag = "inputs" if inputs else "outputs"
+        raise ValueError(f"{flag}: --input/--output are for one model file; {str(model_path)!r} is a "
+                         "model repository, whose models give their signatures in config.toml "
+                         "(inputs = [\"x:FP32:-1,10\"], outputs = [...]), got "
+                         f"{list(inputs or outputs)}")
+    if name is None and repository:
+        name = Path(model_path).resolve().name or "repository"
+    elif name is None:
         from ..serving.cli import model_name_from_path
         name = model_name_from_path(os.fspath(model_path)) \
             if isinstance(model_path, (str, os.PathLike)) else "model"
@@ -86,8 +104,10 @@ def deploy(model_path, name=None, out=None, image=None, replicas=2, cpu="1", mem
         kserve=bool(kserve), service_monitor=bool(service_monitor), grafana=bool(grafana))
     out = Path(out if out is not None else f"{k8s_name}-deploy")
     check_destination(out, force)
-    model = inspect_model(model_path)
     libraries = check_libraries(libraries)
+    if repository:
+        return _deploy_repository(model_path, out, image, opts_partial, libraries, force)
+    model = inspect_model(model_path)
     if outputs and not inputs:
         raise ValueError("outputs: --output needs --input too (a signature lists inputs)")
     if inputs:
@@ -106,6 +126,21 @@ def deploy(model_path, name=None, out=None, image=None, replicas=2, cpu="1", mem
     written = write_tree(out, files, force=force)
     return BuildContext(out=written, name=k8s_name, image=opts.image,
                         model_sha256=model.sha256, files=tuple(sorted(files)))
+
+
+def _deploy_repository(path, out, image, opts_partial, libraries, force):
+    models = repository_files.read_repository(path)
+    repository_files.check_signatures(models, libraries)
+    digest = repository_files.digest_of(models)
+    name = opts_partial["name"]
+    opts = DeployOptions(image=image_reference(image, name, digest), version=digest[:TAG_LENGTH],
+                         tmp_size=tmp_size(*(m for d in models for m in d.versions.values())),
+                         **opts_partial)
+    files = build_repository_files(opts, models, libraries)
+    written = write_tree(out, files, force=force)
+    return BuildContext(out=written, name=name, image=opts.image, model_sha256=digest,
+                        files=tuple(sorted(files)),
+                        models=tuple((d.name, tuple(sorted(d.versions))) for d in models))
 
 
 def check_loads(model, libraries=(), probe=False):

@@ -1,4 +1,4 @@
-"""The command line: ``python -m berth deploy MODEL --name NAME [options]``."""
+"""The command line: ``python -m berth deploy MODEL|REPO/ --name NAME [options]``."""
 import argparse
 import sys
 
@@ -9,16 +9,20 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m berth deploy",
         description="Write a container build context (Dockerfile, model, berth source) and "
-                    "Kubernetes manifests for serving a TorchScript model (saved by berth, "
-                    "or a plain torch.jit.save file).")
-    parser.add_argument("model_path", metavar="MODEL", help="TorchScript model file")
+                    "Kubernetes manifests for serving a TorchScript model or .pt2 package (saved by "
+                    "berth, or a plain torch.jit.save file), or a model repository "
+                    "(REPO/<model>/<version>/model.pt[2], optional REPO/<model>/config.toml).")
+    parser.add_argument("model_path", metavar="MODEL",
+                        help="model file (.pt, .pt2) or model repository directory")
     parser.add_argument("--name",
-                        help="Kubernetes name (default: the file name without its extension; "
-                             "made an RFC 1123 label: my_model -> my-model)")
+                        help="Kubernetes name (default: the file name without its extension, or "
+                             "the repository directory's name; made an RFC 1123 label: "
+                             "my_model -> my-model)")
     parser.add_argument("--input", action="append", metavar="NAME:DATATYPE:SHAPE",
                         dest="inputs",
                         help="a plain file's input, e.g. image:FP32:-1,3,224,224 (-1: any "
-                             "extent; repeat in forward's order); embedded as its signature")
+                             "extent; repeat in forward's order); embedded as its signature "
+                             "(a repository's models give theirs in config.toml)")
     parser.add_argument("--output", action="append", metavar="NAME:DATATYPE:SHAPE",
                         dest="outputs", help="a plain file's output, likewise (optional)")
     parser.add_argument("--library", action="append", metavar="PATH", dest="libraries",
@@ -63,6 +67,8 @@ def main(argv=None):
         print(f"berth deploy: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"berth deploy: wrote {context.out} ({len(context.files)} files)")
+    for name, versions in context.models:
+        print(f"  model:   {name} (version {', '.join(map(str, versions))})")
     print(f"  image:   {context.image}")
     print(f"  build:   docker build -t {context.image} {context.out}")
     print(f"  apply:   kubectl apply -k {context.out}/k8s")

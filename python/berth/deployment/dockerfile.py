@@ -20,6 +20,7 @@ SERVER_PORT = 8080
 GRACE_PERIOD_S = 20
 RUNTIME_UID = 10001
 MODEL_DIR = "/opt/berth/model"
+REPOSITORY_DIR = "/opt/berth/repository"  # a model repository (deploy REPO/)
 LIBRARY_DIR = "/opt/berth/libraries"  # custom-operator libraries (deploy --library)
 PYTHON_DIR = "/opt/berth/python"
 
@@ -53,12 +54,22 @@ def _words(packages):
     return " \\\n        ".join(packages)
 
 
-def entrypoint(name, model_filename, libraries=()):
+def dockerignore(text, models=None):
+    """The .dockerignore ``text``; for a repository (``models`` given) its comment names
+    repository/ where a single model's names model/."""
+    return text.replace(" model/", " repository/") if models else text
+
+
+def entrypoint(name, model_filename, libraries=(), models=None):
     """The exec-form ENTRYPOINT: ``berth serve`` on the baked-in model, loading the
-    operator libraries (their paths in the image) first."""
-    argv = ["python3", "-m", "berth", "serve", f"{MODEL_DIR}/{model_filename}",
-            "--host", "0.0.0.0", "--port", str(SERVER_PORT), "--name", name,
-            "--grace-period", str(GRACE_PERIOD_S)]
+    operator libraries (their paths in the image) first. With ``models`` (a repository's
+    "name:versions" text) it serves the baked-in repository, whose directories name the
+    models."""
+    target = REPOSITORY_DIR if models else f"{MODEL_DIR}/{model_filename}"
+    argv = ["python3", "-m", "berth", "serve", target, "--host", "0.0.0.0", "--port", str(SERVER_PORT)]
+    if not models:
+        argv += ["--name", name]
+    argv += ["--grace-period", str(GRACE_PERIOD_S)]
     for library in libraries:
         argv += ["--library", library]
     return argv
@@ -78,7 +89,7 @@ RUN PYTHONPATH={PYTHON_DIR} python3 -c \\
 """
 
 
-def _labels(name, model_sha256, berth_version):
+def _labels(name, model_sha256, berth_version, models=None):
     labels = {
         "org.opencontainers.image.title": name,
         "org.opencontainers.image.description": f"berth model server for {name}",
@@ -88,29 +99,38 @@ def _labels(name, model_sha256, berth_version):
         "dev.berth.model.sha256": model_sha256,
         "dev.berth.version": berth_version,
     }
+    if models:  # model_sha256 is the repository's digest (see repository_files.py)
+        del labels["dev.berth.model.name"], labels["dev.berth.model.sha256"]
+        labels["org.opencontainers.image.description"] = f"berth model server for repository {name}"
+        labels["dev.berth.repository.sha256"] = model_sha256
+        labels["dev.berth.models"] = models
     return " \\\n      ".join(f"{key}={json.dumps(value)}" for key, value in labels.items())
 
 
-def _serving_tail(*, name, model_filename, model_sha256, berth_version, libraries=()):
+def _serving_tail(*, name, model_filename, model_sha256, berth_version, libraries=(), models=None):
     """From the libraries' and model's COPY to the ENTRYPOINT: the same for both kinds of
-    image. ``libraries``: the operator libraries' paths in the image."""
+    image. ``libraries``: the operator libraries' paths in the image. ``models``: for a
+    repository, its "name:versions" text; each config.toml carries its versions' sha256,
+    which the server checks, so no BERTH_MODEL_SHA256."""
     health = ["python3", "-c",
               "import urllib.request; urllib.request.urlopen("
               f"'http://127.0.0.1:{SERVER_PORT}/v2/health/ready', timeout=2)"]
+    copy = (f"COPY repository/ {REPOSITORY_DIR}/" if models
+            else f"COPY model/{model_filename} {MODEL_DIR}/{model_filename}")
+    sha_env = "" if models else f" \\\n    BERTH_MODEL_SHA256={model_sha256}"
     return f"""\
-{_libraries_layer(libraries)}COPY model/{model_filename} {MODEL_DIR}/{model_filename}
-LABEL {_labels(name, model_sha256, berth_version)}
+{_libraries_layer(libraries)}{copy}
+LABEL {_labels(name, model_sha256, berth_version, models)}
 ENV PYTHONPATH={PYTHON_DIR} \\
     PYTHONDONTWRITEBYTECODE=1 \\
     PYTHONUNBUFFERED=1 \\
-    OPENBLAS_NUM_THREADS=1 \\
-    BERTH_MODEL_SHA256={model_sha256}
+    OPENBLAS_NUM_THREADS=1{sha_env}
 USER {RUNTIME_UID}:{RUNTIME_UID}
 EXPOSE {SERVER_PORT}
 # Unhealthy after 6 failed checks (60 s), which leaves time for model load and warm-up.
 HEALTHCHECK --interval=10s --timeout=3s --retries=6 \\
     CMD {json.dumps(health)}
-ENTRYPOINT {json.dumps(entrypoint(name, model_filename, libraries))}
+ENTRYPOINT {json.dumps(entrypoint(name, model_filename, libraries, models))}
 """
 
 
@@ -129,7 +149,7 @@ RUN apt-get update \\
 
 
 def render_prebuilt_dockerfile(*, name, model_filename, model_sha256, berth_version, torch_version,
-                               libraries=()):
+                               libraries=(), models=None):
     """The Dockerfile for a .pt2: berth as built here and the libtorch it was built against.
 
     An AOTInductor package runs only on the libtorch it was compiled for, which Debian
@@ -137,7 +157,7 @@ def render_prebuilt_dockerfile(*, name, model_filename, model_sha256, berth_vers
     closure of berth's shim that is not part of the system) and berth's built package.
     """
     return f"""\
-# Generated by `berth deploy` (berth {berth_version}) for model {name}: a .pt2 package,
+# Generated by `berth deploy` (berth {berth_version}) for {_subject(name, models)}: {"with " if models else "a "}.pt2 package{"s" if models else ""},
 # served with the libtorch {torch_version} it was compiled for.
 # Build:  docker build -t IMAGE .      (see README.md)
 FROM {BASE_IMAGE}
@@ -149,13 +169,17 @@ COPY runtime/berth/ {PYTHON_DIR}/berth/
 RUN echo {TORCH_LIB_DIR} > /etc/ld.so.conf.d/berth-torch.conf && ldconfig \\
     && PYTHONPATH={PYTHON_DIR} python3 -m berth serve --help >/dev/null
 {_serving_tail(name=name, model_filename=model_filename, model_sha256=model_sha256, berth_version=berth_version,
-               libraries=libraries)}"""
+               libraries=libraries, models=models)}"""
 
 
-def render_dockerfile(*, name, model_filename, model_sha256, berth_version, libraries=()):
-    """Return the Dockerfile text for one model."""
+def _subject(name, models):
+    return f"repository {name} ({models})" if models else f"model {name}"
+
+
+def render_dockerfile(*, name, model_filename, model_sha256, berth_version, libraries=(), models=None):
+    """Return the Dockerfile text for one model, or for a repository (``models``)."""
     return f"""\
-# Generated by `berth deploy` (berth {berth_version}) for model {name}.
+# Generated by `berth deploy` (berth {berth_version}) for {_subject(name, models)}.
 # Build:  docker build -t IMAGE .      (see README.md)
 
 # ---- builder: compile berth from its own source against Debian's libtorch ----
@@ -193,4 +217,4 @@ COPY --from=builder {PYTHON_DIR}/ {PYTHON_DIR}/
 RUN ldconfig \\
     && PYTHONPATH={PYTHON_DIR} python3 -m berth serve --help >/dev/null
 {_serving_tail(name=name, model_filename=model_filename, model_sha256=model_sha256, berth_version=berth_version,
-               libraries=libraries)}"""
+               libraries=libraries, models=models)}"""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ..signature import (SIGNATURE_FILE, V2_DATATYPES, embed_signature,  # noqa: F401 (re-exported)
                          parse_tensor_option, signature_from_options, torchscript_root)
 
+MODEL_FILENAMES = {"torchscript": "model.pt", "pt2": "model.pt2"}  # in a context, by format
 # Above this many elements in all, the sample request is written in the binary form.
 SAMPLE_JSON_MAX_ELEMENTS = 4096
 
