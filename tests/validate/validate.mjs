@@ -340,12 +340,48 @@ function checkDockerfile(context) {
       report("berth-rules", "Dockerfile", `ENTRYPOINT --library ${lib} is not copied into the image from the context`);
   }
   const modelPath = ["model.pt", "model.pt2"].map((f) => path.join(context, "model", f)).find((p) => fs.existsSync(p));
-  if (modelPath) {
+  if (fs.existsSync(path.join(context, "repository"))) {
+    checkRepository(context, text, argv, copies);
+  } else if (modelPath) {
     const sha = createHash("sha256").update(fs.readFileSync(modelPath)).digest("hex");
     if (!text.includes(`BERTH_MODEL_SHA256=${sha}`)) report("berth-rules", "Dockerfile", `BERTH_MODEL_SHA256 is not the model's sha256 ${sha}`);
     if (!text.includes(`dev.berth.model.sha256="${sha}"`)) report("berth-rules", "Dockerfile", "LABEL dev.berth.model.sha256 is not the model's sha256");
   } else {
     report("berth-rules", "model/model.pt (or model.pt2)", "missing");
+  }
+}
+
+// A model repository (berth deploy REPO/): the image serves what it copies, and every
+// version file's sha256 is the one its model's config.toml pins (the server checks it).
+function checkRepository(context, text, argv, copies) {
+  const root = path.join(context, "repository");
+  const copied = copies.find(([src]) => src.replace(/\/$/, "") === "repository");
+  if (!copied) report("berth-rules", "Dockerfile", "repository/ is not copied into the image");
+  else if (Array.isArray(argv) && argv[4] !== copied[1].replace(/\/$/, ""))
+    report("berth-rules", "Dockerfile", `ENTRYPOINT serves ${argv[4]}, not the repository copied to ${copied[1]}`);
+  if (/BERTH_MODEL_SHA256=/.test(text)) report("berth-rules", "Dockerfile", "BERTH_MODEL_SHA256 set for a repository");
+  const models = fs.readdirSync(root).filter((m) => fs.statSync(path.join(root, m)).isDirectory());
+  if (!models.length) report("berth-rules", "repository/", "no model");
+  for (const model of models) {
+    const configFile = path.join(root, model, "config.toml");
+    const pinned = {};
+    if (!fs.existsSync(configFile)) { report("berth-rules", `repository/${model}/config.toml`, "missing"); continue; }
+    let table = "";
+    for (const line of fs.readFileSync(configFile, "utf8").split("\n")) {
+      const header = line.match(/^\[(.*)\]\s*$/);
+      if (header) { table = header[1]; continue; }
+      const entry = line.match(/^"(\d+)"\s*=\s*"([0-9a-f]{64})"\s*$/);
+      if (table === "sha256" && entry) pinned[entry[1]] = entry[2];
+    }
+    const versions = fs.readdirSync(path.join(root, model)).filter((v) => /^[1-9][0-9]*$/.test(v));
+    if (!versions.length) report("berth-rules", `repository/${model}/`, "no version");
+    for (const version of versions) {
+      const file = ["model.pt", "model.pt2"].map((f) => path.join(root, model, version, f)).find((p) => fs.existsSync(p));
+      if (!file) { report("berth-rules", `repository/${model}/${version}/`, "no model.pt or model.pt2"); continue; }
+      const sha = createHash("sha256").update(fs.readFileSync(file)).digest("hex");
+      if (pinned[version] !== sha)
+        report("berth-rules", `repository/${model}/config.toml`, `sha256 "${version}" is ${pinned[version] ?? "missing"}, the file's is ${sha}`);
+    }
   }
 }
 
