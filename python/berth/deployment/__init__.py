@@ -143,11 +143,12 @@ def _deploy_repository(path, out, image, opts_partial, libraries, force):
                         models=tuple((d.name, tuple(sorted(d.versions))) for d in models))
 
 
-def check_loads(model, libraries=(), probe=False):
+def check_loads(model, libraries=(), probe=False, source="--input/--output"):
     """Loads the signed copy with berth's C core (no torch import): a signature that does
     not fit forward (another input count, say) fails here, not when the pod starts. The
     operator libraries are loaded first; one built for the image's libtorch may not load
-    into this one, and then the check is left to the image's server. With ``probe``,
+    into this one, and then the check is left to the image's server. ``source`` names
+    where the signature came from in the error. With ``probe``,
     returns the outputs learnt from a probe forward, or None."""
     import berth
     from .._model import learn_outputs, load_libraries
@@ -164,7 +165,7 @@ def check_loads(model, libraries=(), probe=False):
         try:
             loaded = berth.load(path)
         except berth.ModelLoadError as exc:
-            raise ValueError(f"inputs: the signature from --input/--output does not fit "
+            raise ValueError(f"inputs: the signature from {source} does not fit "
                              f"{model.path!r}: {exc}") from None
         if probe:
             return learn_outputs(loaded, lambda text: print(f"berth deploy: {text}", file=sys.stderr))

@@ -20,7 +20,7 @@ import hashlib
 import sys
 from dataclasses import dataclass
 
-from ..repository import RepositoryError, scan_repository
+from ..repository import CONFIG_NAME, RepositoryError, scan_repository
 from ..signature import signature_from_options
 from .model_file import MODEL_FILENAMES, inspect_model, sample_request_file, with_signature
 
@@ -34,6 +34,7 @@ class DeployedModel:
     name: str
     config: object          # berth.repository.ModelConfig
     versions: dict          # {version int: ModelFile}
+    directory: object = None  # the model's directory in the repository (a Path)
 
     def signature(self):
         """berth.json of the highest version: the file's own, else the config's, or None."""
@@ -74,17 +75,17 @@ def _deployed(source):
         pinned = config.sha256.get(version)
         if pinned is not None and pinned != model.sha256:
             raise RepositoryError(
-                f"{source.directory / 'config.toml'}: sha256: \"{version}\": expected the digest of "
+                f"{source.directory / CONFIG_NAME}: sha256: \"{version}\": expected the digest of "
                 f"{str(path)!r}, {model.sha256}, got {pinned}: the file or its pinned digest is wrong")
         if config.inputs and (model.signature is not None or model.format == "pt2"):
             what = "a .pt2 package" if model.format == "pt2" else "a file that carries its own berth.json"
             raise RepositoryError(
-                f"{source.directory / 'config.toml'}: inputs: expected no inputs/outputs for "
+                f"{source.directory / CONFIG_NAME}: inputs: expected no inputs/outputs for "
                 f"{str(path)!r}, which is {what}; the server refuses a second signature: remove "
                 "inputs and outputs from config.toml")
         versions[version] = model
     sha256 = {version: model.sha256 for version, model in versions.items()}
-    return DeployedModel(source.name, dataclasses.replace(config, sha256=sha256), versions)
+    return DeployedModel(source.name, dataclasses.replace(config, sha256=sha256), versions, source.directory)
 
 
 def check_signatures(models, libraries=()):
@@ -101,12 +102,9 @@ def check_signatures(models, libraries=()):
                           "...] to its config.toml", file=sys.stderr)
             continue
         signature = signature_from_options(list(deployed.config.inputs), list(deployed.config.outputs))
-        for version, model in deployed.versions.items():
-            try:
-                check_loads(with_signature(model, signature), libraries)
-            except ValueError as exc:
-                raise RepositoryError(f"{deployed.name} version {version}: config.toml's inputs/outputs "
-                                      f"do not fit {model.path!r}: {exc}") from None
+        config = str(deployed.directory / CONFIG_NAME)
+        for model in deployed.versions.values():
+            check_loads(with_signature(model, signature), libraries, source=config)
 
 
 def _verified_copy(model):
