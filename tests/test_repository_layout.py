@@ -409,3 +409,25 @@ def test_reading_a_repository_imports_no_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                          env=env, timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _documented_examples():
+    """The config.toml examples of berth.repository's docstring and of README.md."""
+    import re
+    import textwrap
+
+    import berth.repository
+    doc = berth.repository.__doc__
+    module = textwrap.dedent(doc.split("``config.toml`` (every key optional", 1)[1].split("::\n", 1)[1]
+                             .split("\nUnknown keys", 1)[0])
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = readme.split("### A model repository", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    return [re.sub(r'"<64 lowercase hex digits[^>]*>"', f'"{SHA}"', text) for text in (module, readme)]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["module docstring", "README"])
+def test_the_documented_config_examples_parse(index):
+    config = parse_config(_documented_examples()[index], "example")
+    assert config.inputs == ("image:FP32:-1,3,224,224",) and config.outputs == ("logits:FP32:-1,1000",)
+    assert config.version_policy == VersionPolicy("latest", count=2) and list(config.sha256.values()) == [SHA]
+    assert (config.max_batch_size, config.max_delay_ms, config.max_queue, config.workers) == (32, 2.0, 1024, 1)
