@@ -248,3 +248,14 @@ def test_deploying_a_repository_imports_no_torch(repo, tmp_path):
                             capture_output=True, text=True, timeout=120,
                             env={"PYTHONPATH": str(REPO / "python"), "PATH": "/usr/bin:/bin"})
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_operator_libraries_go_into_a_repository_image(validator, repo, tmp_path):  # noqa: F811
+    """Any ELF file stands in for an op library (see test_deploy_validate)."""
+    from berth import _core
+    library = Path(_core.__file__)
+    context = deploy(repo, out=tmp_path / "ctx", libraries=[library])
+    assert f"libraries/{library.name}" in context.files
+    argv = _entrypoint((context.out / "Dockerfile").read_text())
+    assert argv[4] == "/opt/berth/repository" and argv[-2:] == ["--library", f"/opt/berth/libraries/{library.name}"]
+    assert validator(context.out) == {context.out: []}
