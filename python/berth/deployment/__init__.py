@@ -72,7 +72,8 @@ def deploy(model_path, name=None, out=None, image=None, replicas=2, cpu="1", mem
     model.pt[2]``, ``berth.repository``): one context serves every model, with the
     versions each one's version policy selects; ``name`` then defaults to the directory's
     name, and ``inputs``/``outputs`` are refused (each model's config.toml gives them).
-    ``image`` defaults to ``NAME:<first 12 hex digits of the model's sha256>``; a
+    ``image`` defaults to ``NAME:<first 12 hex digits of the model's sha256>`` (of the
+    repository's digest, for a repository); a
     repository without a tag gets that tag; ``:latest`` is refused. ``out`` defaults to
     ``./NAME-deploy``; an existing non-empty directory is replaced only with ``force``.
     All checks run before anything is written, and the directory appears whole or not

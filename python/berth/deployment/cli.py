@@ -31,7 +31,8 @@ def build_parser():
                              "which loads it before the model")
     parser.add_argument("--out", metavar="DIR", help="output directory (default: ./NAME-deploy)")
     parser.add_argument("--image", metavar="REPO/NAME[:TAG]",
-                        help="image reference (default tag: the model's sha256 prefix)")
+                        help="image reference (default tag: the model's sha256 prefix, or the "
+                             "repository's digest prefix)")
     parser.add_argument("--replicas", type=int, default=2, help="initial replicas (default 2)")
     parser.add_argument("--cpu", default="1", help="CPU request and limit (default 1)")
     parser.add_argument("--memory", default="1Gi", help="memory request and limit (default 1Gi)")
