@@ -371,12 +371,13 @@ def test_metrics_count_requests(seed_model_path):
             assert infer(service, "seed", body)[0] == 200
         assert infer(service, "seed", b"{")[0] == 400
         text = service.metrics()
-        assert 'berth_requests_total{endpoint="infer",code="200"} 3\n' in text
-        assert 'berth_requests_total{endpoint="infer",code="400"} 1\n' in text
-        assert 'berth_request_duration_seconds_count{endpoint="infer"} 4\n' in text
-        assert "berth_batch_size_count{} 3\n" in text
+        labels = 'model="seed",version="1",'
+        assert 'berth_requests_total{' + labels + 'endpoint="infer",code="200"} 3\n' in text
+        assert 'berth_requests_total{' + labels + 'endpoint="infer",code="400"} 1\n' in text
+        assert 'berth_request_duration_seconds_count{' + labels + 'endpoint="infer"} 4\n' in text
+        assert "berth_batch_size_count{" + labels.rstrip(",") + "} 3\n" in text
         assert "# TYPE berth_queue_seconds histogram" in text
-        assert "berth_model_load_seconds " in text and "berth_ready 0\n" in text
+        assert 'berth_model_load_seconds{model="seed",version="1"} ' in text and "berth_ready 0\n" in text
     finally:
         service.close()
 

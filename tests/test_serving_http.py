@@ -85,8 +85,14 @@ class ServeProcess:
 
 
 def metric(text, name):
-    m = re.search(r"^" + re.escape(name) + r" ([0-9.e+-]+)$", text, re.M)
-    return float(m.group(1)) if m else None
+    """A sample of a one-model server's /metrics, named without its model and version
+    labels: berth_batch_size_count{} or berth_inflight_requests."""
+    text = re.sub(r'model="[^"]*",version="[^"]*",?', "", text)
+    for wanted in (name, name + "{}"):
+        m = re.search(r"^" + re.escape(wanted) + r" ([0-9.e+-]+)$", text, re.M)
+        if m:
+            return float(m.group(1))
+    return None
 
 
 def infer_body(x, name="dense_input"):

@@ -114,7 +114,7 @@ def test_rows_that_get_cheaper_keep_big_batches(slow_linear):
         per_row = dict(service.batch_costs)
         assert per_row[64] < per_row[1] / 4
         assert service.batch_limit >= 16
-        assert f"berth_batch_limit {service.batch_limit}\n" in service.metrics()
+        assert f'berth_batch_limit{{model="seed",version="1"}} {service.batch_limit}\n' in service.metrics()
     finally:
         service.close()
 

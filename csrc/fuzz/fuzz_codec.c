@@ -27,7 +27,7 @@ static void roundtrip(const bt_infer_request *req)
     bt_error err;
     bt_buf buf = {0};
     size_t json_len = 0;
-    if (bt_codec_encode_v2(&buf, "m", req->id, outs, req->n_inputs, &json_len, &err) != 0)
+    if (bt_codec_encode_v2(&buf, "m", "1", req->id, outs, req->n_inputs, &json_len, &err) != 0)
         abort();
     /* Re-parse the response's outputs as a request's inputs. */
     const char *p = strstr(buf.data, "\"outputs\":");
@@ -73,7 +73,7 @@ static void roundtrip(const bt_infer_request *req)
     buf.len = 0;
     for (size_t i = 0; i < req->n_inputs; i++)
         outs[i].binary = 1;
-    if (bt_codec_encode_v2(&buf, "m", req->id, outs, req->n_inputs, &json_len, &err) != 0)
+    if (bt_codec_encode_v2(&buf, "m", "1", req->id, outs, req->n_inputs, &json_len, &err) != 0)
         abort();
     buf.len = 0;
     (void)bt_codec_encode_v1(&buf, outs, req->n_inputs, &err);

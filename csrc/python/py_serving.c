@@ -1,7 +1,7 @@
 /*
- * py_serving.c - Python bindings of the serving parts: _core.Batcher, _core.Service
- * (the protocol, for the Flask/FastAPI adapters) and _core.Server (libmicrohttpd).
- * Every blocking call releases the GIL.
+ * py_serving.c - Python bindings of the serving parts: _core.Batcher and _core.Service
+ * (one model version behind the protocol); the serving limits. Registry and Server are
+ * in py_server.c. Every blocking call releases the GIL.
  */
 #include "python/py_serving.h"
 
@@ -10,6 +10,7 @@
 #include "runtime/batcher.h"
 #include "python/py_convert.h"
 #include "serving/server.h"
+#include "serving/service.h"
 #include "runtime/threads.h"
 
 /* ------------------------------------------------------------------ shared */
@@ -303,21 +304,18 @@ static PyTypeObject BatcherType = {
 
 /* ------------------------------------------------------------------ Service */
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *model_obj;
-    bt_service *svc; /* owned; NULL once closed */
-    int active;      /* handle()/warmup() calls in progress */
-    int servers;     /* Server objects using it */
-    int closing;
-} ServiceObject;
-
 static void service_release(ServiceObject *self)
 {
     bt_service *s = self->svc;
+    bt_registry *own = self->own;
     self->svc = NULL;
+    self->own = NULL;
     if (s) {
         Py_BEGIN_ALLOW_THREADS
+        if (own)
+            bt_registry_remove(own, bt_service_name(s), strtoll(bt_service_version(s), NULL, 10),
+                               0);
+        bt_registry_free(own);
         bt_service_free(s);
         Py_END_ALLOW_THREADS
     }
@@ -328,20 +326,27 @@ static int Service_init(ServiceObject *self, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"model",      "name",     "max_batch_size", "max_delay_ms",
                              "max_queue",  "batching", "auth_token",     "log_requests",
                              "timeout_ms", "workers",  "max_rows",       "max_response_bytes",
-                             NULL};
+                             "version",    "version_policy", NULL};
     PyObject *model_obj, *batching = Py_None;
     const char *name, *token = NULL;
     int log_requests = 0;
     long long max_rows = BT_DEFAULT_MAX_ROWS;
     Py_ssize_t max_response = (Py_ssize_t)BT_DEFAULT_MAX_RESPONSE_BYTES;
+    long long version = 1;
     bt_service_params p;
     memset(&p, 0, sizeof p);
     p.batch = bt_batcher_default_params();
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Os|$idiOzpdiLn:Service", kwlist, &model_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Os|$idiOzpdiLnLz:Service", kwlist, &model_obj,
                                      &name, &p.batch.max_batch_size, &p.batch.max_delay_ms,
                                      &p.batch.max_queue, &batching, &token, &log_requests,
-                                     &p.timeout_ms, &p.batch.workers, &max_rows, &max_response))
+                                     &p.timeout_ms, &p.batch.workers, &max_rows, &max_response,
+                                     &version, &p.version_policy_json))
         return -1;
+    if (version < 1) {
+        PyErr_Format(PyExc_ValueError, "version must be a positive integer, got %lld", version);
+        return -1;
+    }
+    p.version = version;
     if (max_rows < 1 || max_response < 1) {
         PyErr_Format(PyExc_ValueError, "%s must be positive, got %lld",
                      max_rows < 1 ? "max_rows" : "max_response_bytes",
@@ -363,10 +368,14 @@ static int Service_init(ServiceObject *self, PyObject *args, PyObject *kw)
     if (!m || parse_batching(batching, &p.batch.batching) != 0)
         return -1;
     p.name = name;
-    p.auth_token = token;
     p.log_requests = log_requests;
     bt_error err = {BT_OK, ""};
-    if (bt_service_create(m, &p, &self->svc, &err) != 0) {
+    bt_registry_params rp = {.auth_token = token, .log_requests = log_requests,
+                             .strict_readiness = 1};
+    if (bt_service_create(m, &p, &self->svc, &err) != 0 ||
+        bt_registry_create(&rp, &self->own, &err) != 0 ||
+        bt_registry_add(self->own, self->svc, &err) != 0) {
+        service_release(self);
         bt_py_raise(&err);
         return -1;
     }
@@ -382,7 +391,7 @@ static void Service_dealloc(ServiceObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static bt_service *service_get(ServiceObject *self)
+bt_service *bt_py_service_get(ServiceObject *self)
 {
     if (!self->svc || self->closing) {
         PyErr_SetString(PyExc_ValueError, "the service is closed");
@@ -391,7 +400,7 @@ static bt_service *service_get(ServiceObject *self)
     return self->svc;
 }
 
-static void service_leave(ServiceObject *self)
+void bt_py_service_leave(ServiceObject *self)
 {
     self->active--;
     if (self->closing && self->active == 0 && self->servers == 0)
@@ -400,84 +409,11 @@ static void service_leave(ServiceObject *self)
 
 static PyObject *Service_handle(ServiceObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"method",        "path",          "body",
-                             "content_type",  "authorization", "header_length",
-                             "content_encoding", "accept_encoding", "max_body_bytes", NULL};
-    const char *method, *path, *ct = NULL, *auth = NULL, *hlen = NULL, *ce = NULL, *ae = NULL;
-    unsigned long long max_body = BT_DEFAULT_MAX_BODY;
-    Py_buffer body = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssy*|zzzzzK:handle", kwlist, &method, &path,
-                                     &body, &ct, &auth, &hlen, &ce, &ae, &max_body))
+    if (!bt_py_service_get(self))
         return NULL;
-    bt_service *svc = service_get(self);
-    if (!svc) {
-        PyBuffer_Release(&body);
-        return NULL;
-    }
-    bt_http_request req = {.method = method,
-                           .path = path,
-                           .content_type = ct,
-                           .authorization = auth,
-                           .header_length = hlen,
-                           .content_encoding = ce,
-                           .body = body.buf,
-                           .body_len = (size_t)body.len,
-                           .max_body = (size_t)max_body};
-    bt_http_response resp;
     self->active++;
-    Py_BEGIN_ALLOW_THREADS
-    bt_service_handle_sync(svc, &req, &resp);
-    bt_http_response_compress(&resp, ae);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&body);
-    service_leave(self);
-    PyObject *headers = Py_BuildValue("[(ss)]", "Content-Type", resp.content_type);
-    PyObject *out_body = PyBytes_FromStringAndSize(resp.body.data ? resp.body.data : "",
-                                                   (Py_ssize_t)resp.body.len);
-    bt_buf_free(&resp.body);
-    PyObject *result = NULL;
-    if (!headers || !out_body)
-        goto done;
-    char v[32];
-    if (resp.header_length >= 0) {
-        snprintf(v, sizeof v, "%lld", resp.header_length);
-        PyObject *h = Py_BuildValue("(ss)", "Inference-Header-Content-Length", v);
-        if (!h || PyList_Append(headers, h) != 0) {
-            Py_XDECREF(h);
-            goto done;
-        }
-        Py_DECREF(h);
-    }
-    if (resp.retry_after > 0) {
-        snprintf(v, sizeof v, "%d", resp.retry_after);
-        PyObject *h = Py_BuildValue("(ss)", "Retry-After", v);
-        if (!h || PyList_Append(headers, h) != 0) {
-            Py_XDECREF(h);
-            goto done;
-        }
-        Py_DECREF(h);
-    }
-    if (resp.content_encoding) {
-        PyObject *h = Py_BuildValue("(ss)", "Content-Encoding", resp.content_encoding);
-        if (!h || PyList_Append(headers, h) != 0) {
-            Py_XDECREF(h);
-            goto done;
-        }
-        Py_DECREF(h);
-    }
-    if (resp.www_authenticate || resp.allow) {
-        PyObject *h = resp.allow ? Py_BuildValue("(ss)", "Allow", resp.allow)
-                                 : Py_BuildValue("(ss)", "WWW-Authenticate", "Bearer");
-        if (!h || PyList_Append(headers, h) != 0) {
-            Py_XDECREF(h);
-            goto done;
-        }
-        Py_DECREF(h);
-    }
-    result = Py_BuildValue("(iOO)", resp.status, headers, out_body);
-done:
-    Py_XDECREF(headers);
-    Py_XDECREF(out_body);
+    PyObject *result = bt_py_handle(self->own, args, kw);
+    bt_py_service_leave(self);
     return result;
 }
 
@@ -487,7 +423,7 @@ static PyObject *Service_warmup(ServiceObject *self, PyObject *args, PyObject *k
     int rounds = 3, tune = 1;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|ip:warmup", kwlist, &rounds, &tune))
         return NULL;
-    bt_service *svc = service_get(self);
+    bt_service *svc = bt_py_service_get(self);
     if (!svc)
         return NULL;
     bt_error err = {BT_OK, ""};
@@ -497,7 +433,7 @@ static PyObject *Service_warmup(ServiceObject *self, PyObject *args, PyObject *k
     Py_BEGIN_ALLOW_THREADS
     rc = bt_service_warmup(svc, rounds < 1 ? 1 : rounds, tune, &seconds, &err);
     Py_END_ALLOW_THREADS
-    service_leave(self);
+    bt_py_service_leave(self);
     if (rc < 0)
         return bt_py_raise(&err);
     if (rc == 0)
@@ -507,7 +443,7 @@ static PyObject *Service_warmup(ServiceObject *self, PyObject *args, PyObject *k
 
 static PyObject *Service_set_ready(ServiceObject *self, PyObject *arg)
 {
-    bt_service *svc = service_get(self);
+    bt_service *svc = bt_py_service_get(self);
     int v = PyObject_IsTrue(arg);
     if (!svc || v < 0)
         return NULL;
@@ -518,11 +454,11 @@ static PyObject *Service_set_ready(ServiceObject *self, PyObject *arg)
 static PyObject *Service_metrics(ServiceObject *self, PyObject *unused)
 {
     (void)unused;
-    bt_service *svc = service_get(self);
+    bt_service *svc = bt_py_service_get(self);
     if (!svc)
         return NULL;
     bt_buf b = {0};
-    bt_service_metrics(svc, &b);
+    bt_registry_metrics(self->own, &b);
     if (b.oom) {
         bt_buf_free(&b);
         return PyErr_NoMemory();
@@ -534,7 +470,7 @@ static PyObject *Service_metrics(ServiceObject *self, PyObject *unused)
 
 static PyObject *Service_set_failed(ServiceObject *self, PyObject *arg)
 {
-    bt_service *svc = service_get(self);
+    bt_service *svc = bt_py_service_get(self);
     if (!svc)
         return NULL;
     const char *msg = PyUnicode_AsUTF8(arg);
@@ -547,7 +483,7 @@ static PyObject *Service_set_failed(ServiceObject *self, PyObject *arg)
 static PyObject *Service_stats(ServiceObject *self, PyObject *unused)
 {
     (void)unused;
-    bt_service *svc = service_get(self);
+    bt_service *svc = bt_py_service_get(self);
     if (!svc)
         return NULL;
     return batcher_stats_dict(bt_service_batcher(svc));
@@ -557,7 +493,8 @@ static PyObject *Service_close(ServiceObject *self, PyObject *unused)
 {
     (void)unused;
     if (self->servers > 0) {
-        PyErr_SetString(PyExc_RuntimeError, "close the Server using this service first");
+        PyErr_SetString(PyExc_RuntimeError,
+                        "remove this service from the Registry serving it first");
         return NULL;
     }
     self->closing = 1;
@@ -569,21 +506,21 @@ static PyObject *Service_close(ServiceObject *self, PyObject *unused)
 static PyObject *Service_get_ready(ServiceObject *self, void *c)
 {
     (void)c;
-    bt_service *svc = service_get(self);
+    bt_service *svc = bt_py_service_get(self);
     return svc ? PyBool_FromLong(bt_service_ready(svc)) : NULL;
 }
 
 static PyObject *Service_get_batching(ServiceObject *self, void *c)
 {
     (void)c;
-    bt_service *svc = service_get(self);
+    bt_service *svc = bt_py_service_get(self);
     return svc ? PyBool_FromLong(bt_service_batching(svc)) : NULL;
 }
 
 static PyObject *Service_get_batch_limit(ServiceObject *self, void *c)
 {
     (void)c;
-    bt_service *svc = service_get(self);
+    bt_service *svc = bt_py_service_get(self);
     if (!svc)
         return NULL;
     return PyLong_FromLong(bt_service_batching(svc)
@@ -593,7 +530,7 @@ static PyObject *Service_get_batch_limit(ServiceObject *self, void *c)
 static PyObject *Service_get_batch_costs(ServiceObject *self, void *c)
 {
     (void)c;
-    bt_service *svc = service_get(self);
+    bt_service *svc = bt_py_service_get(self);
     if (!svc)
         return NULL;
     const bt_batch_cost *costs;
@@ -647,177 +584,24 @@ static PyGetSetDef Service_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject ServiceType = {
+PyTypeObject BtServiceType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "berth._core.Service",
     .tp_basicsize = sizeof(ServiceObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Service(model, name, *, max_batch_size=64, max_delay_ms=2.0, max_queue=1024, "
               "batching=None, auth_token=None, log_requests=False, timeout_ms=0.0, workers=1, "
-              "max_rows=65536, max_response_bytes=64 MiB)\n--\n\n"
-              "One model behind the Open Inference Protocol v2 and KServe v1, in C: routing, "
-              "auth, codec, batcher, metrics and readiness, without a transport.",
+              "max_rows=65536, max_response_bytes=64 MiB, version=1, version_policy=None)"
+              "\n--\n\n"
+              "One model version behind the Open Inference Protocol v2 and KServe v1, in C: "
+              "codec, batcher, metrics and readiness, without a transport. handle() answers "
+              "as a server of this model alone would (auth_token guards it); Registry.add "
+              "serves it beside others. version_policy: Triton's version_policy JSON for "
+              "/config.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Service_init,
     .tp_dealloc = (destructor)Service_dealloc,
     .tp_methods = Service_methods,
     .tp_getset = Service_getset,
-};
-
-/* ------------------------------------------------------------------ Server */
-
-typedef struct {
-    PyObject_HEAD
-    ServiceObject *service;
-    bt_server *srv;
-} ServerObject;
-
-static void server_release(ServerObject *self)
-{
-    bt_server *s = self->srv;
-    self->srv = NULL;
-    if (s) {
-        Py_BEGIN_ALLOW_THREADS
-        bt_server_free(s);
-        Py_END_ALLOW_THREADS
-        self->service->servers--;
-    }
-}
-
-static int Server_init(ServerObject *self, PyObject *args, PyObject *kw)
-{
-    static char *kwlist[] = {"service",  "host",    "port",  "threads", "max_body_bytes",
-                             "tls_cert", "tls_key", "connection_limit", "idle_timeout_s",
-                             "per_ip_connections", "header_timeout_s", "body_budget",
-                             NULL};
-    PyObject *service;
-    bt_server_params p;
-    memset(&p, 0, sizeof p);
-    p.host = "0.0.0.0";
-    p.port = 8080;
-    p.threads = 2;
-    p.connection_limit = BT_DEFAULT_CONNECTION_LIMIT;
-    p.idle_timeout_s = BT_DEFAULT_IDLE_TIMEOUT_S;
-    p.per_ip_connections = BT_DEFAULT_PER_IP_CONNECTIONS;
-    p.header_timeout_s = BT_DEFAULT_HEADER_TIMEOUT_S;
-    /* "n": an overflowing int raises instead of wrapping around (2**64 + 1 was 1 byte) */
-    Py_ssize_t max_body = (Py_ssize_t)BT_DEFAULT_MAX_BODY_BYTES, budget = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|$siinzziiiin:Server", kwlist, &ServiceType,
-                                     &service, &p.host, &p.port, &p.threads, &max_body,
-                                     &p.tls_cert, &p.tls_key, &p.connection_limit,
-                                     &p.idle_timeout_s, &p.per_ip_connections,
-                                     &p.header_timeout_s, &budget))
-        return -1;
-    if (self->srv) {
-        PyErr_SetString(PyExc_RuntimeError, "Server.__init__ called twice");
-        return -1;
-    }
-    struct { const char *name; long long value, lo, hi; } checks[] = {
-        {"max_body_bytes", max_body, 1, (long long)BT_MAX_BODY_BYTES_LIMIT},
-        {"connection_limit", p.connection_limit, 1, 1 << 20},
-        {"idle_timeout_s", p.idle_timeout_s, 1, 86400},
-        {"per_ip_connections", p.per_ip_connections, 1, 1 << 20},
-        {"header_timeout_s", p.header_timeout_s, 1, 86400},
-        {"body_budget", budget, 0, PY_SSIZE_T_MAX},
-    };
-    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
-        if (checks[i].value < checks[i].lo || checks[i].value > checks[i].hi) {
-            PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %lld",
-                         checks[i].name, checks[i].lo, checks[i].hi, checks[i].value);
-            return -1;
-        }
-    }
-    p.max_body_bytes = (size_t)max_body;
-    p.body_budget = (size_t)budget;
-    ServiceObject *so = (ServiceObject *)service;
-    bt_service *svc = service_get(so);
-    if (!svc)
-        return -1;
-    bt_error err = {BT_OK, ""};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = bt_server_start(svc, &p, &self->srv, &err);
-    Py_END_ALLOW_THREADS
-    if (rc != 0) {
-        bt_py_raise(&err);
-        return -1;
-    }
-    Py_INCREF(service);
-    self->service = so;
-    so->servers++;
-    return 0;
-}
-
-static void Server_dealloc(ServerObject *self)
-{
-    if (self->service)
-        server_release(self);
-    Py_XDECREF(self->service);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyObject *Server_drain(ServerObject *self, PyObject *args)
-{
-    double grace = 20.0;
-    if (!PyArg_ParseTuple(args, "|d:drain", &grace))
-        return NULL;
-    if (!self->srv) {
-        PyErr_SetString(PyExc_ValueError, "the server is closed");
-        return NULL;
-    }
-    bt_server *s = self->srv;
-    Py_BEGIN_ALLOW_THREADS
-    bt_server_drain(s, grace);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
-
-static PyObject *Server_close(ServerObject *self, PyObject *unused)
-{
-    (void)unused;
-    if (self->service)
-        server_release(self);
-    Py_RETURN_NONE;
-}
-
-static PyObject *Server_get_port(ServerObject *self, void *c)
-{
-    (void)c;
-    if (!self->srv) {
-        PyErr_SetString(PyExc_ValueError, "the server is closed");
-        return NULL;
-    }
-    return PyLong_FromLong(bt_server_port(self->srv));
-}
-
-static PyMethodDef Server_methods[] = {
-    {"drain", (PyCFunction)Server_drain, METH_VARARGS,
-     "drain(grace_seconds=20.0)\n--\n\nReadiness fails at once; requests already accepted "
-     "finish; the listener closes. Returns when none is in flight or the grace period "
-     "ended."},
-    {"close", (PyCFunction)Server_close, METH_NOARGS, "close()\n--\n\nStops the server."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef Server_getset[] = {
-    {"port", (getter)Server_get_port, NULL, "The port listened on.", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyTypeObject ServerType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "berth._core.Server",
-    .tp_basicsize = sizeof(ServerObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Server(service, *, host='0.0.0.0', port=8080, threads=2, "
-              "max_body_bytes=64 MiB, tls_cert=None, tls_key=None, connection_limit=1024, "
-              "idle_timeout_s=60, per_ip_connections=256, header_timeout_s=10, "
-              "body_budget=4 x max_body_bytes)\n--\n\n"
-              "The libmicrohttpd HTTP/1.1 server for a Service; starts listening at once. "
-              "tls_cert/tls_key are PEM text.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Server_init,
-    .tp_dealloc = (destructor)Server_dealloc,
-    .tp_methods = Server_methods,
-    .tp_getset = Server_getset,
 };
 
 /* ------------------------------------------------------------------ registration */
@@ -832,7 +616,7 @@ int bt_py_serving_add_types(PyObject *module)
         BT_BATCH_MAX_QUEUE, "workers_limit", BT_BATCH_MAX_WORKERS, "http_threads_limit",
         BT_MAX_HTTP_THREADS, "max_rows", (long long)BT_DEFAULT_MAX_ROWS,
         "max_response_bytes", (Py_ssize_t)BT_DEFAULT_MAX_RESPONSE_BYTES, "max_body_bytes",
-        (Py_ssize_t)BT_DEFAULT_MAX_BODY_BYTES, "max_body_bytes_limit",
+        (Py_ssize_t)BT_DEFAULT_MAX_BODY, "max_body_bytes_limit",
         (Py_ssize_t)BT_MAX_BODY_BYTES_LIMIT, "body_budget_factor", BT_DEFAULT_BODY_BUDGET_FACTOR,
         "per_ip_connections", BT_DEFAULT_PER_IP_CONNECTIONS, "connection_limit",
         BT_DEFAULT_CONNECTION_LIMIT, "idle_timeout_s", BT_DEFAULT_IDLE_TIMEOUT_S,
@@ -841,9 +625,9 @@ int bt_py_serving_add_types(PyObject *module)
         Py_XDECREF(limits);
         return -1;
     }
-    PyTypeObject *types[] = {&BatcherType, &ServiceType, &ServerType};
-    const char *names[] = {"Batcher", "Service", "Server"};
-    for (size_t i = 0; i < 3; i++) {
+    PyTypeObject *types[] = {&BatcherType, &BtServiceType};
+    const char *names[] = {"Batcher", "Service"};
+    for (size_t i = 0; i < 2; i++) {
         if (PyType_Ready(types[i]) != 0)
             return -1;
         Py_INCREF(types[i]);

@@ -3,4 +3,7 @@
 
 #include "python/py_serving.h"
 
-int bt_serving_init(PyObject *module) { return bt_py_serving_add_types(module); }
+int bt_serving_init(PyObject *module)
+{
+    return bt_py_serving_add_types(module) == 0 && bt_py_server_add_types(module) == 0 ? 0 : -1;
+}

@@ -1138,8 +1138,9 @@ static int check_output(const bt_output *o, bt_error *err)
     return 0;
 }
 
-int bt_codec_encode_v2(bt_buf *out, const char *model_name, const char *id,
-                       const bt_output *outputs, size_t n, size_t *json_len, bt_error *err)
+int bt_codec_encode_v2(bt_buf *out, const char *model_name, const char *model_version,
+                       const char *id, const bt_output *outputs, size_t n, size_t *json_len,
+                       bt_error *err)
 {
     for (size_t i = 0; i < n; i++)
         if (check_output(&outputs[i], err) != 0)
@@ -1147,7 +1148,8 @@ int bt_codec_encode_v2(bt_buf *out, const char *model_name, const char *id,
     size_t start = out->len;
     bt_buf_puts(out, "{\"model_name\":");
     bt_buf_json_string(out, model_name);
-    bt_buf_puts(out, ",\"model_version\":\"" BT_MODEL_VERSION "\"");
+    bt_buf_puts(out, ",\"model_version\":");
+    bt_buf_json_string(out, model_version);
     if (id) {
         bt_buf_puts(out, ",\"id\":");
         bt_buf_json_string(out, id);

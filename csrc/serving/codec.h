@@ -17,8 +17,7 @@
 #include "berth/dlpack.h"
 #include "runtime/error.h"
 
-/* The one version each model is served as: responses, metadata, config, statistics and
- * /versions/{v}/ paths all say this. */
+/* The version a model is served as unless its repository says otherwise. */
 #define BT_MODEL_VERSION "1"
 
 #define BT_CODEC_MAX_NDIM 32     /* deepest tensor a request may declare */
@@ -106,8 +105,8 @@ typedef struct bt_output {
 
 /* Appends a v2 infer response to out. *json_len receives the length of the JSON part
  * (the Inference-Header-Content-Length when any output is binary). */
-int bt_codec_encode_v2(bt_buf *out, const char *model_name, const char *id,
-                       const bt_output *outputs, size_t n, size_t *json_len,
+int bt_codec_encode_v2(bt_buf *out, const char *model_name, const char *model_version,
+                       const char *id, const bt_output *outputs, size_t n, size_t *json_len,
                        bt_error *err);
 
 /* Appends {"predictions": [...]}: the rows of a single output, or one object per row

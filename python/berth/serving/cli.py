@@ -1,8 +1,9 @@
-"""``python -m berth serve MODEL ...``: the C server, started and stopped from Python.
+"""``python -m berth serve MODEL... | REPO/``: the C server, started and stopped from Python.
 
-Python parses the arguments, checks the model file, loads it, starts the C server, warms
-the model up, turns readiness on and waits for SIGTERM/SIGINT. No Python runs on the
-request path.
+Python parses the arguments, starts the C server, loads and warms up the models (see
+``control``: one file, several, or a repository of models and versions), turns readiness
+on and waits for SIGTERM/SIGINT, while the controller's thread answers the repository
+extension and polls. No Python runs on the request path.
 
 >>> args = build_parser().parse_args(["model.pt", "--port", "9000"])
 >>> (args.host, args.port, args.max_batch_size, args.max_delay_ms, args.grace_period)
@@ -11,7 +12,7 @@ request path.
 'seed-v2'
 """
 import argparse
-import hashlib
+import dataclasses
 import math
 import os
 import signal
@@ -20,6 +21,8 @@ import threading
 import time
 
 from .. import _core
+from ..repository import RepositoryError, is_repository, scan_repository, single_files
+from .control import MODES, Controller, Settings, log
 
 # Defaults of the serving limits, defined once in the C core (server.h).
 LIMITS = _core.SERVING_DEFAULTS
@@ -33,12 +36,30 @@ def build_parser():
     """The argument parser of ``python -m berth serve``."""
     p = argparse.ArgumentParser(
         prog="python -m berth serve",
-        description="Serve a TorchScript model over the Open Inference Protocol v2 and "
-                    "KServe v1 from berth's C HTTP server, with dynamic batching.")
-    p.add_argument("model", help="TorchScript file (.pt)")
+        description="Serve TorchScript and .pt2 models over the Open Inference Protocol v2 "
+                    "and KServe v1 from berth's C HTTP server, with dynamic batching: one file, "
+                    "several (each a model named after its file), or a model repository "
+                    "(REPO/<model>/<version>/model.pt or model.pt2, with an optional "
+                    "REPO/<model>/config.toml; see berth.repository).")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="model files (.pt, .pt2), or one repository directory")
+    p.add_argument("--model-control-mode", choices=MODES, default="none",
+                   help="none: load every model at start; poll: also rescan the repository "
+                        "every --repository-poll-secs and load, replace or unload what "
+                        "changed; explicit: load only --load-model at start, then what "
+                        "POST /v2/repository/models/{m}/load and /unload ask for "
+                        "(default none)")
+    p.add_argument("--repository-poll-secs", type=float, default=15.0,
+                   help="seconds between rescans in poll mode (default 15)")
+    p.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                   help="in explicit mode, a model to load at start (repeatable; '*': all)")
+    p.add_argument("--no-strict-readiness", action="store_true",
+                   help="ready as soon as the server runs; by default /v2/health/ready waits "
+                        "until every model that should be loaded is ready")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free)")
-    p.add_argument("--name", help="model name in URLs (default: the file name without .pt)")
+    p.add_argument("--name", help="model name in URLs, for one model file (default: the file name "
+                                  "without its extension)")
     p.add_argument("--max-batch-size", type=int, default=64, help="rows per forward (default 64)")
     p.add_argument("--max-delay-ms", type=float, default=2.0,
                    help="longest wait for more rows after the first (default 2)")
@@ -138,6 +159,7 @@ NUMERIC_FLAGS = (
     ("header_timeout", 1, 86400, False),
     ("timeout_ms", 0, 86400e3, False),
     ("grace_period", 0, 86400, False),
+    ("repository_poll_secs", 0, 86400, True),
 )
 
 
@@ -163,7 +185,8 @@ def check_numbers(args):
 def check_model_file(path):
     """Refuses a model path that is missing, a directory or unreadable, naming it."""
     if os.path.isdir(path):
-        raise StartupError(f"model file {path!r} is a directory, expected a TorchScript or .pt2 file",
+        raise StartupError(f"model file {path!r} is a directory, expected a TorchScript or .pt2 file "
+                           "(serve a repository directory alone: python -m berth serve REPO/)",
                            EXIT_USAGE)
     try:
         with open(path, "rb") as f:
@@ -179,7 +202,19 @@ def check_arguments(args):
     check_numbers(args)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise StartupError("HTTPS needs both --tls-cert and --tls-key", EXIT_USAGE)
-    check_model_file(args.model)
+    repository = is_repository(args.models)
+    for flag, given in (("--name", args.name), ("--input", args.inputs), ("--output", args.outputs),
+                        ("--sha256", args.sha256)):
+        if given and (repository or len(args.models) > 1):
+            raise StartupError(f"{flag} is for one model file, got "
+                               + ("a repository (put it in REPO/<model>/config.toml)" if repository
+                                  else f"{len(args.models)} files"), EXIT_USAGE)
+    if args.load_model and args.model_control_mode != "explicit":
+        raise StartupError("--load-model is for --model-control-mode explicit, got "
+                           f"--model-control-mode {args.model_control_mode}", EXIT_USAGE)
+    if not repository:
+        for path in args.models:
+            check_model_file(path)
     if args.outputs and not args.inputs:
         raise StartupError("--output: expected --input options too (a signature lists the inputs), got none",
                            EXIT_USAGE)
@@ -191,53 +226,6 @@ def check_arguments(args):
             raise StartupError(str(e), EXIT_USAGE) from None
 
 
-def verified_model_bytes(path, expected):
-    """The model file's bytes, read once, when their sha256 is `expected`.
-
-    serve loads these very bytes (see start), so the file cannot change between the check
-    and the load.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise StartupError(f"cannot read model file {path!r}: {e.strerror}", EXIT_USAGE) from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise StartupError(f"refusing to start: {path} has sha256 {actual}, "
-                           f"expected {expected}", EXIT_USAGE)
-    return data
-
-
-def load_verified(data, optimize, inputs=None, outputs=None, on_probe=None):
-    """Loads a model from bytes in memory (a memfd), not from a path that could change."""
-    from .._model import load_for_serving
-    fd = os.memfd_create("berth-model", 0)
-    try:
-        with os.fdopen(os.dup(fd), "wb") as f:
-            f.write(data)
-        return load_for_serving(f"/proc/self/fd/{fd}", optimize=optimize, inputs=inputs, outputs=outputs,
-                                on_probe=on_probe)
-    finally:
-        os.close(fd)
-
-
-def check_compiled_for(model, libtorch):
-    """A .pt2 runs only on the libtorch it was compiled for: refuse another at start.
-
-    >>> class M: format = "pt2"; metadata = {"torch_version": "2.12.0"}; path = "m.pt2"
-    >>> check_compiled_for(M(), "2.13.0+cpu")
-    Traceback (most recent call last):
-    ...
-    berth.serving.cli.StartupError: refusing to start: m.pt2 was compiled by torch 2.12.0, but this server runs libtorch 2.13.0+cpu; export it again with torch 2.13.0, or serve it where torch 2.12.0 is installed
-    """
-    want = model.metadata.get("torch_version") if model.format == "pt2" else None
-    if want and libtorch and want.split("+")[0] != libtorch.split("+")[0]:
-        raise StartupError(f"refusing to start: {model.path} was compiled by torch {want}, but this server runs "
-                           f"libtorch {libtorch}; export it again with torch {libtorch.split('+')[0]}, or serve it "
-                           f"where torch {want.split('+')[0]} is installed", EXIT_LOAD)
-
-
 def read_text(path, what):
     """Contents of a small text file, or StartupError naming the flag."""
     try:
@@ -247,11 +235,28 @@ def read_text(path, what):
         raise StartupError(f"cannot read {what} {path!r}: {e.strerror}", EXIT_USAGE) from None
 
 
-def start(args):
-    """Loads the model and starts listening; returns (model, service, server)."""
-    import berth
-    from .._model import load_for_serving
+def model_sources(args):
+    """The shorthand's {name: ModelSource} (one file's flags in its config), or None for a
+    repository."""
+    if is_repository(args.models):
+        return None
+    try:
+        sources = single_files(args.models)
+    except RepositoryError as e:
+        raise StartupError(str(e), EXIT_USAGE) from None
+    if len(sources) == 1:
+        (name, source), = sources.items()
+        expected = args.sha256 or os.environ.get("BERTH_MODEL_SHA256")
+        config = dataclasses.replace(
+            source.config, inputs=tuple(args.inputs or ()), outputs=tuple(args.outputs or ()),
+            sha256={1: expected.strip().lower()} if expected else {})
+        name = args.name or name
+        sources = {name: dataclasses.replace(source, name=name, config=config)}
+    return sources
 
+
+def start(args):
+    """Starts listening with nothing loaded yet; returns (controller, server, http_threads)."""
     if args.threads:
         os.environ["BERTH_NUM_THREADS"] = str(args.threads)
     # libtorch's OpenMP workers spin for a while after each forward by default, taking the
@@ -267,48 +272,61 @@ def start(args):
             raise StartupError(f"--auth-token-file {args.auth_token_file!r} is empty", EXIT_USAGE)
     cert = read_text(args.tls_cert, "--tls-cert") if args.tls_cert else None
     key = read_text(args.tls_key, "--tls-key") if args.tls_key else None
-    expected = args.sha256 or os.environ.get("BERTH_MODEL_SHA256")
+    sources = model_sources(args)
+    root = None if sources is not None else args.models[0]
+    if root is not None:
+        try:
+            found = scan_repository(root)
+        except RepositoryError as e:
+            raise StartupError(str(e), EXIT_USAGE) from None
+        if not found and args.model_control_mode == "none":
+            raise StartupError(f"repository {root!r} holds no model directories (expected "
+                               f"{os.path.join(root, '<model>', '<version>', 'model.pt')})", EXIT_USAGE)
     try:
         from .._model import load_libraries
         load_libraries(args.library, "--library")
-        if expected:
-            data = verified_model_bytes(args.model, expected.strip().lower())
-            model, unoptimized = load_verified(data, optimize=not args.no_optimize, inputs=args.inputs,
-                                               outputs=args.outputs, on_probe=log)
-        else:
-            model, unoptimized = load_for_serving(args.model, optimize=not args.no_optimize,
-                                                  inputs=args.inputs, outputs=args.outputs, on_probe=log)
-    except (berth.ModelLoadError, ValueError) as e:
-        raise StartupError(str(e), EXIT_LOAD) from None
-    if unoptimized:
-        log(f"warning: serving the model unoptimized: {unoptimized} (--no-optimize serves it as saved "
-            "without trying)")
-    check_compiled_for(model, _core.torch_version())
-    name = args.name or model_name_from_path(args.model)
-    try:
-        service = _core.Service(model, name, max_batch_size=args.max_batch_size,
-                                max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
-                                batching=False if args.no_batching else None,
-                                auth_token=token, log_requests=args.log_level == "debug",
-                                timeout_ms=args.timeout_ms, workers=args.workers,
-                                max_rows=args.max_rows_per_request,
-                                max_response_bytes=int(args.max_response_mb * MIB))
     except ValueError as e:
-        raise StartupError(str(e), EXIT_USAGE) from None
+        raise StartupError(str(e), EXIT_LOAD) from None
+    settings = Settings(
+        max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
+        batching=not args.no_batching, workers=args.workers, optimize=not args.no_optimize,
+        batch_tuning=not args.no_batch_tuning, timeout_ms=args.timeout_ms,
+        max_rows=args.max_rows_per_request, max_response_bytes=int(args.max_response_mb * MIB),
+        log_requests=args.log_level == "debug", grace_s=args.grace_period)
+    registry = _core.Registry(auth_token=token, log_requests=settings.log_requests,
+                              strict_readiness=not args.no_strict_readiness, control=True)
+    registry.set_loaded(False, "not ready: loading models")
+    controller = Controller(registry, settings, args.model_control_mode, root=root, sources=sources,
+                            describe=describe)
     http_threads = args.http_threads or max(2, _core.num_threads())
     try:
         max_body = max(1, int(args.max_body_mb * MIB))
         budget = (int(args.max_pending_body_mb * MIB) if args.max_pending_body_mb
                   else max_body * LIMITS["body_budget_factor"])
-        server = _core.Server(service, host=args.host, port=args.port, threads=http_threads,
+        server = _core.Server(registry, host=args.host, port=args.port, threads=http_threads,
                               max_body_bytes=max_body, tls_cert=cert, tls_key=key,
                               connection_limit=args.max_connections,
                               per_ip_connections=args.per_ip_connections,
                               header_timeout_s=args.header_timeout, body_budget=budget)
     except ValueError as e:
-        service.close()
+        registry.close()
         raise StartupError(str(e), EXIT_LOAD) from None
-    return model, service, server, http_threads
+    return controller, server, http_threads
+
+
+def describe(name, version, served):
+    """Logs what a loaded version is, how it is served and how its warm-up went."""
+    service, model = served.service, served.model
+    path = name if model.path.startswith("/proc/self/fd/") else model.path
+    log(f"serving {path} as '{name}' version {version}: {signature_text(model)}; batching "
+        + (f"on (at most {service.batch_limit} rows)" if service.batching else "off")
+        + ("; AOTInductor package" if model.format == "pt2"
+           else "; optimized for inference" if model.optimized else ""))
+    if served.warm_failure is None:
+        log(f"warm-up skipped: {missing_signature_text(model)}" if served.warm_seconds is None
+            else f"warmed up in {served.warm_seconds * 1000:.0f} ms")
+    if service.batch_costs:
+        log(tuning_text(service.batch_costs, service.batch_limit))
 
 
 def keeps_freed_memory(environ):
@@ -370,10 +388,6 @@ def tuning_text(costs, limit):
     return f"batch limit {limit} rows; ms per row at {sizes} rows: {per_row}"
 
 
-def log(message):
-    print(f"berth: {message}", file=sys.stderr, flush=True)
-
-
 def main(argv):
     """Runs ``python -m berth serve``; returns the exit status (0 after a clean SIGTERM)."""
     args = build_parser().parse_args(argv)
@@ -388,37 +402,37 @@ def main(argv):
     try:
         try:
             check_arguments(args)
-            model, service, server, http_threads = start(args)
+            controller, server, http_threads = start(args)
         except StartupError as e:
             log(f"error: {e}")
             return e.status
-        from .. import _core
         scheme = "https" if args.tls_cert else "http"
-        log(f"serving {args.model} as '{service_name(args)}': {signature_text(model)}; "
-            f"libtorch threads {_core.num_threads()}, http threads {http_threads}; batching "
-            + (f"on (max {args.max_batch_size} rows, {args.max_delay_ms:g} ms)"
-               if service.batching else "off")
-            + f", {args.workers} worker(s)"
-            + ("; AOTInductor package" if model.format == "pt2"
-               else "; optimized for inference" if model.optimized else "")
-            + f"; listening on {scheme}://{args.host}:{server.port}"
+        log(f"http threads {http_threads}; model control mode {args.model_control_mode}; "
+            f"listening on {scheme}://{args.host}:{server.port}"
             + ("; bearer token required" if args.auth_token_file else ""))
-        if not stop.is_set():
-            try:
-                seconds = service.warmup(tune_batch=not args.no_batch_tuning)
-            except Exception as e:
-                # Forward failed on zeros of the signature's shape: the service marked
-                # itself failed, so probes see 503 with the reason; liveness stays up so
-                # the operator can read it.
-                log(f"error: warm-up failed, the model stays not ready (the ready "
-                    f"endpoints answer 503): {e}")
-            else:
-                log(f"warm-up skipped: {missing_signature_text(model)}" if seconds is None
-                    else f"warmed up in {seconds * 1000:.0f} ms")
-                if service.batch_costs:
-                    log(tuning_text(service.batch_costs, service.batch_limit))
-                service.set_ready(True)
-                log("ready")
+        try:
+            controller.start(args.load_model)
+        except RepositoryError as e:
+            log(f"error: {e}")
+            server.close()
+            controller.close()
+            return EXIT_USAGE
+        failed = [n for n in sorted(controller.expected) if not controller.served.get(n)]
+        if failed and args.model_control_mode == "none":
+            for name in failed:
+                log(f"error: refusing to start: {name}: {controller.reason(name)}")
+            server.close()
+            controller.close()
+            return EXIT_USAGE if set(failed) <= controller.usage_faults else EXIT_LOAD
+        control = threading.Thread(target=controller.run, name="berth-control", daemon=True,
+                                   args=(stop, args.repository_poll_secs
+                                         if args.model_control_mode == "poll" else None))
+        control.start()
+        versions = sum(len(v) for v in controller.served.values())
+        log(f"{versions} model version(s) loaded; libtorch threads {_core.num_threads()} (shared by "
+            f"every model), {args.workers} worker(s) per model unless its config.toml says otherwise")
+        if controller.registry.ready:
+            log("ready")
         while not stop.wait(0.5):
             pass
         log(f"received {signal.Signals(received[0]).name}: not ready; finishing in-flight "
@@ -426,13 +440,14 @@ def main(argv):
         started = time.monotonic()
         server.drain(max(0.0, args.grace_period - 1.0))
         server.close()
+        control.join(max(0.1, args.grace_period - (time.monotonic() - started)))
         # Every request has its answer now; a forward may still be running (its answer was a
         # 503). Wait for it only as long as the grace period allows.
-        closer = threading.Thread(target=service.close, daemon=True)
+        closer = threading.Thread(target=controller.close, daemon=True)
         closer.start()
         closer.join(max(0.1, args.grace_period - (time.monotonic() - started)))
-        if closer.is_alive():
-            log("stopped (a forward was still running at the end of the grace period)")
+        if closer.is_alive() or control.is_alive():
+            log("stopped (a forward or a model load was still running at the end of the grace period)")
             sys.stderr.flush()
             os._exit(0)  # no interpreter teardown under a running forward
         log("stopped")
@@ -441,7 +456,3 @@ def main(argv):
         if not received:  # after a signal, later ones must not kill the exiting process
             for s, handler in previous.items():
                 signal.signal(s, handler)
-
-
-def service_name(args):
-    return args.name or model_name_from_path(args.model)
