@@ -69,3 +69,8 @@ def test_every_dashboard_query_names_an_exported_metric_and_endpoint(server):
     assert used and used <= exported, f"dashboard queries unknown metrics: {used - exported}"
     endpoints = set(re.findall(r'endpoint="([a-z0-9_]+)"', metrics))
     assert set(grafana.PREDICT_ENDPOINTS.split("|")) <= endpoints, endpoints
+    # the model selector's label is on every series the panels filter by it
+    selector = next(v for v in board["templating"]["list"] if v["name"] == "model")
+    assert "model)" in selector["query"] and selector["includeAll"]
+    for name in used:
+        assert re.search(r"^" + name + r'(_bucket|_sum|_count)?\{model="seed",version="1"', metrics, re.M), name

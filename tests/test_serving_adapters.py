@@ -199,3 +199,50 @@ def test_adapters_take_gzip_bodies_and_give_gzip_answers(client):
     if body[:2] == b"\x1f\x8b":  # Flask's test client hands over the bytes as sent
         body = gzip.decompress(body)
     assert json.loads(body)["outputs"][0]["shape"] == [200, 1]
+
+
+@pytest.mark.parametrize("framework", ["fastapi", "flask"])
+def test_a_repository_behind_either_framework(framework, tmp_path, seed_model_path):
+    """One router or blueprint for a whole repository, beside a single-model one."""
+    from test_serving_repository import add_version
+    add_version(tmp_path, "a", 1, 2)
+    add_version(tmp_path, "a", 2, 3, "[version_policy]\nall = true\n")
+    add_version(tmp_path, "b", 4, 5)
+    if framework == "fastapi":
+        from fastapi import FastAPI
+        from fastapi.testclient import TestClient
+        app = FastAPI()
+        app.include_router(fastapi_router(tmp_path))
+        app.include_router(fastapi_router(seed_model_path))
+        client = TestClient(app)
+    else:
+        from flask import Flask
+        app = Flask("repo_app")
+        app.register_blueprint(flask_blueprint(tmp_path))
+        app.register_blueprint(flask_blueprint(seed_model_path))
+        client = app.test_client()
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
+                                   "data": [1, 1, 1]}]}).encode()
+    for path, k, version in (("/v2/models/a/versions/1/infer", 2, "1"), ("/v2/models/a/infer", 3, "2"),
+                             ("/v2/models/b/infer", 5, "4")):
+        status, _, out = send(client, "POST", path, body, {"Content-Type": "application/json"})
+        out = json.loads(out)
+        assert status == 200 and out["outputs"][0]["data"] == [k] * 3 and out["model_version"] == version
+    status, _, out = send(client, "GET", "/v2/models/a")
+    assert status == 200 and json.loads(out)["versions"] == ["1", "2"]
+    status, _, out = send(client, "GET", "/v2/models/stats")
+    assert sorted((m["name"], m["version"]) for m in json.loads(out)["model_stats"]) == \
+        [("a", "1"), ("a", "2"), ("b", "4"), ("seed", "1")]
+    status, _, out = send(client, "GET", "/v2/models/nope")
+    assert status == 404 and "'a', 'b', 'seed'" in json.loads(out)["error"]
+    assert send(client, "GET", "/v2/health/ready")[0] == 200
+
+
+def test_a_repository_that_cannot_load_is_refused(tmp_path):
+    from berth.repository import RepositoryError
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "model.pt").write_bytes(b"broken")
+    with pytest.raises(RepositoryError, match="m: "):
+        fastapi_router(tmp_path)
+    with pytest.raises(TypeError, match="named by their directories"):
+        flask_blueprint(tmp_path, name="x")

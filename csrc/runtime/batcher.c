@@ -62,6 +62,12 @@ double bt_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+void bt_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 bt_batcher_params bt_batcher_default_params(void)
 {
     bt_batcher_params p = {64, 2.0, 1024, -1, 1};

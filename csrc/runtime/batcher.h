@@ -112,5 +112,7 @@ bt_infer_stats *bt_batcher_infer_stats(bt_batcher *b);
 
 /* Monotonic clock in seconds. */
 double bt_now(void);
+/* Sleeps ms milliseconds (the polling waits of drains and shutdown). */
+void bt_sleep_ms(int ms);
 
 #endif /* BERTH_BATCHER_H */

@@ -60,12 +60,6 @@ struct bt_registry {
     int stopping;
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 int bt_registry_create(const bt_registry_params *params, bt_registry **out, bt_error *err)
 {
     *out = NULL;
@@ -204,16 +198,16 @@ int bt_registry_add(bt_registry *reg, bt_service *svc, bt_error *err)
 static bt_service *drain_entry(entry *e, double grace_s)
 {
     while (atomic_load(&e->holds) > 0)
-        sleep_ms(1);
+        bt_sleep_ms(1);
     bt_service *svc = e->svc;
     free(e);
     double deadline = bt_now() + (grace_s > 0 ? grace_s : 0);
     while (bt_service_pending(svc) > 0 && bt_now() < deadline)
-        sleep_ms(2);
+        bt_sleep_ms(2);
     if (bt_service_pending(svc) > 0)
         bt_service_expire_all(svc);
     while (bt_service_pending(svc) > 0)
-        sleep_ms(2);
+        bt_sleep_ms(2);
     return svc;
 }
 

@@ -788,12 +788,6 @@ int bt_server_start(bt_registry *reg, const bt_server_params *params, bt_server 
 
 int bt_server_port(const bt_server *srv) { return srv->port; }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int settled(bt_server *srv)
 {
     return atomic_load(&srv->inflight) == 0 && atomic_load(&srv->suspended) == 0;
@@ -806,12 +800,12 @@ void bt_server_drain(bt_server *srv, double grace_s)
     atomic_store(&srv->draining, 1);
     double deadline = bt_now() + (grace_s > 0 ? grace_s : 0);
     while (!settled(srv) && bt_now() < deadline)
-        sleep_ms(5);
+        bt_sleep_ms(5);
     /* Keep-alive clients get Connection: close with their answers; give them a moment to
      * close before the listener does, so that nothing arrives on a closing connection. */
     double settle = bt_now() + 0.25 < deadline ? bt_now() + 0.25 : deadline;
     while (atomic_load(&srv->connections) > 0 && settled(srv) && bt_now() < settle)
-        sleep_ms(5);
+        bt_sleep_ms(5);
     if (!settled(srv))
         bt_registry_expire_all(srv->reg); /* the grace period is over: 503 to what is left */
     if (!srv->quiesced) {
@@ -824,7 +818,7 @@ void bt_server_drain(bt_server *srv, double grace_s)
     while (!settled(srv) && bt_now() < flush) {
         if (atomic_load(&srv->suspended) > 0 && bt_now() >= deadline)
             bt_registry_expire_all(srv->reg);
-        sleep_ms(5);
+        bt_sleep_ms(5);
     }
     pthread_mutex_unlock(&srv->mu);
 }
@@ -840,7 +834,7 @@ void bt_server_free(bt_server *srv)
     while (atomic_load(&srv->suspended) > 0) {
         if (bt_now() >= patience)
             bt_registry_expire_all(srv->reg);
-        sleep_ms(5);
+        bt_sleep_ms(5);
     }
     MHD_stop_daemon(srv->daemon);
     pthread_mutex_unlock(&srv->mu);

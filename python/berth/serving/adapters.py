@@ -8,9 +8,11 @@ bytes come back unchanged. The endpoints are the same as ``python -m berth serve
     app.include_router(fastapi_router("model.pt"))       # FastAPI
     app.register_blueprint(flask_blueprint("model.pt"))  # Flask
 
-Several models in one app: one router or blueprint per model. Each answers only its own
-model's paths; the shared ones (``SHARED_PATHS``) answer for all the app's models, and a
-name none of them serves gets a 404 that lists the names served.
+Several models in one app: one router or blueprint per model, or one for a whole model
+repository (``fastapi_router("models/")``: every model and version its config.toml
+selects, loaded as ``python -m berth serve models/`` does, with control mode none). Each
+answers only its own models' paths; the shared ones (``SHARED_PATHS``) answer for all the
+app's models, and a name none of them serves gets a 404 that lists the names served.
 
 >>> service_for(42)
 Traceback (most recent call last):
@@ -30,11 +32,13 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
 
 
 class Served:
-    """One model of an app: its URL name and its ``_core.Service``."""
+    """The models one router or blueprint serves: their URL names and the
+    ``_core.Service`` (one model) or ``_core.Registry`` (a repository) that answers them."""
 
-    def __init__(self, name, service):
-        self.name = name
+    def __init__(self, names, service, controller=None):
+        self.names = tuple(names)
         self.service = service
+        self.controller = controller  # keeps a repository's versions open
 
 
 def model_paths(name):
@@ -79,7 +83,7 @@ def shared_answer(served, method, path, body, headers):
 
 def not_found(served, path):
     """404 for a model name no router or blueprint of the app serves."""
-    names = ", ".join(f"'{s.name}'" for s in served)
+    names = ", ".join(f"'{name}'" for s in served for name in s.names)
     message = f"model '{name_in_path(path)}' not found: this app serves {names}"
     return 404, [("Content-Type", "application/json")], json.dumps({"error": message}).encode()
 
@@ -125,11 +129,44 @@ def _handle(service, method, path, body, headers, compress=True):
                           headers.get("accept-encoding") if compress else None)
 
 
+def repository_for(root, warmup=True, optimize=True, auth_token=None, **options):
+    """(registry, controller) serving every model of a repository directory, loaded as
+    ``python -m berth serve REPO/`` loads them (control mode none); RepositoryError for a
+    repository with no models or a model that cannot load. options: max_batch_size,
+    max_delay_ms, max_queue, batching, timeout_ms (a model's config.toml wins)."""
+    from ..repository import RepositoryError
+    from .control import Controller, Settings
+    fields = {"max_batch_size", "max_delay_ms", "max_queue", "timeout_ms"}
+    unknown = set(options) - fields - {"batching"}
+    if unknown:
+        raise TypeError(f"unexpected option(s) for a repository: {', '.join(sorted(unknown))}")
+    settings = Settings(optimize=optimize, warmup=warmup,
+                        batching=options.get("batching") is not False,
+                        **{k: v for k, v in options.items() if k in fields})
+    registry = _core.Registry(auth_token=auth_token)
+    controller = Controller(registry, settings, "none", root=os.fsdecode(root))
+    controller.start()
+    failed = [n for n in sorted(controller.expected) if not controller.served.get(n)]
+    if failed or not controller.expected:
+        controller.close()
+        registry.close()
+        raise RepositoryError(f"repository {os.fsdecode(root)!r}: "
+                              + ("; ".join(f"{n}: {controller.reason(n)}" for n in failed) if failed
+                                 else "expected model directories, got none"))
+    return registry, controller
+
+
 def _served(model, name, options):
     import berth
+    if isinstance(model, (str, bytes, os.PathLike)) and os.path.isdir(os.fsdecode(model)):
+        if name is not None:
+            raise TypeError("name: a repository's models are named by their directories, got "
+                            f"name={name!r}")
+        registry, controller = repository_for(model, **options)
+        return Served(sorted(controller.served), registry, controller)
     service = service_for(model, name, **options)  # refuses anything but a path or a Model
     path = model.path if isinstance(model, berth.Model) else os.fsdecode(model)
-    return Served(model_name(path, name), service)
+    return Served([model_name(path, name)], service)
 
 
 def fastapi_served(app, own):
@@ -199,17 +236,18 @@ def fastapi_router(model, name=None, **options):
         # Starlette tries routes in order: the first router's catch-all sees the paths of
         # models whose routers were included after it, and hands them to their service.
         served = fastapi_served(request.app, own)
-        target = next((s for s in served if s.name == name_in_path(path)), None)
+        target = next((s for s in served if name_in_path(path) in s.names), None)
         if target is None:
             return not_found(served, path)
         return _handle(target.service, request.method, path, body, request.headers)
 
-    for path in model_paths(own.name):
-        router.add_route(path, endpoint(path, model_answer), methods=METHODS,
+    for model in own.names:
+        for path in model_paths(model):
+            router.add_route(path, endpoint(path, model_answer), methods=METHODS,
+                             include_in_schema=False)
+        base = f"/v2/models/{model}"
+        router.add_route(base + "/{rest:path}", endpoint(base, model_answer), methods=METHODS,
                          include_in_schema=False)
-    base = f"/v2/models/{own.name}"
-    router.add_route(base + "/{rest:path}", endpoint(base, model_answer), methods=METHODS,
-                     include_in_schema=False)
     for path in SHARED_PATHS:
         router.add_route(path, endpoint(path, shared), methods=METHODS, include_in_schema=False)
     for root in ("/v2/models", "/v1/models"):
@@ -229,7 +267,7 @@ def flask_blueprint(model, name=None, blueprint_name=None, **options):
     from flask import Blueprint, Response, current_app, request
 
     own = _served(model, name, options)
-    blueprint = Blueprint(blueprint_name or f"berth_{own.name}", __name__)
+    blueprint = Blueprint(blueprint_name or f"berth_{'_'.join(own.names)}"[:100].replace(".", "_"), __name__)
 
     @blueprint.record_once
     def remember(state):
@@ -262,11 +300,12 @@ def flask_blueprint(model, name=None, blueprint_name=None, **options):
 
     # Werkzeug tries rules with more literal text first, so a model's own paths win over
     # the unknown-model rules whatever order the blueprints were registered in.
-    for i, path in enumerate(model_paths(own.name)):
-        blueprint.add_url_rule(path, f"model_{i}", view(path, model_answer), methods=METHODS)
-    base = f"/v2/models/{own.name}"
-    blueprint.add_url_rule(base + "/<path:rest>", "model_rest", view(base, model_answer),
-                           methods=METHODS)
+    for k, model in enumerate(own.names):
+        for i, path in enumerate(model_paths(model)):
+            blueprint.add_url_rule(path, f"model_{k}_{i}", view(path, model_answer), methods=METHODS)
+        base = f"/v2/models/{model}"
+        blueprint.add_url_rule(base + "/<path:rest>", f"model_rest_{k}", view(base, model_answer),
+                               methods=METHODS)
     for i, path in enumerate(SHARED_PATHS):
         blueprint.add_url_rule(path, f"shared_{i}", view(path, shared), methods=METHODS)
     for i, root in enumerate(("/v2/models", "/v1/models")):

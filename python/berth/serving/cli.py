@@ -390,13 +390,14 @@ def tuning_text(costs, limit):
 
 def main(argv):
     """Runs ``python -m berth serve``; returns the exit status (0 after a clean SIGTERM)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     stop = threading.Event()
     received = []
 
     def on_signal(signum, frame):
+        # Only a flag: the handler runs on the main thread, possibly inside a lock it
+        # would need (Event.set from within Event.wait deadlocks).
         received.append(signum)
-        stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -431,10 +432,10 @@ def main(argv):
         versions = sum(len(v) for v in controller.served.values())
         log(f"{versions} model version(s) loaded; libtorch threads {_core.num_threads()} (shared by "
             f"every model), {args.workers} worker(s) per model unless its config.toml says otherwise")
-        if controller.registry.ready:
-            log("ready")
-        while not stop.wait(0.5):
-            pass
+        controller.update_readiness()  # logs "ready" once it is
+        while not received:
+            time.sleep(0.2)
+        stop.set()
         log(f"received {signal.Signals(received[0]).name}: not ready; finishing in-flight "
             f"requests (grace period {args.grace_period:g} s)")
         started = time.monotonic()

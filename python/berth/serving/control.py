@@ -47,7 +47,7 @@ class LoadFailure(Exception):
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What serve's flags give every model; a model's config.toml overrides the first
-    seven."""
+    eight."""
     max_batch_size: int = 64
     max_delay_ms: float = 2.0
     max_queue: int = 1024
@@ -55,6 +55,7 @@ class Settings:
     workers: int = 1
     optimize: bool = True
     batch_tuning: bool = True
+    warmup: bool = True
     timeout_ms: float = 0.0
     max_rows: int = _core.SERVING_DEFAULTS["max_rows"]
     max_response_bytes: int = _core.SERVING_DEFAULTS["max_response_bytes"]
@@ -156,6 +157,7 @@ class Controller:
         self.usage_faults = set()  # names whose last failure was the operator's files or flags
         self.expected = set()  # names that should be served (strict readiness)
         self.lock = threading.Lock()
+        self.said_ready = None  # the readiness last logged
         self.libtorch = _core.torch_version() if hasattr(_core, "torch_version") else None
 
     # ------------------------------------------------------------- the repository
@@ -188,7 +190,8 @@ class Controller:
         if problem:
             raise LoadFailure(problem)
         if unoptimized:
-            log(f"warning: serving {name} version {version} unoptimized: {unoptimized}")
+            log(f"warning: serving {name} version {version} unoptimized: {unoptimized} (--no-optimize, "
+                "or optimize = false in its config.toml, serves it as saved without trying)")
 
         def pick(key):  # the config's value, else the flag's
             return getattr(config, key) if getattr(config, key) is not None else getattr(s, key)
@@ -203,7 +206,7 @@ class Controller:
         except ValueError as e:
             raise LoadFailure(str(e)) from None
         served = Served(service, model, file_stamp(path, config))
-        if config.warmup:
+        if s.warmup and config.warmup:
             try:
                 seconds = service.warmup(tune_batch=s.batch_tuning and config.batch_tuning)
             except Exception as e:  # forward failed on zeros of the signature's shape
@@ -322,13 +325,19 @@ class Controller:
             self.update_readiness()
 
     def update_readiness(self):
-        """Strict readiness: every expected model has a version on the routes."""
+        """Strict readiness: every expected model has a version on the routes (and, in the
+        C registry, every version served is ready). Logs each change."""
         missing = [n for n in sorted(self.expected) if not self.served.get(n)]
         if missing:
             reasons = "; ".join(f"{n}: {self.reason(n)}" for n in missing)
             self.registry.set_loaded(False, f"not ready: model(s) not loaded: {reasons}")
         else:
             self.registry.set_loaded(True, "")
+        ready = self.registry.ready
+        if ready != self.said_ready and (ready or self.said_ready is not None):
+            log("ready" if ready else "not ready: " + (", ".join(missing) + " not loaded" if missing
+                                                     else "a model version is not ready"))
+        self.said_ready = ready
 
     def reason(self, name):
         failures = self.failures.get(name, {})
