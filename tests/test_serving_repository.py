@@ -272,6 +272,10 @@ def rss_kib(pid):
 
 @pytest.mark.slow
 def test_a_hundred_load_unload_cycles_keep_memory_bounded(tmp_path):
+    """Measured on the primary stack: 64-68 KiB over 100 cycles after 10 to settle, at 146 MiB
+    (each cycle loads, optimizes and warms up a TorchScript file). Under ASan the cycles
+    run for its checks, and the bound is left aside (its allocator keeps freed memory in
+    quarantine)."""
     add_version(tmp_path, "m", 1, 3)
     s = ServeProcess(tmp_path, "--model-control-mode", "explicit", "--load-model", "m")
     try:
@@ -285,7 +289,9 @@ def test_a_hundred_load_unload_cycles_keep_memory_bounded(tmp_path):
         for _ in range(100):
             cycle()
         grown = rss_kib(s.proc.pid) - settled
-        assert grown < 16 * 1024, f"RSS grew {grown} KiB over 100 load/unload cycles"
+        print(f"RSS {settled} KiB after 10 cycles, grew {grown} KiB over 100 more")
+        if not os.environ.get("BERTH_SANITIZED"):
+            assert grown < 16 * 1024, f"RSS grew {grown} KiB over 100 load/unload cycles"
     finally:
         assert s.stop() == 0
 
