@@ -20,7 +20,7 @@ SOURCES := $(wildcard csrc/*/*.c csrc/*/*.h csrc/include/berth/*.h csrc/shim/*.c
 STAMP := $(VENV)/.berth-built
 DEB_STAMP := $(DEB_VENV)/.berth-built
 
-.PHONY: all build build-debian demo demo-debian lint test test-pypi test-debian test-core test-serving sanitize fuzz bench bench-server bench-peers clean validate-tools deploy-reference image-test
+.PHONY: all build build-debian demo demo-debian lint test test-c test-pypi test-debian test-core test-serving sanitize fuzz bench bench-server bench-peers clean validate-tools deploy-reference image-test
 
 all: build
 
@@ -62,8 +62,16 @@ demo: build
 demo-debian: build-debian
 	cd build && ../$(DEB_PY) -m berth demo --out ../berth-demo-debian
 
-# The linters, then both stacks: the PyPI one with the docstring examples, then Debian's.
-test: lint test-pypi test-debian
+# The linters, the C unit tests, then both stacks: the PyPI one with the docstring
+# examples, then Debian's.
+test: lint test-c test-pypi test-debian
+
+# The C unit tests of csrc/tests (pieces without a Python face), warnings as errors.
+test-c:
+	cmake -S . -B build/ctest -DBERTH_EXTENSION=OFF -DBERTH_SHIM=OFF -DBERTH_TESTS=ON \
+	    -DBERTH_WERROR=ON >/dev/null
+	cmake --build build/ctest -j2
+	cd build/ctest && ctest --output-on-failure
 
 # ruff (rules in pyproject.toml, pinned in requirements/pypi-stack.txt) on the Python.
 lint: $(VENV)/.requirements
@@ -92,8 +100,10 @@ sanitize: $(VENV)/.requirements
 	rm -rf $(ASAN_DIR)/berth && mkdir -p $(ASAN_DIR) && cp -r python/berth $(ASAN_DIR)/berth
 	find $(ASAN_DIR)/berth -name '*.so' -delete
 	cmake -S . -B build/asan-obj -DPython_EXECUTABLE=$(abspath $(PY)) -DCMAKE_BUILD_TYPE=Release \
-	    -DBERTH_SANITIZE=ON -DBERTH_WERROR=ON -DBERTH_INPLACE_DIR=$(abspath $(ASAN_DIR))/berth >/dev/null
+	    -DBERTH_SANITIZE=ON -DBERTH_WERROR=ON -DBERTH_TESTS=ON \
+	    -DBERTH_INPLACE_DIR=$(abspath $(ASAN_DIR))/berth >/dev/null
 	cmake --build build/asan-obj -j2
+	cd build/asan-obj && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_odr_violation=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 BERTH_SANITIZED=1 \

@@ -1,0 +1,96 @@
+/*
+ * test_runtime.c - C unit tests of runtime pieces without a Python face: the dtype table
+ * and the cgroup CPU quota parser.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "runtime/tensor.h"
+#include "runtime/threads.h"
+
+static void test_dtype_names_round_trip(void)
+{
+    const char *names[] = {"float32", "float64", "float16", "int8",  "int16",
+                           "int32",   "int64",   "uint8",   "bool"};
+    const size_t sizes[] = {4, 8, 2, 1, 2, 4, 8, 1, 1};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        DLDataType t;
+        CHECK(bt_dtype_from_name(names[i], &t) == 0);
+        CHECK_STR(bt_dtype_str(t), names[i]);
+        CHECK(bt_dtype_size(t) == sizes[i]);
+    }
+    DLDataType t;
+    CHECK(bt_dtype_from_name("float", &t) != 0);
+    CHECK(bt_dtype_from_name("", &t) != 0);
+}
+
+static void test_casts(void)
+{
+    DLDataType f32, f64, i32, i64, b;
+    bt_dtype_from_name("float32", &f32);
+    bt_dtype_from_name("float64", &f64);
+    bt_dtype_from_name("int32", &i32);
+    bt_dtype_from_name("int64", &i64);
+    bt_dtype_from_name("bool", &b);
+    CHECK(bt_cast_allowed(f64, f32));  /* NumPy's default float meeting a float32 model */
+    CHECK(bt_cast_allowed(i32, i64));  /* lossless */
+    CHECK(!bt_cast_allowed(f32, i32)); /* lossy */
+    CHECK(!bt_cast_allowed(i64, i32));
+    CHECK(bt_dtype_equal(f32, f32) && !bt_dtype_equal(f32, f64));
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static void test_cgroup_quota(void)
+{
+    char root[] = "/tmp/berth-cgroup-XXXXXX";
+    if (!mkdtemp(root)) {
+        CHECK(!"mkdtemp");
+        return;
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/pod", root);
+    mkdir(path, 0700);
+    snprintf(path, sizeof path, "%s/pod/c1", root);
+    mkdir(path, 0700);
+    snprintf(path, sizeof path, "%s/cpu.max", root);
+    write_file(path, "max 100000\n");
+    CHECK(bt_cgroup_cpu_limit(root, "/") == 0); /* no limit */
+    snprintf(path, sizeof path, "%s/pod/cpu.max", root);
+    write_file(path, "150000 100000\n"); /* 1.5 CPUs: rounded up */
+    CHECK(bt_cgroup_cpu_limit(root, "/pod/c1") == 2);
+    snprintf(path, sizeof path, "%s/pod/c1/cpu.max", root);
+    write_file(path, "300000 100000\n"); /* looser than the parent's: the parent's wins */
+    CHECK(bt_cgroup_cpu_limit(root, "/pod/c1/") == 2);
+    write_file(path, "50000 100000\n");
+    CHECK(bt_cgroup_cpu_limit(root, "/pod/c1") == 1);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/pod/c1", root);
+    rmdir(path);
+    snprintf(path, sizeof path, "%s/pod/cpu.max", root);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/pod", root);
+    rmdir(path);
+    snprintf(path, sizeof path, "%s/cpu.max", root);
+    unlink(path);
+    rmdir(root);
+    CHECK(bt_cgroup_cpu_limit(NULL, "/") == 0);
+}
+
+int main(void)
+{
+    test_dtype_names_round_trip();
+    test_casts();
+    test_cgroup_quota();
+    return check_report("test_runtime");
+}
