@@ -45,7 +45,7 @@ class Model(_core.Model):
 
     def batcher(self, **options):
         """A dynamic batcher over this model; see :func:`berth.serving.batcher`."""
-        from .serving import batcher
+        from .batching import batcher
         return batcher(self, **options)
 
     def __repr__(self):

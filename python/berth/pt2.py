@@ -159,8 +159,8 @@ def export(module, example_inputs, path, *, dynamic_batch=True, max_batch=DEFAUL
     torch = _torch()
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
-    from .train.saving import _atomic_write, _target
-    path, directory = _target(path)
+    from .output_files import atomic_write, checked_target
+    path, directory = checked_target(path)
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or not 2 <= max_batch <= 2**31 - 1:
         raise ValueError(f"max_batch: expected an integer from 2 to 2**31-1, got {max_batch!r}")
     tensors = _as_tensors(torch, example_inputs)
@@ -208,7 +208,7 @@ def export(module, example_inputs, path, *, dynamic_batch=True, max_batch=DEFAUL
                               **(info.get("export") or {}))
         text = json.dumps(info, indent=1)
         start = time.perf_counter()
-        _atomic_write(path, directory, lambda temp: torch._inductor.aoti_compile_and_package(
+        atomic_write(path, directory, lambda temp: torch._inductor.aoti_compile_and_package(
             program, package_path=temp, inductor_configs={"aot_inductor.metadata": {SIGNATURE_KEY: text}}),
             suffix=".pt2")
         log.info("berth.export: %s exported in %.1f s, compiled in %.1f s", path, export_seconds,

@@ -54,7 +54,7 @@ def build_parser():
 
 def main(argv=None):
     """Run the deploy CLI; returns the exit code (0, or 2 on bad input)."""
-    from . import deploy  # late: berth.deployment imports this module
+    from .build import deploy
     args = build_parser().parse_args(argv)
     try:
         context = deploy(args.model_path, args.name, out=args.out, image=args.image,

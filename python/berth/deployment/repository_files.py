@@ -91,7 +91,7 @@ def _deployed(source):
 def check_signatures(models, libraries=()):
     """Load each plain TorchScript version with its config.toml signature through berth's
     C core, so that inputs that do not fit forward fail here, not when the pod starts."""
-    from . import check_loads
+    from .load_check import check_loads
     for deployed in models:
         if not deployed.config.inputs:
             for version, model in deployed.versions.items():

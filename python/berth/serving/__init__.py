@@ -13,7 +13,7 @@ in C (``berth._core.Service``); Python only parses arguments and waits for signa
 True
 """
 from .adapters import fastapi_router, flask_blueprint
-from .batching import batcher
+from ..batching import batcher
 from .cli import main
 
 __all__ = ["batcher", "fastapi_router", "flask_blueprint", "main"]

@@ -8,7 +8,7 @@
 
 from . import callbacks, layers, losses, metrics, optimizers
 from .history import History
-from .saving import load_model
+from .loading import load_model
 from .sequential import Sequential
 
 __all__ = ["Sequential", "History", "load_model", "layers", "callbacks", "losses", "metrics", "optimizers"]

@@ -27,8 +27,9 @@ import warnings
 import torch
 
 from .._version import __version__
+from ..output_files import atomic_write, checked_target
 
-__all__ = ["save_model", "save_weights", "load_weights", "load_model", "read_metadata", "metadata", "BERTH_FORMAT"]
+__all__ = ["save_model", "save_weights", "load_weights", "read_metadata", "metadata", "BERTH_FORMAT"]
 
 BERTH_FORMAT = 1
 METADATA_FILE = "berth.json"
@@ -110,34 +111,6 @@ def _serving_module(model):
                 return torch.jit.trace(wrapper, (example,)), {"method": "trace", "reason": reason}
 
 
-def _target(path, argument="path"):
-    """Validate ``path`` and return ``(absolute path, directory)``; a clear ValueError when unwritable."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{argument}: expected a file path (str or os.PathLike), got {type(path).__name__} {path!r}")
-    path = os.path.abspath(os.fspath(path))
-    directory = os.path.dirname(path)
-    if os.path.isdir(path):
-        raise ValueError(f"{argument}: '{path}' is a directory; give a file name such as '{os.path.join(path, 'model.pt')}'")
-    if not os.path.isdir(directory):
-        raise ValueError(f"{argument}: directory '{directory}' does not exist; create it first or choose another path")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise ValueError(f"{argument}: directory '{directory}' is not writable; choose a path you can write to")
-    return path, directory
-
-
-def _atomic_write(path, directory, write, suffix=".tmp"):
-    """Call ``write(temp_path)`` then rename over ``path``; on failure nothing is left behind."""
-    handle, temp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=suffix)
-    os.close(handle)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-
-
 def _save_pt2(model, path):
     """``model.save("m.pt2")``: torch.export + AOTInductor, the signature in the package."""
     from .. import pt2
@@ -167,7 +140,7 @@ def save_model(model, path):
         finally:
             model.train(was_training)
         return
-    path, directory = _target(path)
+    path, directory = checked_target(path)
     was_training = model.training
     model.eval()
     try:
@@ -178,7 +151,7 @@ def save_model(model, path):
             model_for_export = model
         scripted, export = _serving_module(model_for_export)
         text = json.dumps(metadata(model, export), indent=1, sort_keys=False)
-        _atomic_write(path, directory, lambda temp: torch.jit.save(scripted, temp, _extra_files={METADATA_FILE: text}))
+        atomic_write(path, directory, lambda temp: torch.jit.save(scripted, temp, _extra_files={METADATA_FILE: text}))
     finally:
         model.train(was_training)
 
@@ -197,39 +170,13 @@ def read_metadata(path):
     return json.loads(files[METADATA_FILE])
 
 
-def load_model(path):
-    """Rebuild a trainable :class:`~berth.train.Sequential` (architecture and weights) from ``model.save``'s file.
-
-    For inference use ``berth.load``, which serves the file from the C core.
-    """
-    from .sequential import Sequential
-
-    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
-        raise ValueError(f"path: expected an existing file saved by model.save, got {path!r}")
-    from ..pt2 import read_signature
-
-    if read_signature(path) is not None:
-        raise ValueError(f"path: '{path}' is a .pt2 package, compiled for inference: serve it with berth.load; "
-                         "to train again, keep a TorchScript copy (model.save('model.pt')) or save_weights")
-    files = {METADATA_FILE: ""}
-    scripted = torch.jit.load(os.fspath(path), map_location="cpu", _extra_files=files)
-    if not files[METADATA_FILE]:
-        raise ValueError(f"path: '{path}' has no embedded {METADATA_FILE}; it was not saved by berth")
-    meta = json.loads(files[METADATA_FILE])
-    model = Sequential.from_config(meta["model"]["config"])
-    if not model.built:
-        model.build(tuple(None if d == -1 else d for d in meta["inputs"][0]["shape"][1:]))
-    model.load_state_dict(scripted.state_dict())
-    return model
-
-
 def save_weights(model, path):
     """Write ``model.state_dict()`` atomically with ``torch.save``."""
-    path, directory = _target(path)
+    path, directory = checked_target(path)
     if not model.built:
         raise ValueError("save_weights: the model is not built yet, so it has no weights")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(path, directory, lambda temp: torch.save(state, temp))
+    atomic_write(path, directory, lambda temp: torch.save(state, temp))
 
 
 def load_weights(model, path):

@@ -1,5 +1,5 @@
 """Dynamic batching for in-process callers: :func:`batcher`."""
-from .. import _core
+from . import _core
 
 
 def batcher(model, max_batch_size=64, max_delay_ms=2.0, max_queue=1024, batching=None,
