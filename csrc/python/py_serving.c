@@ -609,8 +609,11 @@ PyTypeObject BtServiceType = {
 int bt_py_serving_add_types(PyObject *module)
 {
     /* The serving limits' defaults, defined once in server.h; the CLI's flags use them. */
+    /* ... and the batcher's (bt_batcher_default_params): every Python default is these. */
+    bt_batcher_params batch = bt_batcher_default_params();
     PyObject *limits = Py_BuildValue(
-        "{s:i,s:i,s:d,s:i,s:i,s:i,s:L,s:n,s:n,s:n,s:i,s:i,s:i,s:i,s:i,s:s}", "threads_limit",
+        "{s:i,s:i,s:d,s:i,s:i,s:i,s:L,s:n,s:n,s:n,s:i,s:i,s:i,s:i,s:i,s:s,s:i,s:d,s:i,s:i}",
+        "threads_limit",
         BT_MAX_NUM_THREADS, "max_batch_size_limit",
         BT_BATCH_MAX_SIZE, "max_delay_ms_limit", BT_BATCH_MAX_DELAY_MS, "max_queue_limit",
         BT_BATCH_MAX_QUEUE, "workers_limit", BT_BATCH_MAX_WORKERS, "http_threads_limit",
@@ -620,7 +623,9 @@ int bt_py_serving_add_types(PyObject *module)
         (Py_ssize_t)BT_MAX_BODY_BYTES_LIMIT, "body_budget_factor", BT_DEFAULT_BODY_BUDGET_FACTOR,
         "per_ip_connections", BT_DEFAULT_PER_IP_CONNECTIONS, "connection_limit",
         BT_DEFAULT_CONNECTION_LIMIT, "idle_timeout_s", BT_DEFAULT_IDLE_TIMEOUT_S,
-        "header_timeout_s", BT_DEFAULT_HEADER_TIMEOUT_S, "tls_priorities", BT_TLS_PRIORITIES);
+        "header_timeout_s", BT_DEFAULT_HEADER_TIMEOUT_S, "tls_priorities", BT_TLS_PRIORITIES,
+        "max_batch_size", batch.max_batch_size, "max_delay_ms", batch.max_delay_ms, "max_queue",
+        batch.max_queue, "workers", batch.workers);
     if (!limits || PyModule_AddObject(module, "SERVING_DEFAULTS", limits) != 0) {
         Py_XDECREF(limits);
         return -1;

@@ -2,8 +2,12 @@
 from . import _core
 
 
-def batcher(model, max_batch_size=64, max_delay_ms=2.0, max_queue=1024, batching=None,
-            workers=1):
+_DEFAULTS = _core.SERVING_DEFAULTS  # the C batcher's defaults, defined once in C
+
+
+def batcher(model, max_batch_size=_DEFAULTS["max_batch_size"],
+            max_delay_ms=_DEFAULTS["max_delay_ms"], max_queue=_DEFAULTS["max_queue"],
+            batching=None, workers=_DEFAULTS["workers"]):
     """A dynamic batcher over ``model`` (a :class:`berth.Model`), run in C.
 
     Concurrent ``predict(*inputs, timeout=None)`` calls from any thread are queued in C,

@@ -60,11 +60,12 @@ def build_parser():
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free)")
     p.add_argument("--name", help="model name in URLs, for one model file (default: the file name "
                                   "without its extension)")
-    p.add_argument("--max-batch-size", type=int, default=64, help="rows per forward (default 64)")
-    p.add_argument("--max-delay-ms", type=float, default=2.0,
-                   help="longest wait for more rows after the first (default 2)")
-    p.add_argument("--max-queue", type=int, default=1024,
-                   help="queued requests before 503 Overloaded (default 1024)")
+    p.add_argument("--max-batch-size", type=int, default=LIMITS["max_batch_size"],
+                   help="rows per forward (default %(default)d)")
+    p.add_argument("--max-delay-ms", type=float, default=LIMITS["max_delay_ms"],
+                   help="longest wait for more rows after the first (default %(default)g)")
+    p.add_argument("--max-queue", type=int, default=LIMITS["max_queue"],
+                   help="queued requests before 503 Overloaded (default %(default)d)")
     p.add_argument("--no-batching", action="store_true", help="run one request per forward")
     p.add_argument("--input", action="append", metavar="NAME:DATATYPE:SHAPE", dest="inputs",
                    help="a plain file's input, e.g. image:FP32:-1,3,224,224 (-1: any extent; "
@@ -82,8 +83,8 @@ def build_parser():
                    help="fill batches up to --max-batch-size; by default warm-up times "
                         "batches of 1, 2, 4, ... rows and keeps the smallest size with about "
                         "the cheapest rows")
-    p.add_argument("--workers", type=int, default=1,
-                   help="forwards run concurrently (default 1; try 2 with --threads 1 for "
+    p.add_argument("--workers", type=int, default=LIMITS["workers"],
+                   help="forwards run concurrently (default %(default)d; try 2 with --threads 1 for "
                         "models that batching does not speed up)")
     p.add_argument("--threads", type=int,
                    help="libtorch intra-op threads (default: BERTH_NUM_THREADS, else the "

@@ -44,21 +44,24 @@ class LoadFailure(Exception):
         self.usage = usage
 
 
+DEFAULTS = _core.SERVING_DEFAULTS  # the C core's: one home for each default
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What serve's flags give every model; a model's config.toml overrides the first
     eight."""
-    max_batch_size: int = 64
-    max_delay_ms: float = 2.0
-    max_queue: int = 1024
+    max_batch_size: int = DEFAULTS["max_batch_size"]
+    max_delay_ms: float = DEFAULTS["max_delay_ms"]
+    max_queue: int = DEFAULTS["max_queue"]
     batching: bool = True
-    workers: int = 1
+    workers: int = DEFAULTS["workers"]
     optimize: bool = True
     batch_tuning: bool = True
     warmup: bool = True
     timeout_ms: float = 0.0
-    max_rows: int = _core.SERVING_DEFAULTS["max_rows"]
-    max_response_bytes: int = _core.SERVING_DEFAULTS["max_response_bytes"]
+    max_rows: int = DEFAULTS["max_rows"]
+    max_response_bytes: int = DEFAULTS["max_response_bytes"]
     log_requests: bool = False
     grace_s: float = 20.0
 
