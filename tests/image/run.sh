@@ -21,7 +21,12 @@
 #     berth source), is served by the same image with that model file in place of its
 #     own: batched, answering as berth.load(...).predict does. This costs a deploy and a
 #     container start, not a second build;
-#  8. the storage is deleted.
+#  8. a two-model repository (the seed model, and the plain file with its signature in
+#     config.toml) gets its own context from `berth deploy REPO/`, built and run the same
+#     way: both models answer as berth.load(...).predict does, a file whose sha256 is not
+#     the one deploy wrote into config.toml stops the server at start (exit 2), SIGTERM
+#     exits 0;
+#  9. the storage is deleted.
 #
 # Usage: tests/image/run.sh        (root; podman, runc, debootstrap; berth built in place)
 # Environment: BERTH_CACHE_DIR (default /var/tmp/berth-cache), PYTHON (default the
@@ -192,10 +197,69 @@ pm rmi -f "$image" >/dev/null 2>&1 || true
 say "passed: $(basename "$model") image $image, $((size / 1000000)) MB (ratio $ratio to the naive $((naive_bytes / 1000000)) MB), built in ${build_s} s"
 }
 
+# 8. a repository of two models: TEST_REPOSITORY SEED_MODEL PLAIN_MODEL
+test_repository() {
+repo_dir=$work/repository
+rm -rf "$repo_dir" "$work/repo-ctx"
+mkdir -p "$repo_dir/seed/1" "$repo_dir/plain/1"
+cp "$1" "$repo_dir/seed/1/model.pt"
+cp "$2" "$repo_dir/plain/1/model.pt"
+printf 'inputs = ["dense_input:FP32:-1,10"]\nmax_batch_size = 16\n' >"$repo_dir/plain/config.toml"
+"$PYTHON" -m berth deploy "$repo_dir" --name my_models --out "$work/repo-ctx" >"$work/repo-deploy.out" 2>&1 \
+    || { cat "$work/repo-deploy.out" >&2; fail "berth deploy REPO/ failed"; }
+image=$(sed -n 's/^  image: *//p' "$work/repo-deploy.out")
+case "$image" in my-models:????????????) ;; *) fail "repository image tag: $image" ;; esac
+say "building $image, a two-model repository (log: repo-build.log)"
+start=$(date +%s)
+if ! pm build --format docker --pull=never --network host --layers=false \
+        --volume "$cache/apt-archives:/var/cache/apt/archives" \
+        -t "$image" "$work/repo-ctx" >"$work/repo-build.log" 2>&1; then
+    tail -n 60 "$work/repo-build.log" >&2
+    fail "podman build (repository) failed"
+fi
+build_s=$(( $(date +%s) - start ))
+size=$(pm image inspect --format '{{.Size}}' "$image")
+pm image inspect --format '{{json .Labels}}' "$image" | grep -q '"dev.berth.models":"plain:1 seed:1"' \
+    || fail "label dev.berth.models missing or wrong: $(pm image inspect --format '{{json .Labels}}' "$image")"
+# a model file that is not the one deploy hashed into config.toml: refused at start
+set +e
+pm run --rm --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
+    --health-interval disable -v "$2:/opt/berth/repository/seed/1/model.pt:ro" \
+    "$image" >"$work/repo-mismatch.log" 2>&1
+code=$?
+set -e
+[ "$code" = 2 ] && grep -q "expected $(sha256sum "$1" | cut -d' ' -f1)" "$work/repo-mismatch.log" \
+    || { cat "$work/repo-mismatch.log" >&2; fail "a swapped model file in the repository gave exit code $code, expected 2"; }
+say "repository: a model file other than the one deployed is refused at start (exit 2)"
+port=$("$PYTHON" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+pm run -d --name "$container" --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
+    --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
+    --health-interval disable -e BERTH_NUM_THREADS=2 -p "127.0.0.1:$port:8080" "$image" \
+    >/dev/null 2>"$work/run.err" || { cat "$work/run.err" >&2; fail "podman run (repository) failed"; }
+for name in seed plain; do
+    if ! "$PYTHON" "$repo/tests/image/check_server.py" --url "http://127.0.0.1:$port" \
+            --model "$repo_dir/$name/1/model.pt" --name "$name" --timeout 120; then
+        pm logs "$container" >&2 || true
+        fail "the repository container did not serve $name correctly"
+    fi
+done
+pm kill --signal TERM "$container" >/dev/null
+code=$(timeout 40 podman --root "$work/storage" --runroot "$work/run" --storage-driver "$driver" \
+       --events-backend none --cgroup-manager cgroupfs wait "$container" || echo timeout)
+pm logs "$container" >"$work/repo-server.log" 2>&1 || true
+[ "$code" = 0 ] || { cat "$work/repo-server.log" >&2; fail "after SIGTERM the repository server exited with '$code'"; }
+grep -q "2 model version(s) loaded" "$work/repo-server.log" \
+    || { cat "$work/repo-server.log" >&2; fail "the repository server did not load both models"; }
+pm rm -f -t 0 "$container" >/dev/null 2>&1 || true
+pm rmi -f "$image" >/dev/null 2>&1 || true
+say "passed: two-model repository image $image, $((size / 1000000)) MB, built in ${build_s} s; both models served, SIGTERM exit 0"
+}
+
 # the seed model, under the seed article's name: TorchScript, then .pt2 where torch can export
 PYTHONHASHSEED=0 "$PYTHON" "$repo/tests/image/seed_model.py" "$work/model.pt"
 "$PYTHON" "$repo/tests/image/seed_model.py" "$work/plain.pt" plain
 test_image "$work/model.pt" "$naive_bytes" "$max_ratio" "$work/plain.pt"
+test_repository "$work/model.pt" "$work/plain.pt"
 if "$PYTHON" -c "import berth.pt2, sys; berth.pt2._torch()" 2>/dev/null; then
     "$PYTHON" "$repo/tests/image/seed_model.py" "$work/model.pt2"
     mkdir -p "$work/naive"
