@@ -188,7 +188,7 @@ def _write_zip(path, entries):
     ("signed twice", {"inputs": ["x:FP32:-1,10"]}, ValueError,
      r"model_path: .* already carries a berth.json signature"),
     ("bad input option", {"model_path": "nosig", "inputs": ["x:FP99:-1,10"]}, ValueError,
-     r"--input: expected a DATATYPE among FP32, FP64, .* got 'FP99'"),
+     r"--input: expected a DATATYPE among BOOL, UINT8, .*FP32, FP64 .* got 'FP99'"),
     ("input count", {"model_path": "nosig", "inputs": ["a:FP32:-1,10", "b:FP32:-1,10"]},
      ValueError, r"inputs: the signature from --input/--output does not fit .* lists 2 inputs "
                  r"but forward takes 1"),

@@ -4,6 +4,8 @@
 #include "python/py_model.h"
 #include "python/serving_init.h"
 #include "runtime/threads.h"
+#include "berth/dlpack.h"
+#include "berth/dtypes.h"
 
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -112,6 +114,22 @@ static int add_exception(PyObject *m, PyObject **slot, const char *name, const c
     return PyModule_AddObject(m, name, *slot) == 0 ? 0 : (Py_DECREF(*slot), -1);
 }
 
+/* _core.DTYPES: ((name, datatype, itemsize), ...) from berth/dtypes.h, so that Python
+ * keeps no table of its own. */
+static int add_dtypes(PyObject *m) {
+    PyObject *rows = Py_BuildValue("("
+#define BT_ROW(NAME, DATATYPE, CODE, BITS, NPY, TORCH) "(ssi)"
+                                   BERTH_DTYPES(BT_ROW)
+#undef BT_ROW
+                                   ")"
+#define BT_ROW(NAME, DATATYPE, CODE, BITS, NPY, TORCH) , NAME, DATATYPE, (BITS) / 8
+                                   BERTH_DTYPES(BT_ROW)
+#undef BT_ROW
+    );
+    if (!rows) return -1;
+    return PyModule_AddObject(m, "DTYPES", rows) == 0 ? 0 : (Py_DECREF(rows), -1);
+}
+
 PyMODINIT_FUNC PyInit__core(void) {
     bt_json_init();
     if (bt_py_import_numpy() != 0) return NULL;
@@ -129,7 +147,7 @@ PyMODINIT_FUNC PyInit__core(void) {
         Py_DECREF(&bt_ModelType);
         goto fail;
     }
-    if (bt_serving_init(m) != 0) goto fail;
+    if (bt_serving_init(m) != 0 || add_dtypes(m) != 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);

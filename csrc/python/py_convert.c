@@ -10,6 +10,7 @@
 #include <numpy/arrayobject.h>
 
 #include "runtime/tensor.h"
+#include "berth/dtypes.h"
 
 PyObject *bt_BerthError, *bt_ModelLoadError, *bt_InferenceError, *bt_Overloaded;
 
@@ -233,13 +234,11 @@ static void capsule_free(PyObject *capsule) {
 }
 
 static int typenum_of(DLDataType t) {
-    switch (t.code) {
-    case kDLFloat: return t.bits == 16 ? NPY_FLOAT16 : t.bits == 32 ? NPY_FLOAT32 : t.bits == 64 ? NPY_FLOAT64 : -1;
-    case kDLInt: return t.bits == 8 ? NPY_INT8 : t.bits == 16 ? NPY_INT16 : t.bits == 32 ? NPY_INT32 : t.bits == 64 ? NPY_INT64 : -1;
-    case kDLUInt: return t.bits == 8 ? NPY_UINT8 : -1;
-    case BERTH_DL_BOOL: return t.bits == 8 ? NPY_BOOL : -1;
-    default: return -1;
-    }
+#define BT_ROW(NAME, DATATYPE, CODE, BITS, NPY, TORCH) \
+    if ((unsigned)t.code == (unsigned)(CODE) && t.bits == (BITS) && t.lanes == 1) return NPY_##NPY;
+    BERTH_DTYPES(BT_ROW)
+#undef BT_ROW
+    return -1;
 }
 
 PyObject *bt_py_from_tensor(DLManagedTensor *m) {

@@ -4,6 +4,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "berth/dlpack.h"
+#include "berth/dtypes.h"
+
 int bt_error_set(bt_error *err, bt_error_kind kind, const char *fmt, ...) {
     if (err) {
         va_list ap;
@@ -28,16 +31,18 @@ char *bt_shape_str(char *buf, size_t size, const int64_t *shape, int ndim) {
 }
 
 const char *bt_dtype_name(unsigned code, unsigned bits) {
-    switch (code) {
-    case 0: /* kDLInt */
-        return bits == 8 ? "int8" : bits == 16 ? "int16" : bits == 32 ? "int32" : bits == 64 ? "int64" : "unknown";
-    case 1: /* kDLUInt */
-        return bits == 8 ? "uint8" : bits == 16 ? "uint16" : bits == 32 ? "uint32" : bits == 64 ? "uint64" : "unknown";
-    case 2: /* kDLFloat */
-        return bits == 16 ? "float16" : bits == 32 ? "float32" : bits == 64 ? "float64" : "unknown";
-    case 6: /* BERTH_DL_BOOL */
-        return bits == 8 ? "bool" : "unknown";
-    default:
-        return "unknown";
-    }
+    static const struct {
+        const char *name;
+        unsigned code, bits;
+    } kNames[] = {
+#define BT_ROW(NAME, DATATYPE, CODE, BITS, NPY, TORCH) {NAME, CODE, BITS},
+        BERTH_DTYPES(BT_ROW)
+#undef BT_ROW
+        /* types berth does not handle, named in its error messages */
+        {"uint16", kDLUInt, 16}, {"uint32", kDLUInt, 32}, {"uint64", kDLUInt, 64},
+        {"bfloat16", 4 /* kDLBfloat */, 16},
+    };
+    for (size_t i = 0; i < sizeof kNames / sizeof kNames[0]; ++i)
+        if (kNames[i].code == code && kNames[i].bits == bits) return kNames[i].name;
+    return "unknown";
 }

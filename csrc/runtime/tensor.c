@@ -5,45 +5,45 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "berth/dtypes.h"
+
+static const struct {
+    const char *name;
+    uint8_t code, bits;
+} kDtypes[] = {
+#define BT_ROW(NAME, DATATYPE, CODE, BITS, NPY, TORCH) {NAME, CODE, BITS},
+    BERTH_DTYPES(BT_ROW)
+#undef BT_ROW
+};
+#define N_DTYPES (sizeof kDtypes / sizeof kDtypes[0])
+
 size_t bt_dtype_size(DLDataType t) {
-    if (t.lanes != 1) return 0;
-    switch (t.code) {
-    case kDLFloat:
-        return (t.bits == 16 || t.bits == 32 || t.bits == 64) ? t.bits / 8u : 0;
-    case kDLInt:
-        return (t.bits == 8 || t.bits == 16 || t.bits == 32 || t.bits == 64) ? t.bits / 8u : 0;
-    case kDLUInt:
-        return t.bits == 8 ? 1 : 0;
-    case BERTH_DL_BOOL:
-        return t.bits == 8 ? 1 : 0;
-    default:
-        return 0;
-    }
+    for (size_t i = 0; t.lanes == 1 && i < N_DTYPES; ++i)
+        if (t.code == kDtypes[i].code && t.bits == kDtypes[i].bits) return t.bits / 8u;
+    return 0;
 }
 
 int bt_dtype_equal(DLDataType a, DLDataType b) {
     return a.code == b.code && a.bits == b.bits && a.lanes == b.lanes;
 }
 
-static const struct {
-    const char *name;
-    uint8_t code, bits;
-} kNames[] = {
-    {"float16", kDLFloat, 16}, {"float32", kDLFloat, 32}, {"float64", kDLFloat, 64},
-    {"int8", kDLInt, 8},       {"int16", kDLInt, 16},     {"int32", kDLInt, 32},
-    {"int64", kDLInt, 64},     {"uint8", kDLUInt, 8},     {"bool", BERTH_DL_BOOL, 8},
-};
-
 int bt_dtype_from_name(const char *name, DLDataType *out) {
-    for (size_t i = 0; name && i < sizeof kNames / sizeof kNames[0]; ++i) {
-        if (strcmp(name, kNames[i].name) == 0) {
-            out->code = kNames[i].code;
-            out->bits = kNames[i].bits;
+    for (size_t i = 0; name && i < N_DTYPES; ++i) {
+        if (strcmp(name, kDtypes[i].name) == 0) {
+            out->code = kDtypes[i].code;
+            out->bits = kDtypes[i].bits;
             out->lanes = 1;
             return 0;
         }
     }
     return -1;
+}
+
+size_t bt_dtype_count(void) { return N_DTYPES; }
+
+DLDataType bt_dtype_at(size_t i) {
+    DLDataType t = {kDtypes[i].code, kDtypes[i].bits, 1};
+    return t;
 }
 
 const char *bt_dtype_str(DLDataType t) { return bt_dtype_name(t.code, t.bits); }

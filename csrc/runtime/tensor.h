@@ -20,6 +20,10 @@ int bt_dtype_equal(DLDataType a, DLDataType b);
 /* Parses a numpy-style name ("float32", "int64", "bool"); 0 on success, -1 if unknown. */
 int bt_dtype_from_name(const char *name, DLDataType *out);
 
+/* The dtypes berth handles (berth/dtypes.h), in the table's order: i < bt_dtype_count(). */
+size_t bt_dtype_count(void);
+DLDataType bt_dtype_at(size_t i);
+
 /* numpy-style name of t ("float32"). */
 const char *bt_dtype_str(DLDataType t);
 

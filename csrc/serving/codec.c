@@ -11,6 +11,7 @@
 #include "serving/codec.h"
 #include "serving/jsonutil.h"
 #include "runtime/tensor.h"
+#include "berth/dtypes.h"
 
 #include <float.h>
 #include <math.h>
@@ -137,13 +138,13 @@ typedef struct dtype_entry {
 } dtype_entry;
 
 static const dtype_entry DTYPES[] = {
-    {"BOOL", BERTH_DL_BOOL, 8}, {"UINT8", kDLUInt, 8},  {"INT8", kDLInt, 8},
-    {"INT16", kDLInt, 16},      {"INT32", kDLInt, 32},  {"INT64", kDLInt, 64},
-    {"FP16", kDLFloat, 16},     {"FP32", kDLFloat, 32}, {"FP64", kDLFloat, 64},
+#define BT_ROW(NAME, DATATYPE, CODE, BITS, NPY, TORCH) {DATATYPE, CODE, BITS},
+    BERTH_DTYPES(BT_ROW)
+#undef BT_ROW
 };
 #define N_DTYPES (sizeof DTYPES / sizeof DTYPES[0])
-#define SUPPORTED_DATATYPES                                                                \
-    "BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BF16 (binary data only)"
+#define BT_DATATYPE_LISTED(NAME, DATATYPE, CODE, BITS, NPY, TORCH) DATATYPE ", "
+#define SUPPORTED_DATATYPES BERTH_DTYPES(BT_DATATYPE_LISTED) "BF16 (binary data only)"
 
 /* BF16 travels only on the wire: the shim's dtype table has no bfloat16, so a BF16 input
  * becomes float32 (exact: bfloat16 is float32's upper half) before it meets the model. */

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "berth/shim.h"
+#include "berth/dtypes.h"
 
 #define BERTH_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -126,45 +127,23 @@ std::string what_of(const std::exception &e) {
 
 // --- DLPack <-> at::Tensor ------------------------------------------------------------
 
+// Both directions expand berth/dtypes.h, the table the C core uses too.
 bool to_scalar_type(DLDataType t, at::ScalarType *out) {
     if (t.lanes != 1) return false;
-    switch (t.code) {
-    case kDLFloat:
-        if (t.bits == 16) { *out = at::kHalf; return true; }
-        if (t.bits == 32) { *out = at::kFloat; return true; }
-        if (t.bits == 64) { *out = at::kDouble; return true; }
-        return false;
-    case kDLInt:
-        if (t.bits == 8) { *out = at::kChar; return true; }
-        if (t.bits == 16) { *out = at::kShort; return true; }
-        if (t.bits == 32) { *out = at::kInt; return true; }
-        if (t.bits == 64) { *out = at::kLong; return true; }
-        return false;
-    case kDLUInt:
-        if (t.bits == 8) { *out = at::kByte; return true; }
-        return false;
-    case BERTH_DL_BOOL:
-        if (t.bits == 8) { *out = at::kBool; return true; }
-        return false;
-    default:
-        return false;
-    }
+#define BT_ROW(NAME, DATATYPE, CODE, BITS, NPY, TORCH)                        \
+    if ((unsigned)t.code == (unsigned)(CODE) && t.bits == (BITS)) { *out = at::k##TORCH; return true; }
+    BERTH_DTYPES(BT_ROW)
+#undef BT_ROW
+    return false;
 }
 
 bool to_dl_type(at::ScalarType s, DLDataType *out) {
     out->lanes = 1;
-    switch (s) {
-    case at::kHalf: out->code = kDLFloat; out->bits = 16; return true;
-    case at::kFloat: out->code = kDLFloat; out->bits = 32; return true;
-    case at::kDouble: out->code = kDLFloat; out->bits = 64; return true;
-    case at::kChar: out->code = kDLInt; out->bits = 8; return true;
-    case at::kShort: out->code = kDLInt; out->bits = 16; return true;
-    case at::kInt: out->code = kDLInt; out->bits = 32; return true;
-    case at::kLong: out->code = kDLInt; out->bits = 64; return true;
-    case at::kByte: out->code = kDLUInt; out->bits = 8; return true;
-    case at::kBool: out->code = BERTH_DL_BOOL; out->bits = 8; return true;
-    default: return false;
-    }
+#define BT_ROW(NAME, DATATYPE, CODE, BITS, NPY, TORCH)                        \
+    if (s == at::k##TORCH) { out->code = (CODE); out->bits = (BITS); return true; }
+    BERTH_DTYPES(BT_ROW)
+#undef BT_ROW
+    return false;
 }
 
 // Wraps a DLManagedTensor without copying. The tensor's storage owns the DLPack object

@@ -22,7 +22,15 @@ static void test_dtype_names_round_trip(void)
         CHECK_STR(bt_dtype_str(t), names[i]);
         CHECK(bt_dtype_size(t) == sizes[i]);
     }
-    DLDataType t;
+    CHECK(bt_dtype_count() == sizeof names / sizeof names[0]);
+    for (size_t i = 0; i < bt_dtype_count(); i++) { /* the table's every row, by name */
+        DLDataType t = bt_dtype_at(i), back;
+        CHECK(bt_dtype_from_name(bt_dtype_str(t), &back) == 0 && bt_dtype_equal(t, back));
+        CHECK(bt_dtype_size(t) * 8 == t.bits);
+    }
+    DLDataType t = {kDLUInt, 16, 1}; /* named in messages, not handled */
+    CHECK_STR(bt_dtype_str(t), "uint16");
+    CHECK(bt_dtype_size(t) == 0);
     CHECK(bt_dtype_from_name("float", &t) != 0);
     CHECK(bt_dtype_from_name("", &t) != 0);
 }

@@ -15,12 +15,12 @@ import os
 import tempfile
 import zipfile
 
+from . import _core
+
 SIGNATURE_FILE = "berth.json"
 
-# berth.json dtype -> Open Inference Protocol v2 datatype.
-V2_DATATYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64",
-                "int32": "INT32", "int16": "INT16", "int8": "INT8", "uint8": "UINT8",
-                "bool": "BOOL"}
+# berth.json dtype -> Open Inference Protocol v2 datatype, from the C core's one table.
+V2_DATATYPES = {name: datatype for name, datatype, _ in _core.DTYPES}
 
 
 def _dtype_of(datatype, flag, text):

@@ -15,6 +15,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 
+from .. import _core
 from ..signature import (SIGNATURE_FILE, V2_DATATYPES, embed_signature,  # noqa: F401 (re-exported)
                          parse_tensor_option, signature_from_options, torchscript_root)
 
@@ -151,7 +152,7 @@ def sample_request_file(signature):
     if sum(count for *_, count in inputs) <= SAMPLE_JSON_MAX_ELEMENTS:
         body = json.dumps(sample_request(signature), separators=(",", ":")) + "\n"
         return "sample-request.json", body.encode(), None
-    sizes = {"FP64": 8, "INT64": 8, "FP32": 4, "INT32": 4, "FP16": 2, "INT16": 2}
+    sizes = {datatype: size for _, datatype, size in _core.DTYPES}
     header = {"inputs": [{"name": name, "shape": shape, "datatype": datatype,
                           "parameters": {"binary_data_size": count * sizes.get(datatype, 1)}}
                          for name, shape, datatype, count in inputs]}

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import _core
 from . import data, layers as layer_module, losses, metrics as metric_module, optimizers, saving
 from .callbacks import Callback, CallbackList
 from .history import History
@@ -28,9 +29,7 @@ from .progress import ProgressLogger, format_logs
 
 __all__ = ["Sequential"]
 
-_DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64, "int8": torch.int8,
-           "int16": torch.int16, "int32": torch.int32, "int64": torch.int64, "uint8": torch.uint8,
-           "bool": torch.bool}
+_DTYPES = {name: getattr(torch, name) for name, _, _ in _core.DTYPES}  # the C core's table
 
 
 def _check_int(value, argument, minimum):
