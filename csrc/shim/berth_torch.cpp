@@ -67,6 +67,8 @@ namespace {
 // A List[Tensor] argument takes every input left, as "NAME.0", "NAME.1", ...: up to this
 // many inputs in all (the C core serves at most 16, BT_BATCH_MAX_INPUTS).
 constexpr size_t kMaxInputs = 16;
+// The signature: a TorchScript extra file, or a .pt2 package's metadata key.
+constexpr const char *kSignatureFile = "berth.json";
 constexpr size_t kListArg = SIZE_MAX;
 
 // Returned when even the error cannot be allocated; status_free leaves it alone.
@@ -443,10 +445,10 @@ c10::Device parse_device(const char *text) {
 }
 
 void load_torchscript(berth_torch_model &model, const char *path) {
-    torch::jit::ExtraFilesMap extra{{"berth.json", ""}};
+    torch::jit::ExtraFilesMap extra{{kSignatureFile, ""}};
     model.module = torch::jit::load(path, model.device, extra);
     model.module.eval();
-    auto it = extra.find("berth.json");
+    auto it = extra.find(kSignatureFile);
     if (it != extra.end() && !it->second.empty()) {
         model.metadata = it->second;
         model.has_metadata = true;
@@ -509,7 +511,7 @@ void load_pt2(berth_torch_model &model, const char *path, caffe2::serialize::PyT
                                     model.device.str() + "': load it with device='" + key->second + "'");
     auto spec = model.package->get_call_spec();
     if (spec.size() == 2) model.single_output = spec[1].find("\"type\": null") < 8;
-    auto it = meta.find("berth.json");
+    auto it = meta.find(kSignatureFile);
     if (it != meta.end() && !it->second.empty()) {
         model.metadata = it->second;
     } else {

@@ -28,12 +28,12 @@ import logging
 import time
 
 from ._version import __version__
+from .signature import SIGNATURE_FILE as SIGNATURE_KEY  # the package metadata key
 
 __all__ = ["export", "MIN_TORCH", "SIGNATURE_KEY"]
 
 # AOTIModelPackageLoader and aoti_compile_and_package arrived in torch 2.6.
 MIN_TORCH = (2, 6)
-SIGNATURE_KEY = "berth.json"
 DEFAULT_MAX_BATCH = 4096
 log = logging.getLogger("berth")
 

@@ -28,11 +28,11 @@ import torch
 
 from .._version import __version__
 from ..output_files import atomic_write, checked_target
+from ..signature import SIGNATURE_FILE as METADATA_FILE  # the TorchScript extra file
 
 __all__ = ["save_model", "save_weights", "load_weights", "read_metadata", "metadata", "BERTH_FORMAT"]
 
 BERTH_FORMAT = 1
-METADATA_FILE = "berth.json"
 
 
 def _dims(shape):
