@@ -158,9 +158,10 @@ int bt_py_to_tensor(PyObject *obj, const bt_model *m, size_t index, DLManagedTen
                             Py_TYPE(obj)->tp_name);
     }
     Py_XDECREF(holder); /* the buffer holds its own reference */
-    if (probe.ndim > 64) {
+    if (probe.ndim > BT_MAX_NDIM) {
         PyBuffer_Release(&probe);
-        return bt_error_set(err, BT_ERR_VALUE, "input '%s' has %d dimensions; berth takes at most 64", name, probe.ndim);
+        return bt_error_set(err, BT_ERR_VALUE, "input '%s' has %d dimensions; berth takes at most %d", name,
+                            probe.ndim, BT_MAX_NDIM);
     }
     extra = sizeof(int64_t) * 2u * (size_t)probe.ndim;
     v = malloc(sizeof *v + extra);

@@ -97,9 +97,9 @@ static PyObject *raise_forward_error(const bt_model *m, PyObject *const *args, P
         char shape[256] = "?";
         const char *dtype = "?";
         if (PyObject_GetBuffer(args[i], &b, PyBUF_RECORDS_RO) == 0) {
-            int64_t dims[64];
+            int64_t dims[BT_MAX_NDIM];
             for (int d = 0; d < b.ndim && d < 64; ++d) dims[d] = b.shape[d];
-            bt_shape_str(shape, sizeof shape, dims, b.ndim < 64 ? b.ndim : 64);
+            bt_shape_str(shape, sizeof shape, dims, b.ndim < BT_MAX_NDIM ? b.ndim : BT_MAX_NDIM);
             DLDataType dt;
             dtype = bt_py_buffer_dtype(&b, &dt) == 0 ? bt_dtype_str(dt) : (b.format ? b.format : "B");
             used += (size_t)snprintf(given + used, sizeof given - used, "%s'%s' %s %s", i ? ", " : "",

@@ -162,8 +162,8 @@ static size_t take_batch(bt_batcher *b, bt_item **batch, size_t cap, int64_t *to
 static DLManagedTensor *slice_rows(const DLTensor *t, int64_t start, int64_t rows,
                                    bt_error *err)
 {
-    int64_t shape[64];
-    int nd = t->ndim < 64 ? t->ndim : 64;
+    int64_t shape[BT_MAX_NDIM];
+    int nd = t->ndim < BT_MAX_NDIM ? t->ndim : BT_MAX_NDIM;
     memcpy(shape, t->shape, (size_t)nd * sizeof(int64_t));
     shape[0] = rows;
     DLManagedTensor *out = bt_tensor_new(t->dtype, nd, shape, err);
@@ -252,7 +252,7 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
     rc = 0;
     for (size_t j = 0; j < n_in && rc == 0; j++) {
         const DLTensor *proto = &items[0]->in[j]->dl_tensor;
-        int64_t shape[64];
+        int64_t shape[BT_MAX_NDIM];
         memcpy(shape, proto->shape, (size_t)proto->ndim * sizeof(int64_t));
         shape[0] = total_rows;
         stacked[j] = bt_tensor_new(proto->dtype, proto->ndim, shape, &err);
@@ -300,7 +300,7 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
     /* Outputs must be contiguous and carry the batch in their leading dimension. */
     for (size_t k = 0; rc == 0 && k < n_out; k++) {
         const DLTensor *o = &outs[k]->dl_tensor;
-        if (o->ndim < 1 || o->shape[0] != total_rows || o->ndim > 64) {
+        if (o->ndim < 1 || o->shape[0] != total_rows || o->ndim > BT_MAX_NDIM) {
             char got[256];
             rc = bt_error_set(&err, BT_ERR_MODEL,
                               "the model is served with batching but output %zu has shape %s, "

@@ -88,7 +88,7 @@ static void free_owned(DLManagedTensor *m) { free(m); }
 
 DLManagedTensor *bt_tensor_new(DLDataType dtype, int ndim, const int64_t *shape, bt_error *err) {
     size_t item = bt_dtype_size(dtype);
-    if (!item || ndim < 0 || ndim > 64) {
+    if (!item || ndim < 0 || ndim > BT_MAX_NDIM) {
         bt_error_set(err, BT_ERR_VALUE, "cannot make a tensor of dtype %s with %d dimensions",
                      bt_dtype_str(dtype), ndim);
         return NULL;
@@ -234,7 +234,7 @@ DLManagedTensor *bt_tensor_cast(const DLTensor *src, DLDataType to, bt_error *er
         memcpy(out, base, (size_t)n * in_item);
         return dst;
     }
-    int64_t index[64] = {0};
+    int64_t index[BT_MAX_NDIM] = {0};
     for (int64_t k = 0; k < n; ++k) {
         int64_t off = 0;
         if (src->strides) {

@@ -11,6 +11,10 @@
 #include "berth/dlpack.h"
 #include "runtime/error.h"
 
+/* The deepest tensor the core handles (NumPy 2's own limit); deeper ones are refused where
+ * they enter (py_convert.c, bt_tensor_new), so fixed arrays of this size hold any shape. */
+#define BT_MAX_NDIM 64
+
 /* Bytes per element (0 for a type berth does not handle). */
 size_t bt_dtype_size(DLDataType t);
 

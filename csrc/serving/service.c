@@ -265,8 +265,8 @@ static int warm_forward(bt_service *svc, size_t n, int rows, double *seconds, bt
     DLManagedTensor *in[BT_BATCH_MAX_INPUTS] = {0};
     for (size_t i = 0; i < n; i++) {
         const bt_spec *sp = &m->inputs[i];
-        int64_t shape[64];
-        int nd = sp->ndim < 64 ? sp->ndim : 64;
+        int64_t shape[BT_MAX_NDIM];
+        int nd = sp->ndim < BT_MAX_NDIM ? sp->ndim : BT_MAX_NDIM;
         for (int d = 0; d < nd; d++)
             shape[d] = sp->shape[d] >= 0 ? sp->shape[d] : (d == 0 ? rows : 1);
         in[i] = bt_tensor_new(sp->dtype, nd, shape, err);
