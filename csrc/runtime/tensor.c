@@ -128,7 +128,7 @@ DLManagedTensor *bt_tensor_new(DLDataType dtype, int ndim, const int64_t *shape,
 }
 
 /* IEEE half <-> single, round-to-nearest-even on the way down. */
-static float half_to_float(uint16_t h) {
+float bt_half_to_float(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
     if (exp == 0) {
         if (man == 0) {
@@ -148,7 +148,7 @@ static float half_to_float(uint16_t h) {
     return f;
 }
 
-static uint16_t float_to_half(float f) {
+uint16_t bt_float_to_half(float f) {
     uint32_t x;
     memcpy(&x, &f, sizeof x);
     uint32_t sign = (x >> 16) & 0x8000u;
@@ -172,7 +172,7 @@ static uint16_t float_to_half(float f) {
 static double load_float(const char *p, DLDataType t) {
     switch (t.code) {
     case kDLFloat:
-        if (t.bits == 16) { uint16_t h; memcpy(&h, p, 2); return half_to_float(h); }
+        if (t.bits == 16) { uint16_t h; memcpy(&h, p, 2); return bt_half_to_float(h); }
         if (t.bits == 32) { float v; memcpy(&v, p, 4); return v; }
         { double v; memcpy(&v, p, 8); return v; }
     case kDLInt:
@@ -201,7 +201,7 @@ static int64_t load_int(const char *p, DLDataType t) {
 static void store(char *p, DLDataType t, const char *src, DLDataType from) {
     if (t.code == kDLFloat) {
         double v = load_float(src, from);
-        if (t.bits == 16) { uint16_t h = float_to_half((float)v); memcpy(p, &h, 2); }
+        if (t.bits == 16) { uint16_t h = bt_float_to_half((float)v); memcpy(p, &h, 2); }
         else if (t.bits == 32) { float f = (float)v; memcpy(p, &f, 4); }
         else memcpy(p, &v, 8);
         return;

@@ -15,6 +15,11 @@
  * they enter (py_convert.c, bt_tensor_new), so fixed arrays of this size hold any shape. */
 #define BT_MAX_NDIM 64
 
+/* IEEE binary16 <-> binary32, round-to-nearest-even on the way down (the codec's FP16 and
+ * the casts use these). */
+float bt_half_to_float(uint16_t h);
+uint16_t bt_float_to_half(float f);
+
 /* Bytes per element (0 for a type berth does not handle). */
 size_t bt_dtype_size(DLDataType t);
 

@@ -213,66 +213,6 @@ void bt_infer_request_free(bt_infer_request *req)
     free(req);
 }
 
-/* ------------------------------------------------------------------ fp16 */
-
-static uint16_t float_to_half(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t mant = x & 0x7fffffu;
-    int exp = (int)((x >> 23) & 0xffu);
-    if (exp == 0xff)
-        return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0u));
-    int e = exp - 127 + 15;
-    if (e >= 0x1f)
-        return (uint16_t)(sign | 0x7c00u);
-    if (e <= 0) {
-        if (e < -10)
-            return (uint16_t)sign;
-        mant |= 0x800000u;
-        unsigned shift = (unsigned)(14 - e);
-        uint32_t h = mant >> shift;
-        uint32_t rem = mant & ((1u << shift) - 1u);
-        uint32_t halfway = 1u << (shift - 1u);
-        if (rem > halfway || (rem == halfway && (h & 1u)))
-            h++;
-        return (uint16_t)(sign | h);
-    }
-    uint32_t h = ((uint32_t)e << 10) | (mant >> 13);
-    uint32_t rem = mant & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
-        h++; /* a carry into the exponent rounds up correctly, to inf at the top */
-    return (uint16_t)(sign | h);
-}
-
-static float half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t mant = h & 0x3ffu;
-    uint32_t x;
-    if (exp == 0) {
-        if (mant == 0) {
-            x = sign;
-        } else {
-            exp = 127 - 15 + 1;
-            while (!(mant & 0x400u)) {
-                mant <<= 1;
-                exp--;
-            }
-            mant &= 0x3ffu;
-            x = sign | (exp << 23) | (mant << 13);
-        }
-    } else if (exp == 0x1f) {
-        x = sign | 0x7f800000u | (mant << 13);
-    } else {
-        x = sign | ((exp + 112u) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &x, sizeof f);
-    return f;
-}
 
 /* ------------------------------------------------------------------ JSON -> elements */
 
@@ -445,7 +385,7 @@ static int check_run(const cJSON *c, const leaf_rule *r, int depth, int flat, in
 #define CONV_I16(c) ((int16_t)(c)->valuedouble)
 #define CONV_I32(c) ((int32_t)(c)->valuedouble)
 #define CONV_I64(c) ((int64_t)(c)->valuedouble)
-#define CONV_F16(c) float_to_half((float)(c)->valuedouble)
+#define CONV_F16(c) bt_float_to_half((float)(c)->valuedouble)
 #define CONV_F32(c) ((float)(c)->valuedouble)
 #define CONV_F64(c) ((c)->valuedouble)
 
@@ -1103,7 +1043,7 @@ static void append_elem(bt_buf *b, const char *p, DLDataType dt)
         } else {
             uint16_t h;
             memcpy(&h, p, 2);
-            v = half_to_float(h);
+            v = bt_half_to_float(h);
             fmt = "%.5g";
         }
         if (!isfinite(v)) {

@@ -50,6 +50,25 @@ static void test_casts(void)
     CHECK(bt_dtype_equal(f32, f32) && !bt_dtype_equal(f32, f64));
 }
 
+static void test_half_floats(void)
+{
+    int round_trips = 0;
+    for (uint32_t h = 0; h < 0x10000u; h++) {
+        float f = bt_half_to_float((uint16_t)h);
+        if (f != f) /* NaN: any NaN back */
+            CHECK((bt_float_to_half(f) & 0x7c00u) == 0x7c00u && (bt_float_to_half(f) & 0x3ffu));
+        else
+            round_trips += bt_float_to_half(f) == (uint16_t)h;
+    }
+    CHECK(round_trips == 0x10000 - 2046); /* every half but the NaNs comes back exactly */
+    CHECK(bt_half_to_float(0x3c00u) == 1.0f && bt_half_to_float(0xc000u) == -2.0f);
+    CHECK(bt_half_to_float(0x0001u) == 5.9604644775390625e-08f); /* the smallest subnormal */
+    CHECK(bt_float_to_half(65504.0f) == 0x7bffu && bt_float_to_half(65520.0f) == 0x7c00u);
+    CHECK(bt_float_to_half(1.0f + 1.0f / 2048) == 0x3c00u);    /* a tie: to even (down) */
+    CHECK(bt_float_to_half(1.0f + 3.0f / 2048) == 0x3c02u);    /* a tie: to even (up) */
+    CHECK(bt_float_to_half(1e-9f) == 0 && bt_float_to_half(-1e-9f) == 0x8000u);
+}
+
 static void write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -99,6 +118,7 @@ int main(void)
 {
     test_dtype_names_round_trip();
     test_casts();
+    test_half_floats();
     test_cgroup_quota();
     return check_report("test_runtime");
 }
