@@ -55,19 +55,6 @@ struct bt_batcher {
     bt_infer_stats stats; /* the statistics extension's; reset when warm-up ends */
 };
 
-double bt_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-void bt_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 bt_batcher_params bt_batcher_default_params(void)
 {
     bt_batcher_params p = {64, 2.0, 1024, -1, 1};
@@ -183,19 +170,14 @@ static DLManagedTensor *slice_rows(const DLTensor *t, int64_t start, int64_t row
 /* The moving average of a forward's wall time (0 before the first). */
 static double typical_forward(bt_batcher *b)
 {
-    uint64_t bits = atomic_load(&b->forward_bits);
-    double t;
-    memcpy(&t, &bits, sizeof t);
-    return t;
+    return bt_bits_double(atomic_load(&b->forward_bits));
 }
 
 static void note_forward(bt_batcher *b, double seconds)
 {
     double avg = typical_forward(b);
     avg = avg > 0 ? 0.8 * avg + 0.2 * seconds : seconds;
-    uint64_t bits;
-    memcpy(&bits, &avg, sizeof bits);
-    atomic_store(&b->forward_bits, bits);
+    atomic_store(&b->forward_bits, bt_double_bits(avg));
 }
 
 /* Runs one item alone and completes it. */
@@ -393,14 +375,7 @@ static void *worker_main(void *arg)
                 if (now >= wake)
                     break;
                 struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                double wait = wake - now;
-                ts.tv_sec += (time_t)wait;
-                ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
+                bt_deadline_in(&ts, wake - now);
                 pthread_cond_timedwait(&b->cv, &b->mu, &ts);
             }
             if (!b->head)

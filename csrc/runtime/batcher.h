@@ -17,6 +17,7 @@
 #include "berth/dlpack.h"
 #include "runtime/error.h"
 #include "serving/metrics.h"
+#include "runtime/clock.h"
 #include "runtime/model.h"
 #include "runtime/stats.h"
 
@@ -109,10 +110,5 @@ const bt_histogram *bt_batcher_compute_seconds(const bt_batcher *b);
 
 /* The statistics extension's counters of this batcher's model (valid while it lives). */
 bt_infer_stats *bt_batcher_infer_stats(bt_batcher *b);
-
-/* Monotonic clock in seconds. */
-double bt_now(void);
-/* Sleeps ms milliseconds (the polling waits of drains and shutdown). */
-void bt_sleep_ms(int ms);
 
 #endif /* BERTH_BATCHER_H */

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "serving/jsonutil.h"
+#include "runtime/clock.h"
 #include "runtime/tensor.h"
 #include "runtime/threads.h"
 #include "runtime/torch_api.h"
@@ -23,12 +24,6 @@ const char *bt_torch_version(void) {
 }
 
 int bt_num_threads(void) { return atomic_load(&threads_in_effect); }
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static void free_specs(bt_spec *specs, size_t n) {
     for (size_t i = 0; specs && i < n; ++i) {
@@ -255,7 +250,7 @@ int bt_load_library(const char *path, bt_error *err) {
 }
 
 int bt_model_load(const char *path, const bt_load_options *options, bt_model **out, bt_error *err) {
-    double start = now_seconds();
+    double start = bt_now();
     *out = NULL;
     struct stat st;
     if (!path || stat(path, &st) != 0)
@@ -348,7 +343,7 @@ int bt_model_load(const char *path, const bt_load_options *options, bt_model **o
     m->batchable = m->n_inputs > 0 && m->n_outputs > 0;
     for (size_t i = 0; i < m->n_inputs; ++i) m->batchable &= leading_any(&m->inputs[i]);
     for (size_t i = 0; i < m->n_outputs; ++i) m->batchable &= leading_any(&m->outputs[i]);
-    m->load_seconds = now_seconds() - start;
+    m->load_seconds = bt_now() - start;
     *out = m;
     return 0;
 oom:
@@ -360,7 +355,7 @@ int bt_model_optimize(bt_model *m, bt_error *err) {
     const berth_torch_api *t = bt_torch(err);
     if (!t) return -1;
     if (m->optimized) return 0;
-    double start = now_seconds();
+    double start = bt_now();
     berth_status *s = t->model_optimize(m->handle);
     if (s) {
         if (t->status_code(s) == BERTH_E_NO_MEMORY) bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory optimizing '%s'", m->path);
@@ -370,7 +365,7 @@ int bt_model_optimize(bt_model *m, bt_error *err) {
         return -1;
     }
     m->optimized = 1;
-    m->load_seconds += now_seconds() - start;
+    m->load_seconds += bt_now() - start;
     return 0;
 }
 

@@ -980,19 +980,6 @@ done:
 
 /* ------------------------------------------------------------------ encoding */
 
-static int is_contiguous(const DLTensor *t)
-{
-    if (!t->strides)
-        return 1;
-    int64_t expect = 1;
-    for (int d = t->ndim - 1; d >= 0; d--) {
-        if (t->shape[d] != 1 && t->strides[d] != expect)
-            return 0;
-        expect *= t->shape[d];
-    }
-    return 1;
-}
-
 /* Address of the element at row-major position linear. */
 static const char *elem_at(const DLTensor *t, int64_t linear, int contiguous, size_t esize)
 {
@@ -1114,7 +1101,7 @@ int bt_codec_encode_v2(bt_buf *out, const char *model_name, const char *model_ve
             continue;
         }
         bt_buf_puts(out, ",\"data\":[");
-        int contig = is_contiguous(t);
+        int contig = bt_is_contiguous(t);
         for (int64_t k = 0; k < numel; k++) {
             if (k)
                 bt_buf_append(out, ",", 1);
@@ -1130,7 +1117,7 @@ int bt_codec_encode_v2(bt_buf *out, const char *model_name, const char *model_ve
         const DLTensor *t = outputs[i].tensor;
         size_t esize = t->dtype.bits / 8u;
         int64_t numel = bt_numel(t);
-        if (is_contiguous(t)) {
+        if (bt_is_contiguous(t)) {
             bt_buf_append(out, (const char *)t->data + t->byte_offset, (size_t)numel * esize);
         } else {
             for (int64_t k = 0; k < numel; k++)
@@ -1207,7 +1194,7 @@ int bt_codec_encode_v1(bt_buf *out, const bt_output *outputs, size_t n, bt_error
     if (n == 1) {
         int64_t pos = 0;
         const DLTensor *t = outputs[0].tensor;
-        int contig = is_contiguous(t);
+        int contig = bt_is_contiguous(t);
         for (int64_t r = 0; r < rows; r++) {
             if (r)
                 bt_buf_append(out, ",", 1);
@@ -1223,7 +1210,7 @@ int bt_codec_encode_v1(bt_buf *out, const bt_output *outputs, size_t n, bt_error
                     bt_buf_append(out, ",", 1);
                 bt_buf_json_string(out, outputs[i].name);
                 bt_buf_append(out, ":", 1);
-                append_nested(out, t, 1, &pos, is_contiguous(t));
+                append_nested(out, t, 1, &pos, bt_is_contiguous(t));
             }
             bt_buf_append(out, "}", 1);
         }

@@ -1,6 +1,8 @@
 /* metrics.c - histograms with atomic buckets, rendered as Prometheus text. */
 #include "serving/metrics.h"
 
+#include "runtime/clock.h"
+
 #include <string.h>
 
 const double BT_SECONDS_BOUNDS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
@@ -30,10 +32,7 @@ void bt_histogram_observe(bt_histogram *h, double value)
     atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
     uint64_t old = atomic_load_explicit(&h->sum_bits, memory_order_relaxed), next;
     do {
-        double sum;
-        memcpy(&sum, &old, sizeof sum);
-        sum += value;
-        memcpy(&next, &sum, sizeof next);
+        next = bt_double_bits(bt_bits_double(old) + value);
     } while (!atomic_compare_exchange_weak_explicit(&h->sum_bits, &old, next,
                                                     memory_order_relaxed,
                                                     memory_order_relaxed));
@@ -41,10 +40,7 @@ void bt_histogram_observe(bt_histogram *h, double value)
 
 double bt_histogram_sum(const bt_histogram *h)
 {
-    uint64_t bits = atomic_load_explicit(&h->sum_bits, memory_order_relaxed);
-    double sum;
-    memcpy(&sum, &bits, sizeof sum);
-    return sum;
+    return bt_bits_double(atomic_load_explicit(&h->sum_bits, memory_order_relaxed));
 }
 
 void bt_histogram_counts(const bt_histogram *h, uint64_t *out)

@@ -657,14 +657,7 @@ void bt_registry_submit(bt_registry *reg, bt_call *call, bt_response_fn done, vo
 int bt_registry_next_control(bt_registry *reg, double timeout_s, bt_control_request *out)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double wait = timeout_s > 0 ? timeout_s : 0;
-    ts.tv_sec += (time_t)wait;
-    ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    bt_deadline_in(&ts, timeout_s);
     pthread_mutex_lock(&reg->cmu);
     while (!reg->queue && !reg->stopping)
         if (pthread_cond_timedwait(&reg->ccv, &reg->cmu, &ts) != 0)

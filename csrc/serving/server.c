@@ -386,12 +386,7 @@ static void *reaper_main(void *arg)
             }
         }
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 200000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        bt_deadline_in(&ts, 0.2);
         pthread_cond_timedwait(&srv->scv, &srv->smu, &ts);
     }
     pthread_mutex_unlock(&srv->smu);

@@ -380,9 +380,7 @@ int bt_service_warmup(bt_service *svc, int rounds, int tune, double *seconds, bt
     }
     bt_stats_reset(bt_batcher_infer_stats(svc->batcher));
     *seconds = bt_now() - start;
-    uint64_t bits;
-    memcpy(&bits, seconds, sizeof bits);
-    atomic_store(&svc->warmup_bits, bits);
+    atomic_store(&svc->warmup_bits, bt_double_bits(*seconds));
     return 1;
 }
 
@@ -1027,14 +1025,7 @@ static void *timer_main(void *arg)
             pthread_cond_wait(&svc->watch_cv, &svc->watch_mu);
         } else {
             struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            double wait = next - now + 0.0005;
-            ts.tv_sec += (time_t)wait;
-            ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            bt_deadline_in(&ts, next - now + 0.0005);
             pthread_cond_timedwait(&svc->watch_cv, &svc->watch_mu, &ts);
         }
     }
@@ -1163,10 +1154,7 @@ void bt_service_metric(bt_service *svc, int family, const char *labels, bt_buf *
         sample(out, name, labels, svc->model->load_seconds);
         return;
     case BT_MF_WARMUP_SECONDS: {
-        uint64_t bits = atomic_load(&svc->warmup_bits);
-        double warm;
-        memcpy(&warm, &bits, sizeof warm);
-        sample(out, name, labels, warm);
+        sample(out, name, labels, bt_bits_double(atomic_load(&svc->warmup_bits)));
         return;
     }
     case BT_MF_MODEL_READY:
