@@ -283,6 +283,36 @@ PyObject *bt_py_from_tensor(DLManagedTensor *m) {
     return arr;
 }
 
+int bt_py_to_tensors(PyObject *const *args, size_t n, const bt_model *m, DLManagedTensor **in,
+                     bt_py_view **views, bt_error *err) {
+    for (size_t i = 0; i < n; ++i) {
+        if (bt_py_to_tensor(args[i], m, i, &in[i], &views[i], err) != 0) {
+            for (size_t j = 0; j < i; ++j) {
+                if (in[j]->deleter) in[j]->deleter(in[j]);
+                bt_py_view_done(views[j]);
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyObject *bt_py_outputs(const bt_model *m, DLManagedTensor **out, size_t n_out, int is_tuple) {
+    if (!is_tuple && n_out == 1) return bt_py_from_tensor(out[0]);
+    PyObject *result = PyTuple_New((Py_ssize_t)n_out);
+    for (size_t i = 0; i < n_out; ++i) {
+        PyObject *a = result ? bt_py_from_tensor(out[i]) : NULL;
+        if (!a) { /* release the rest, then fail */
+            if (!result) out[i]->deleter(out[i]);
+            for (size_t k = i + 1; k < n_out; ++k) out[k]->deleter(out[k]);
+            Py_CLEAR(result);
+            break;
+        }
+        PyTuple_SET_ITEM(result, (Py_ssize_t)i, a);
+    }
+    return is_tuple == 2 ? bt_py_named_outputs(m, result) : result;
+}
+
 PyObject *bt_py_named_outputs(const bt_model *m, PyObject *tuple) {
     if (!tuple) return NULL;
     PyObject *dict = PyDict_New();

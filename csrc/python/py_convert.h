@@ -52,6 +52,15 @@ PyObject *bt_py_from_tensor(DLManagedTensor *t);
  * by the model's output names. Steals tuple (NULL passes through). */
 PyObject *bt_py_named_outputs(const struct bt_model *m, PyObject *tuple);
 
+/* Converts every argument of a predict call (bt_py_to_tensor for each); on failure
+ * releases what was converted and returns -1 with err set. GIL held. */
+int bt_py_to_tensors(PyObject *const *args, size_t n, const bt_model *m, DLManagedTensor **in,
+                     bt_py_view **views, bt_error *err);
+
+/* A forward's outputs as predict returns them: one ndarray, a tuple (is_tuple 1) or a dict
+ * (is_tuple 2). Steals every output on every path; NULL with an exception on failure. */
+PyObject *bt_py_outputs(const bt_model *m, DLManagedTensor **out, size_t n_out, int is_tuple);
+
 /* Initialises NumPy's C API for this translation unit set; 0 on success. */
 int bt_py_import_numpy(void);
 

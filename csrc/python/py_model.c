@@ -143,16 +143,9 @@ static PyObject *Model_predict(bt_ModelObject *self, PyObject *const *args, Py_s
     }
     bt_error err = {0};
     PyObject *result = NULL;
-    Py_ssize_t ready = 0;
-    for (; ready < nargs; ++ready) {
-        if (bt_py_to_tensor(args[ready], m, (size_t)ready, &in[ready], &views[ready], &err) != 0) {
-            for (Py_ssize_t j = 0; j < ready; ++j) {
-                in[j]->deleter(in[j]);
-                bt_py_view_done(views[j]);
-            }
-            bt_py_raise(&err);
-            goto done;
-        }
+    if (bt_py_to_tensors(args, (size_t)nargs, m, in, views, &err) != 0) {
+        bt_py_raise(&err);
+        goto done;
     }
     DLManagedTensor *out[BT_MAX_OUTPUTS];
     size_t n_out = 0;
@@ -165,22 +158,7 @@ static PyObject *Model_predict(bt_ModelObject *self, PyObject *const *args, Py_s
         raise_forward_error(m, args, nargs, &err);
         goto done;
     }
-    if (!is_tuple && n_out == 1) {
-        result = bt_py_from_tensor(out[0]);
-        goto done;
-    }
-    result = PyTuple_New((Py_ssize_t)n_out);
-    for (size_t i = 0; i < n_out; ++i) {
-        PyObject *a = result ? bt_py_from_tensor(out[i]) : NULL;
-        if (!a) { /* release the rest, then fail */
-            if (!result) out[i]->deleter(out[i]);
-            for (size_t k = i + 1; k < n_out; ++k) out[k]->deleter(out[k]);
-            Py_CLEAR(result);
-            break;
-        }
-        PyTuple_SET_ITEM(result, (Py_ssize_t)i, a);
-    }
-    if (is_tuple == 2) result = bt_py_named_outputs(m, result);
+    result = bt_py_outputs(m, out, n_out, is_tuple);
 done:
     if (in != inline_in) {
         PyMem_Free(in);

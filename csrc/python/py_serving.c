@@ -174,17 +174,9 @@ static PyObject *Batcher_predict(BatcherObject *self, PyObject *args, PyObject *
     DLManagedTensor *in[BT_BATCH_MAX_INPUTS] = {0};
     bt_py_view *views[BT_BATCH_MAX_INPUTS] = {0};
     bt_error err = {BT_OK, ""};
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (bt_py_to_tensor(PyTuple_GET_ITEM(args, i), m, (size_t)i, &in[i], &views[i], &err) !=
-            0) {
-            for (Py_ssize_t k = 0; k < i; k++) {
-                if (in[k]->deleter)
-                    in[k]->deleter(in[k]);
-                bt_py_view_done(views[k]);
-            }
-            batcher_leave(self);
-            return bt_py_raise(&err);
-        }
+    if (bt_py_to_tensors(&PyTuple_GET_ITEM(args, 0), (size_t)n, m, in, views, &err) != 0) {
+        batcher_leave(self);
+        return bt_py_raise(&err);
     }
     DLManagedTensor *outs[BT_MAX_OUTPUTS];
     size_t n_out = 0;
@@ -199,27 +191,7 @@ static PyObject *Batcher_predict(BatcherObject *self, PyObject *args, PyObject *
     batcher_leave(self);
     if (rc != 0)
         return bt_py_raise(&err);
-    if (!is_tuple && n_out == 1)
-        return bt_py_from_tensor(outs[0]);
-    PyObject *tuple = PyTuple_New((Py_ssize_t)n_out);
-    if (!tuple) {
-        for (size_t k = 0; k < n_out; k++)
-            outs[k]->deleter(outs[k]);
-        return NULL;
-    }
-    for (size_t k = 0; k < n_out; k++) {
-        PyObject *a = bt_py_from_tensor(outs[k]);
-        if (!a) {
-            for (size_t j = k + 1; j < n_out; j++)
-                outs[j]->deleter(outs[j]);
-            Py_DECREF(tuple);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(tuple, (Py_ssize_t)k, a);
-    }
-    if (is_tuple == 2)
-        return bt_py_named_outputs(bt_py_model_get(self->model_obj), tuple);
-    return tuple;
+    return bt_py_outputs(m, outs, n_out, is_tuple);
 }
 
 static PyObject *Batcher_stats(BatcherObject *self, PyObject *unused)
