@@ -40,8 +40,8 @@ static PyObject *core_torch_version(PyObject *self, PyObject *unused) {
 /* A serving process allocates and frees the same large activations on every forward. glibc
  * serves blocks over its mmap threshold (at most 32 MiB) with fresh mmaps and returns the top
  * of the heap to the kernel past the trim threshold, so each forward of a batch of 224x224
- * images page-faulted its activations in again: resnet18 cost 28 ms per image at batch 32
- * instead of 17. Keeping freed memory in the heap trades peak RSS for that. */
+ * images page-faulted its activations in again (measured: benchmarks/README.md, Serving).
+ * Keeping freed memory in the heap trades peak RSS for that. */
 static PyObject *core_keep_freed_memory(PyObject *self, PyObject *unused) {
     (void)self, (void)unused;
 #ifdef __GLIBC__

@@ -66,7 +66,7 @@ int bt_load_library(const char *path, bt_error *err);
 void bt_model_free(bt_model *model);
 
 /* Freezes the model and applies libtorch's optimize_for_inference (see the shim's
- * model_optimize): resnet18 ran 25-30% faster per image on the CPU. Call before the model
+ * model_optimize; the gain is measured in benchmarks/README.md, Core). Call before the model
  * is shared: not safe while forward runs. On failure (libtorch cannot freeze, e.g., a
  * ModuleDict indexed by a runtime key) returns -1 with err set (BT_ERR_LOAD) and the
  * model is unchanged. */

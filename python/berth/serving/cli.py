@@ -261,8 +261,8 @@ def start(args):
     if args.threads:
         os.environ["BERTH_NUM_THREADS"] = str(args.threads)
     # libtorch's OpenMP workers spin for a while after each forward by default, taking the
-    # cores the HTTP threads need to parse the next requests (resnet18 at 1 connection on
-    # 2 cores: 250 ms -> 97 ms per request). Set before libtorch is loaded.
+    # cores the HTTP threads need to parse the next requests (measured: benchmarks/README.md,
+    # Serving). Set before libtorch is loaded.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if keeps_freed_memory(os.environ):
         _core.keep_freed_memory()
@@ -333,9 +333,9 @@ def describe(name, version, served):
 def keeps_freed_memory(environ):
     """Whether serve keeps freed memory for reuse (see ``_core.keep_freed_memory``).
 
-    Every forward allocates the same large activations; returning them to the kernel
-    and faulting them back in cost resnet18 40% of its time at batch 32. The user's own
-    glibc malloc settings, or ``BERTH_KEEP_FREED_MEMORY=0``, win.
+    Every forward allocates the same large activations; returning them to the kernel and
+    faulting them back in costs big batches dearly (measured: benchmarks/README.md,
+    Serving). The user's own glibc malloc settings, or ``BERTH_KEEP_FREED_MEMORY=0``, win.
 
     >>> keeps_freed_memory({})
     True
