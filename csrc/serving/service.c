@@ -628,6 +628,107 @@ static int check_bounds(bt_service *svc, const bt_job *job, bt_http_response *re
     return 0;
 }
 
+/* The body as the codec takes it: Inference-Header-Content-Length read (v2), the
+ * Content-Type checked, a gzip/deflate body inflated into *inflated (the caller frees it).
+ * -1 with resp set. */
+static int decode_body(int ep, const bt_http_request *req, bt_http_response *resp,
+                       long long *header_len, bt_buf *inflated, const char **body,
+                       size_t *body_len)
+{
+    *header_len = -1;
+    if (ep == BT_EP_INFER && req->header_length) {
+        char *end;
+        errno = 0;
+        *header_len = strtoll(req->header_length, &end, 10);
+        if (errno || end == req->header_length || *end || *header_len < 0) {
+            bt_response_errorf(resp, 400,
+                               "Inference-Header-Content-Length must be a non-negative integer, "
+                               "got '%.40s'",
+                               req->header_length);
+            return -1;
+        }
+    }
+    if (check_content_type(req, *header_len >= 0, resp) != 0)
+        return -1;
+    bt_error err = {BT_OK, ""};
+    bt_coding coding;
+    if (bt_coding_parse(req->content_encoding, &coding, &err) != 0) {
+        bt_response_error(resp, 415, err.message);
+        return -1;
+    }
+    *body = req->body ? req->body : "";
+    *body_len = req->body_len;
+    if (coding != BT_CODING_IDENTITY) {
+        if (bt_inflate(coding, *body, *body_len,
+                       req->max_body ? req->max_body : BT_DEFAULT_MAX_BODY, inflated, &err) != 0) {
+            bt_response_from_error(resp, &err);
+            return -1;
+        }
+        *body = inflated->data ? inflated->data : "";
+        *body_len = inflated->len;
+    }
+    return 0;
+}
+
+/* Parses the body for its protocol: v2 (JSON, or JSON and binary tensors), or KServe v1
+ * with the model's inputs as hints. -1 with resp set. */
+static int parse_body(bt_service *svc, int ep, const char *body, size_t body_len,
+                      long long header_len, bt_infer_request **parsed, bt_http_response *resp)
+{
+    bt_error err = {BT_OK, ""};
+    int rc;
+    if (ep == BT_EP_INFER) {
+        rc = bt_codec_parse_v2(body, body_len, header_len, parsed, &err);
+    } else {
+        const bt_model *m = svc->model;
+        size_t nh = m->n_required ? m->n_required : m->n_inputs;
+        bt_v1_hint hints[BT_BATCH_MAX_INPUTS];
+        if (nh > BT_BATCH_MAX_INPUTS)
+            nh = BT_BATCH_MAX_INPUTS;
+        for (size_t i = 0; i < nh; i++) {
+            hints[i].name = m->inputs[i].name;
+            hints[i].has_dtype = m->inputs[i].has_dtype;
+            hints[i].dtype = m->inputs[i].dtype;
+        }
+        rc = bt_codec_parse_v1(body, body_len, hints, nh, parsed, &err);
+    }
+    if (rc != 0)
+        bt_response_from_error(resp, &err);
+    return rc;
+}
+
+/* The outputs a request names: known to the signature (when it lists them) and each named
+ * once. -1 with resp set. */
+static int check_requested_outputs(bt_service *svc, const bt_infer_request *parsed,
+                                   bt_http_response *resp)
+{
+    const bt_model *m = svc->model;
+    for (size_t o = 0; m->n_outputs > 0 && o < parsed->n_outputs; o++) {
+        size_t k = 0;
+        char scratch[32];
+        while (k < m->n_outputs &&
+               strcmp(output_name(m, k, scratch, sizeof scratch), parsed->outputs[o].name) != 0)
+            k++;
+        if (k == m->n_outputs) {
+            bt_response_errorf(resp, 400, "unknown output '%.64s': the model's outputs are listed "
+                                          "at GET /v2/models/%s",
+                               parsed->outputs[o].name, svc->name);
+            return -1;
+        }
+    }
+    for (size_t o = 0; o < parsed->n_outputs; o++) {
+        for (size_t q = 0; q < o; q++) {
+            if (strcmp(parsed->outputs[q].name, parsed->outputs[o].name) == 0) {
+                bt_response_errorf(resp, 400,
+                                   "output '%.64s' is requested twice: name each output once",
+                                   parsed->outputs[o].name);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 int bt_service_begin(bt_service *svc, int ep, const bt_http_request *req,
                      bt_http_response *resp, bt_job **job_out)
 {
@@ -686,62 +787,17 @@ int bt_service_begin(bt_service *svc, int ep, const bt_http_request *req,
         return finish_sync(svc, ep, start, req, resp);
     }
     long long header_len = -1;
-    if (ep == BT_EP_INFER && req->header_length) {
-        char *end;
-        errno = 0;
-        header_len = strtoll(req->header_length, &end, 10);
-        if (errno || end == req->header_length || *end || header_len < 0) {
-            bt_response_errorf(resp, 400,
-                       "Inference-Header-Content-Length must be a non-negative integer, got "
-                       "'%.40s'",
-                       req->header_length);
-            return finish_failed(svc, ep, start, req, resp);
-        }
-    }
-    if (check_content_type(req, header_len >= 0, resp) != 0)
-        return finish_failed(svc, ep, start, req, resp);
-
-    bt_error err = {BT_OK, ""};
-    bt_coding coding;
-    if (bt_coding_parse(req->content_encoding, &coding, &err) != 0) {
-        bt_response_error(resp, 415, err.message);
-        return finish_failed(svc, ep, start, req, resp);
-    }
     bt_buf inflated = {0}; /* the body when it came compressed; freed after parsing */
-    const char *body = req->body ? req->body : "";
-    size_t body_len = req->body_len;
-    if (coding != BT_CODING_IDENTITY) {
-        if (bt_inflate(coding, body, body_len, req->max_body ? req->max_body : BT_DEFAULT_MAX_BODY,
-                       &inflated, &err) != 0) {
-            bt_response_from_error(resp, &err);
-            return finish_failed(svc, ep, start, req, resp);
-        }
-        body = inflated.data ? inflated.data : "";
-        body_len = inflated.len;
-    }
+    const char *body;
+    size_t body_len;
+    if (decode_body(ep, req, resp, &header_len, &inflated, &body, &body_len) != 0)
+        return finish_failed(svc, ep, start, req, resp);
     bt_infer_request *parsed = NULL;
-    int rc;
     bt_batcher_announce(svc->batcher); /* withdrawn by finish_withdrawn on every failure */
-    if (ep == BT_EP_INFER) {
-        rc = bt_codec_parse_v2(body, body_len, header_len, &parsed, &err);
-    } else {
-        const bt_model *m = svc->model;
-        size_t nh = m->n_required ? m->n_required : m->n_inputs;
-        bt_v1_hint hints[BT_BATCH_MAX_INPUTS];
-        if (nh > BT_BATCH_MAX_INPUTS)
-            nh = BT_BATCH_MAX_INPUTS;
-        for (size_t i = 0; i < nh; i++) {
-            hints[i].name = m->inputs[i].name;
-            hints[i].has_dtype = m->inputs[i].has_dtype;
-            hints[i].dtype = m->inputs[i].dtype;
-        }
-        rc = bt_codec_parse_v1(body, body_len, hints, nh, &parsed, &err);
-    }
+    int rc = parse_body(svc, ep, body, body_len, header_len, &parsed, resp);
     bt_buf_free(&inflated);
-    if (rc != 0) {
-        bt_response_from_error(resp, &err);
+    if (rc != 0)
         return finish_withdrawn(svc, ep, start, req, resp);
-    }
     bt_job *job = calloc(1, sizeof *job);
     if (!job) {
         bt_infer_request_free(parsed);
@@ -752,38 +808,11 @@ int bt_service_begin(bt_service *svc, int ep, const bt_http_request *req,
     job->endpoint = ep;
     job->start = start;
     job->binary_all = parsed->binary_data_output;
-    if (bind_inputs(svc, parsed, job, resp) != 0 || check_bounds(svc, job, resp) != 0) {
+    if (bind_inputs(svc, parsed, job, resp) != 0 || check_bounds(svc, job, resp) != 0 ||
+        check_requested_outputs(svc, parsed, resp) != 0) {
         bt_infer_request_free(parsed);
         job_free(job);
         return finish_withdrawn(svc, ep, start, req, resp);
-    }
-    /* Requested outputs: check names now when the signature lists them. */
-    const bt_model *m = svc->model;
-    for (size_t o = 0; m->n_outputs > 0 && o < parsed->n_outputs; o++) {
-        size_t k = 0;
-        char scratch[32];
-        while (k < m->n_outputs &&
-               strcmp(output_name(m, k, scratch, sizeof scratch), parsed->outputs[o].name) != 0)
-            k++;
-        if (k == m->n_outputs) {
-            bt_response_errorf(resp, 400, "unknown output '%.64s': the model's outputs are listed at "
-                                  "GET /v2/models/%s",
-                       parsed->outputs[o].name, svc->name);
-            bt_infer_request_free(parsed);
-            job_free(job);
-            return finish_withdrawn(svc, ep, start, req, resp);
-        }
-    }
-    for (size_t o = 0; o < parsed->n_outputs; o++) {
-        for (size_t q = 0; q < o; q++) {
-            if (strcmp(parsed->outputs[q].name, parsed->outputs[o].name) == 0) {
-                bt_response_errorf(resp, 400, "output '%.64s' is requested twice: name each output once",
-                           parsed->outputs[o].name);
-                bt_infer_request_free(parsed);
-                job_free(job);
-                return finish_withdrawn(svc, ep, start, req, resp);
-            }
-        }
     }
     job->id = parsed->id;
     parsed->id = NULL;
