@@ -4,8 +4,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "berth/dlpack.h"
-#include "berth/dtypes.h"
 
 int bt_error_set(bt_error *err, bt_error_kind kind, const char *fmt, ...) {
     if (err) {
@@ -28,21 +26,4 @@ char *bt_shape_str(char *buf, size_t size, const int64_t *shape, int ndim) {
     }
     if (used < size) used += (size_t)snprintf(buf + used, size - used, ndim == 1 ? ",)" : ")");
     return buf;
-}
-
-const char *bt_dtype_name(unsigned code, unsigned bits) {
-    static const struct {
-        const char *name;
-        unsigned code, bits;
-    } kNames[] = {
-#define BT_ROW(NAME, DATATYPE, CODE, BITS, NPY, TORCH) {NAME, CODE, BITS},
-        BERTH_DTYPES(BT_ROW)
-#undef BT_ROW
-        /* types berth does not handle, named in its error messages */
-        {"uint16", kDLUInt, 16}, {"uint32", kDLUInt, 32}, {"uint64", kDLUInt, 64},
-        {"bfloat16", 4 /* kDLBfloat */, 16},
-    };
-    for (size_t i = 0; i < sizeof kNames / sizeof kNames[0]; ++i)
-        if (kNames[i].code == code && kNames[i].bits == bits) return kNames[i].name;
-    return "unknown";
 }

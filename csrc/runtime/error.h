@@ -38,7 +38,4 @@ int bt_error_set(bt_error *err, bt_error_kind kind, const char *fmt, ...)
 /* Writes "(2, 10)" style shape text into buf; returns buf. */
 char *bt_shape_str(char *buf, size_t size, const int64_t *shape, int ndim);
 
-/* numpy-style dtype name ("float32") for a DLPack type, or "unknown". */
-const char *bt_dtype_name(unsigned code, unsigned bits);
-
 #endif /* BERTH_ERROR_H */

@@ -46,6 +46,21 @@ DLDataType bt_dtype_at(size_t i) {
     return t;
 }
 
+const char *bt_dtype_name(unsigned code, unsigned bits) {
+    for (size_t i = 0; i < N_DTYPES; ++i)
+        if (kDtypes[i].code == code && kDtypes[i].bits == bits) return kDtypes[i].name;
+    static const struct {
+        const char *name;
+        unsigned code, bits;
+    } kUnhandled[] = {
+        {"uint16", kDLUInt, 16}, {"uint32", kDLUInt, 32}, {"uint64", kDLUInt, 64},
+        {"bfloat16", 4 /* kDLBfloat */, 16},
+    };
+    for (size_t i = 0; i < sizeof kUnhandled / sizeof kUnhandled[0]; ++i)
+        if (kUnhandled[i].code == code && kUnhandled[i].bits == bits) return kUnhandled[i].name;
+    return "unknown";
+}
+
 const char *bt_dtype_str(DLDataType t) { return bt_dtype_name(t.code, t.bits); }
 
 int bt_cast_allowed(DLDataType from, DLDataType to) {

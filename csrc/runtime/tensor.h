@@ -33,6 +33,10 @@ int bt_dtype_from_name(const char *name, DLDataType *out);
 size_t bt_dtype_count(void);
 DLDataType bt_dtype_at(size_t i);
 
+/* numpy-style dtype name ("float32") for a DLPack type, also for the unsigned and
+ * bfloat16 types berth names in messages but does not handle; else "unknown". */
+const char *bt_dtype_name(unsigned code, unsigned bits);
+
 /* numpy-style name of t ("float32"). */
 const char *bt_dtype_str(DLDataType t);
 

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "runtime/clock.h"
 #include "serving/encoding.h"
 
 const char *const BT_EP_NAMES[BT_N_EP] = {
@@ -226,6 +227,18 @@ void bt_traffic_record(bt_traffic *t, int ep, int status, double seconds)
         status = 0;
     atomic_fetch_add_explicit(&t->counts[ep][status], 1, memory_order_relaxed);
     bt_histogram_observe(&t->latency[ep], seconds);
+}
+
+void bt_traffic_finish(bt_traffic *t, int log_requests, int ep, double start,
+                       const bt_http_request *req, int status)
+{
+    double seconds = bt_now() - start;
+    bt_traffic_record(t, ep, status, seconds);
+    if (log_requests) {
+        char line[600];
+        snprintf(line, sizeof line, "%.16s %.500s", req->method, req->path);
+        bt_log_request(line, status, seconds);
+    }
 }
 
 void bt_traffic_render_counts(bt_traffic *t, const char *labels, bt_buf *out)

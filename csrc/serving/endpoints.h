@@ -116,6 +116,10 @@ typedef struct bt_traffic {
 
 void bt_traffic_init(bt_traffic *t);
 void bt_traffic_record(bt_traffic *t, int ep, int status, double seconds);
+/* Records a request answered now that began at start (bt_now()), and logs "METHOD PATH"
+ * when log_requests. */
+void bt_traffic_finish(bt_traffic *t, int log_requests, int ep, double start,
+                       const bt_http_request *req, int status);
 /* Appends the berth_requests_total samples (no HELP/TYPE); labels "" or `a="b",c="d"`. */
 void bt_traffic_render_counts(bt_traffic *t, const char *labels, bt_buf *out);
 /* Appends the berth_request_duration_seconds histograms; *first: whether the family's

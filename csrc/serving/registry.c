@@ -211,13 +211,20 @@ static bt_service *drain_entry(entry *e, double grace_s)
     return svc;
 }
 
+/* Index of name/version among the entries (n when not there); under the lock. */
+static size_t index_of(bt_registry *reg, const char *name, int64_t version)
+{
+    size_t i = 0;
+    while (i < reg->n && entry_cmp(reg->entries[i], name, strlen(name), version) != 0)
+        i++;
+    return i;
+}
+
 bt_service *bt_registry_remove(bt_registry *reg, const char *name, int64_t version,
                                double grace_s)
 {
     pthread_rwlock_wrlock(&reg->lock);
-    size_t i = 0;
-    while (i < reg->n && entry_cmp(reg->entries[i], name, strlen(name), version) != 0)
-        i++;
+    size_t i = index_of(reg, name, version);
     if (i == reg->n) {
         pthread_rwlock_unlock(&reg->lock);
         return NULL;
@@ -243,9 +250,7 @@ bt_service *bt_registry_replace(bt_registry *reg, bt_service *svc, double grace_
     fresh->svc = svc;
     fresh->version = version;
     pthread_rwlock_wrlock(&reg->lock);
-    size_t i = 0;
-    while (i < reg->n && entry_cmp(reg->entries[i], name, strlen(name), version) != 0)
-        i++;
+    size_t i = index_of(reg, name, version);
     if (i == reg->n) {
         pthread_rwlock_unlock(&reg->lock);
         free(fresh);
@@ -328,13 +333,7 @@ void bt_registry_drain(bt_registry *reg)
 static void finish(bt_registry *reg, int ep, double start, const bt_http_request *req,
                    const bt_http_response *resp)
 {
-    double t = bt_now() - start;
-    bt_traffic_record(&reg->traffic, ep, resp->status, t);
-    if (reg->log_requests) {
-        char line[600];
-        snprintf(line, sizeof line, "%.16s %.500s", req->method, req->path);
-        bt_log_request(line, resp->status, t);
-    }
+    bt_traffic_finish(&reg->traffic, reg->log_requests, ep, start, req, resp->status);
 }
 
 void bt_registry_record(bt_registry *reg, const char *path, int status, double seconds)

@@ -84,13 +84,7 @@ struct bt_job {
 static int finish_sync(bt_service *svc, int ep, double start, const bt_http_request *req,
                        const bt_http_response *resp)
 {
-    double t = bt_now() - start;
-    bt_traffic_record(&svc->traffic, ep, resp->status, t);
-    if (svc->log_requests) {
-        char line[600];
-        snprintf(line, sizeof line, "%.16s %.500s", req->method, req->path);
-        bt_log_request(line, resp->status, t);
-    }
+    bt_traffic_finish(&svc->traffic, svc->log_requests, ep, start, req, resp->status);
     atomic_fetch_sub(&svc->pending, 1);
     return 0;
 }
