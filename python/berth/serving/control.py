@@ -438,7 +438,10 @@ class Controller:
                     status, answer = error(500, f"{action} failed: {type(e).__name__}: {e}")
                 self.registry.answer_control(ident, status, answer)
             if next_poll is not None and time.monotonic() >= next_poll:
-                self.poll()
+                try:
+                    self.poll()
+                except Exception as e:  # the next pass may fare better; serving goes on
+                    log(f"error: poll: {type(e).__name__}: {e}")
                 next_poll = time.monotonic() + poll_secs
 
     def close(self, grace_s=0.0):
