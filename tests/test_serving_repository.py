@@ -245,6 +245,43 @@ def test_a_swap_under_load_fails_no_request(tmp_path):
         assert s.stop() == 0
 
 
+def test_a_rewritten_version_file_is_swapped_in_place(tmp_path):
+    """The same version number with a new file: replaced where it stands, no request
+    failing meanwhile (Registry.replace)."""
+    add_version(tmp_path, "m", 1, 3)
+    s = ServeProcess(tmp_path, "--model-control-mode", "poll", "--repository-poll-secs", "0.2")
+    answers, stop = [], threading.Event()
+
+    def client():
+        conn = s.connection()
+        body = infer_body(np.ones((1, 3), np.float32), "x")
+        while not stop.is_set():
+            conn.request("POST", "/v2/models/m/infer", body, JSON_HEADERS)
+            resp = conn.getresponse()
+            data = resp.read()
+            answers.append((resp.status, json.loads(data)["outputs"][0]["data"][0]
+                            if resp.status == 200 else data))
+
+    thread = threading.Thread(target=client)
+    try:
+        thread.start()
+        wait_for(lambda: len(answers) > 20, what="traffic")
+        add_version(tmp_path, "m", 1, 5)  # renamed over the old file
+        wait_for(lambda: answers and answers[-1] == (200, 5), what="the new file's answers")
+        stop.set()
+        thread.join()
+        assert {status for status, _ in answers} == {200}, [a for a in answers if a[0] != 200][:3]
+        values = [v for _, v in answers]
+        first_new = values.index(5)
+        assert set(values[:first_new]) == {3} and set(values[first_new:]) == {5}
+        assert get(s, "/v2/models/m")[1]["versions"] == ["1"]
+        assert any("m version 1: replaced" in line for line in s.lines)
+    finally:
+        stop.set()
+        thread.join()
+        assert s.stop() == 0
+
+
 def test_a_broken_new_version_leaves_the_old_one_serving(tmp_path):
     add_version(tmp_path, "m", 1, 3)
     s = ServeProcess(tmp_path, "--model-control-mode", "poll", "--repository-poll-secs", "0.2")

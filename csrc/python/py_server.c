@@ -262,24 +262,27 @@ static PyObject *Registry_replace(RegistryObject *self, PyObject *args, PyObject
         return NULL;
     }
     Py_INCREF(old);
-    if (PyDict_SetItem(self->services, key, arg) != 0) {
-        Py_DECREF(key);
-        Py_DECREF(old);
-        return NULL;
-    }
-    Py_DECREF(key);
-    so->servers++;
     bt_error err = {BT_OK, ""};
     bt_service *replaced;
+    so->servers++; /* from here: close() waits for the registry to let go */
     self->active++;
     Py_BEGIN_ALLOW_THREADS
     replaced = bt_registry_replace(reg, svc, grace, &err);
     Py_END_ALLOW_THREADS
     self->active--;
-    ((ServiceObject *)old)->servers--;
     if (!replaced) {
+        so->servers--;
+        Py_DECREF(key);
         Py_DECREF(old);
         return bt_py_raise(&err);
+    }
+    /* The registry serves the new one now: the dict says so too. */
+    ((ServiceObject *)old)->servers--;
+    int rc = PyDict_SetItem(self->services, key, arg);
+    Py_DECREF(key);
+    if (rc != 0) {
+        Py_DECREF(old);
+        return NULL;
     }
     return old;
 }
