@@ -299,7 +299,11 @@ def start(args):
     registry.set_loaded(False, "not ready: loading models")
     controller = Controller(registry, settings, args.model_control_mode, root=root, sources=sources,
                             describe=describe)
-    http_threads = args.http_threads or max(2, _core.num_threads())
+    try:  # the intra-op threads the first load will set (BERTH_NUM_THREADS, quota, CPUs)
+        threads = _core.num_threads() or _core.default_num_threads()
+    except ValueError as e:
+        raise StartupError(str(e), EXIT_USAGE) from None
+    http_threads = args.http_threads or max(2, threads)
     try:
         max_body = max(1, int(args.max_body_mb * MIB))
         budget = (int(args.max_pending_body_mb * MIB) if args.max_pending_body_mb
