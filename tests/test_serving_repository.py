@@ -290,6 +290,8 @@ def test_a_broken_new_version_leaves_the_old_one_serving(tmp_path):
         (tmp_path / "m" / "2" / "model.pt").write_bytes(b"not a model")
         wait_for(lambda: any("cannot load m version 2" in line for line in s.lines), what="the failure")
         assert answer(s, "/v2/models/m/infer") == (3, "1")
+        time.sleep(1.0)  # five more polls: the same file is not loaded (nor logged) again
+        assert sum("cannot load m version 2" in line for line in s.lines) == 1
         index = {(r["name"], r["version"]): r for r in post(s, "/v2/repository/index")[1]}
         assert index[("m", "1")]["state"] == "READY"
         assert index[("m", "2")]["state"] == "UNAVAILABLE" and index[("m", "2")]["reason"]

@@ -158,6 +158,8 @@ class Controller:
         self.served = {}     # {name: {version: Served}}
         self.failures = {}   # {name: {version or None: reason}}
         self.usage_faults = set()  # names whose last failure was the operator's files or flags
+        self.failed_stamps = {}    # {(name, version): stamp} of files that failed: not retried
+                                   # by poll until they change (an explicit load retries)
         self.expected = set()  # names that should be served (strict readiness)
         self.lock = threading.Lock()
         self.said_ready = None  # the readiness last logged
@@ -225,17 +227,20 @@ class Controller:
         self.describe(name, version, served)
         return served
 
-    def sync(self, name, source):
+    def sync(self, name, source, retry=False):
         """Makes name's versions on the routes those its source selects; True when every
-        one of them is served. A version that fails keeps the old ones serving."""
+        one of them is served. A version that fails keeps the old ones serving; a file that
+        failed is tried again once it changes, or with ``retry`` (an explicit load)."""
         served = self.served.setdefault(name, {})
         failures = self.failures.setdefault(name, {})
         if source is None:
             self.unload(name, "removed from the repository")
             return True
         if source.error:
+            if failures.get(None) != source.error:  # said once, not on every poll
+                log(f"error: model {name}: {source.error}"
+                    + ("; the versions loaded keep serving" if served else ""))
             failures[None] = source.error
-            log(f"error: model {name}: {source.error}" + ("; the versions loaded keep serving" if served else ""))
             if not source.versions:
                 return False
         else:
@@ -253,9 +258,13 @@ class Controller:
             current = served.get(version)
             if current is not None and current.stamp == stamp:
                 continue
+            if not retry and self.failed_stamps.get((name, version)) == stamp:
+                ok = False  # failed as it is now: see failures
+                continue
             try:
                 fresh = self.load_version(name, version, path, config, replacing=current is not None)
             except LoadFailure as e:
+                self.failed_stamps[(name, version)] = stamp
                 failures[version] = str(e)
                 (self.usage_faults.add if e.usage else self.usage_faults.discard)(name)
                 ok = False
@@ -263,6 +272,7 @@ class Controller:
                     + ("; the version loaded before keeps serving" if current is not None else ""))
                 continue
             failures.pop(version, None)
+            self.failed_stamps.pop((name, version), None)
             if current is None:
                 self.registry.add(fresh.service)
             else:
@@ -408,7 +418,7 @@ class Controller:
                     return error(400, f"failed to load '{name}': no such model in the repository "
                                       f"(its models: {', '.join(sorted(sources)) or 'none'})")
                 self.expected.add(name)
-                ok = self.sync(name, source)
+                ok = self.sync(name, source, retry=True)
                 self.update_readiness()
                 if not ok:
                     return error(500, f"failed to load '{name}': {self.reason(name)}")
