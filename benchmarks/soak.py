@@ -598,9 +598,11 @@ def soak(args):
     for status, n in good.get("statuses", {}).items():
         classes[str(status)[0] + "xx"] += n
     server_codes = {}
-    for endpoint, code, n in re.findall(r'^berth_requests_total\{endpoint="([^"]+)",code="(\d+)"\} (\d+)',
-                                        metrics, re.M):
-        server_codes[f"{endpoint} {code}"] = int(n)
+    # the server's own endpoints have no labels but these; a model's carry model and version
+    for endpoint, code, n in re.findall(r'^berth_requests_total\{(?:model="[^"]*",version="[^"]*",)?'
+                                        r'endpoint="([^"]+)",code="(\d+)"\} (\d+)', metrics, re.M):
+        key = f"{endpoint} {code}"
+        server_codes[key] = server_codes.get(key, 0) + int(n)
     log_text = open(server_log, errors="replace").read()
     summary = {
         "duration_s": round(elapsed, 1), "port": port, "server_cpu": args.server_cpu,
