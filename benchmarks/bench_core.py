@@ -26,7 +26,6 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import berth  # noqa: E402
 import models  # noqa: E402  (tests/models.py: resnet18 from torch.nn; PyPI's torchvision does not import)
