@@ -391,7 +391,7 @@ def test_nan_outputs_are_null(identity):
 
 
 # What a strict JSON parser checked for the codec and cJSON does not: the codec checks it
-# itself (csrc/serving/jsonutil.c).
+# itself (csrc/runtime/json.c).
 
 def identity_input(**fields):
     return dict({"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}, **fields)

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "serving/codec.h"
-#include "serving/jsonutil.h"
+#include "serving/json_body.h"
 #include "runtime/tensor.h"
 
 static void roundtrip(const bt_infer_request *req)

@@ -1,5 +1,5 @@
 /* module.c - berth._core: exceptions, the Model type, thread policy helpers. */
-#include "serving/jsonutil.h"
+#include "serving/json_body.h"
 #include "python/py_convert.h"
 #include "python/py_model.h"
 #include "python/serving_init.h"

@@ -16,8 +16,8 @@
 
 #include "berth/dlpack.h"
 #include "runtime/error.h"
-#include "serving/metrics.h"
 #include "runtime/clock.h"
+#include "runtime/histogram.h"
 #include "runtime/model.h"
 #include "runtime/stats.h"
 

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "serving/jsonutil.h"
+#include "runtime/json.h"
 #include "runtime/clock.h"
 #include "runtime/tensor.h"
 #include "runtime/threads.h"

@@ -1,4 +1,4 @@
-/* stats.c - atomic per-model inference statistics and their Triton-shaped JSON. */
+/* stats.c - atomic per-model inference statistics (serving/metrics.c writes them as JSON). */
 #define _POSIX_C_SOURCE 200809L
 #include "runtime/stats.h"
 
@@ -85,59 +85,4 @@ void bt_stats_request(bt_infer_stats *s, int ok, double seconds)
         atomic_store(&s->last_inference_ms,
                      (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
     }
-}
-
-static void duration_json(bt_buf *out, const char *key, const bt_duration_stat *d)
-{
-    bt_buf_printf(out, "\"%s\":{\"count\":%llu,\"ns\":%llu}", key,
-                  (unsigned long long)atomic_load_explicit(&d->count, memory_order_relaxed),
-                  (unsigned long long)atomic_load_explicit(&d->ns, memory_order_relaxed));
-}
-
-void bt_stats_json(bt_buf *out, const bt_infer_stats *s, const char *name, const char *version)
-{
-    bt_buf_puts(out, "{\"name\":");
-    bt_buf_json_string(out, name);
-    bt_buf_puts(out, ",\"version\":");
-    bt_buf_json_string(out, version);
-    bt_buf_printf(out, ",\"last_inference\":%llu,\"inference_count\":%llu,"
-                       "\"execution_count\":%llu,\"inference_stats\":{",
-                  (unsigned long long)atomic_load(&s->last_inference_ms),
-                  (unsigned long long)atomic_load(&s->inference_count),
-                  (unsigned long long)atomic_load(&s->execution_count));
-    duration_json(out, "success", &s->success);
-    bt_buf_puts(out, ",");
-    duration_json(out, "fail", &s->fail);
-    bt_buf_puts(out, ",");
-    duration_json(out, "queue", &s->queue);
-    bt_buf_puts(out, ",");
-    duration_json(out, "compute_input", &s->compute_input);
-    bt_buf_puts(out, ",");
-    duration_json(out, "compute_infer", &s->compute_infer);
-    bt_buf_puts(out, ",");
-    duration_json(out, "compute_output", &s->compute_output);
-    bt_buf_puts(out, "},\"batch_stats\":[");
-    /* ascending batch size, as Triton lists them */
-    int64_t prev = 0;
-    int first = 1;
-    for (;;) {
-        const bt_batch_stat *next = NULL;
-        for (size_t i = 0; i < BT_STATS_BATCH_SIZES; i++) {
-            int64_t r = atomic_load(&s->batches[i].rows);
-            if (r > prev && (!next || r < atomic_load(&next->rows)))
-                next = &s->batches[i];
-        }
-        if (!next)
-            break;
-        prev = atomic_load(&next->rows);
-        bt_buf_printf(out, "%s{\"batch_size\":%lld,", first ? "" : ",", (long long)prev);
-        duration_json(out, "compute_input", &next->compute_input);
-        bt_buf_puts(out, ",");
-        duration_json(out, "compute_infer", &next->compute_infer);
-        bt_buf_puts(out, ",");
-        duration_json(out, "compute_output", &next->compute_output);
-        bt_buf_puts(out, "}");
-        first = 0;
-    }
-    bt_buf_puts(out, "]}");
 }

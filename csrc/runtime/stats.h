@@ -10,9 +10,9 @@
 #define BERTH_STATS_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "serving/codec.h"
 
 /* Distinct batch sizes kept in batch_stats; executions of further sizes are counted in
  * the totals only. */
@@ -54,9 +54,5 @@ void bt_stats_execution(bt_infer_stats *s, int64_t rows, size_t n_requests, doub
 
 /* A request answered: success (sets last_inference) or fail, with its total time. */
 void bt_stats_request(bt_infer_stats *s, int ok, double seconds);
-
-/* Appends one model_stats entry of Triton's JSON: {"name":..,"version":..,...}. */
-void bt_stats_json(bt_buf *out, const bt_infer_stats *s, const char *name,
-                   const char *version);
 
 #endif /* BERTH_STATS_H */

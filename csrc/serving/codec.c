@@ -9,7 +9,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "serving/codec.h"
-#include "serving/jsonutil.h"
+#include "serving/json_body.h"
 #include "runtime/tensor.h"
 #include "berth/dtypes.h"
 

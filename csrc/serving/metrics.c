@@ -1,53 +1,5 @@
-/* metrics.c - histograms with atomic buckets, rendered as Prometheus text. */
+/* metrics.c - histograms as Prometheus text, inference statistics as Triton's JSON. */
 #include "serving/metrics.h"
-
-#include "runtime/clock.h"
-
-#include <string.h>
-
-const double BT_SECONDS_BOUNDS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                    0.025,  0.05,    0.1,    0.25,  0.5,    1.0,   2.5, 10.0};
-const size_t BT_SECONDS_N = sizeof BT_SECONDS_BOUNDS / sizeof BT_SECONDS_BOUNDS[0];
-const double BT_BATCH_BOUNDS[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
-const size_t BT_BATCH_N = sizeof BT_BATCH_BOUNDS / sizeof BT_BATCH_BOUNDS[0];
-
-void bt_histogram_init(bt_histogram *h, const double *bounds, size_t n)
-{
-    if (n > BT_HIST_MAX_BOUNDS)
-        n = BT_HIST_MAX_BOUNDS;
-    h->n_bounds = n;
-    memcpy(h->bounds, bounds, n * sizeof(double));
-    for (size_t i = 0; i <= BT_HIST_MAX_BOUNDS; i++)
-        atomic_init(&h->counts[i], 0);
-    atomic_init(&h->count, 0);
-    atomic_init(&h->sum_bits, 0); /* all-zero bits are 0.0 */
-}
-
-void bt_histogram_observe(bt_histogram *h, double value)
-{
-    size_t i = 0;
-    while (i < h->n_bounds && value > h->bounds[i])
-        i++;
-    atomic_fetch_add_explicit(&h->counts[i], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
-    uint64_t old = atomic_load_explicit(&h->sum_bits, memory_order_relaxed), next;
-    do {
-        next = bt_double_bits(bt_bits_double(old) + value);
-    } while (!atomic_compare_exchange_weak_explicit(&h->sum_bits, &old, next,
-                                                    memory_order_relaxed,
-                                                    memory_order_relaxed));
-}
-
-double bt_histogram_sum(const bt_histogram *h)
-{
-    return bt_bits_double(atomic_load_explicit(&h->sum_bits, memory_order_relaxed));
-}
-
-void bt_histogram_counts(const bt_histogram *h, uint64_t *out)
-{
-    for (size_t i = 0; i <= h->n_bounds; i++)
-        out[i] = atomic_load_explicit(&h->counts[i], memory_order_relaxed);
-}
 
 void bt_histogram_render(bt_buf *out, const bt_histogram *h, const char *name,
                          const char *help, const char *labels)
@@ -69,4 +21,59 @@ void bt_histogram_render(bt_buf *out, const bt_histogram *h, const char *name,
     }
     bt_buf_printf(out, "%s_sum{%s} %.9g\n%s_count{%s} %llu\n", name, labels,
                   bt_histogram_sum(h), name, labels, (unsigned long long)cumulative);
+}
+
+static void duration_json(bt_buf *out, const char *key, const bt_duration_stat *d)
+{
+    bt_buf_printf(out, "\"%s\":{\"count\":%llu,\"ns\":%llu}", key,
+                  (unsigned long long)atomic_load_explicit(&d->count, memory_order_relaxed),
+                  (unsigned long long)atomic_load_explicit(&d->ns, memory_order_relaxed));
+}
+
+void bt_stats_json(bt_buf *out, const bt_infer_stats *s, const char *name, const char *version)
+{
+    bt_buf_puts(out, "{\"name\":");
+    bt_buf_json_string(out, name);
+    bt_buf_puts(out, ",\"version\":");
+    bt_buf_json_string(out, version);
+    bt_buf_printf(out, ",\"last_inference\":%llu,\"inference_count\":%llu,"
+                       "\"execution_count\":%llu,\"inference_stats\":{",
+                  (unsigned long long)atomic_load(&s->last_inference_ms),
+                  (unsigned long long)atomic_load(&s->inference_count),
+                  (unsigned long long)atomic_load(&s->execution_count));
+    duration_json(out, "success", &s->success);
+    bt_buf_puts(out, ",");
+    duration_json(out, "fail", &s->fail);
+    bt_buf_puts(out, ",");
+    duration_json(out, "queue", &s->queue);
+    bt_buf_puts(out, ",");
+    duration_json(out, "compute_input", &s->compute_input);
+    bt_buf_puts(out, ",");
+    duration_json(out, "compute_infer", &s->compute_infer);
+    bt_buf_puts(out, ",");
+    duration_json(out, "compute_output", &s->compute_output);
+    bt_buf_puts(out, "},\"batch_stats\":[");
+    /* ascending batch size, as Triton lists them */
+    int64_t prev = 0;
+    int first = 1;
+    for (;;) {
+        const bt_batch_stat *next = NULL;
+        for (size_t i = 0; i < BT_STATS_BATCH_SIZES; i++) {
+            int64_t r = atomic_load(&s->batches[i].rows);
+            if (r > prev && (!next || r < atomic_load(&next->rows)))
+                next = &s->batches[i];
+        }
+        if (!next)
+            break;
+        prev = atomic_load(&next->rows);
+        bt_buf_printf(out, "%s{\"batch_size\":%lld,", first ? "" : ",", (long long)prev);
+        duration_json(out, "compute_input", &next->compute_input);
+        bt_buf_puts(out, ",");
+        duration_json(out, "compute_infer", &next->compute_infer);
+        bt_buf_puts(out, ",");
+        duration_json(out, "compute_output", &next->compute_output);
+        bt_buf_puts(out, "}");
+        first = 0;
+    }
+    bt_buf_puts(out, "]}");
 }

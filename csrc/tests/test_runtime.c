@@ -1,6 +1,6 @@
 /*
  * test_runtime.c - C unit tests of runtime pieces without a Python face: the dtype table
- * and the cgroup CPU quota parser.
+ * (names, casts, half floats), the cgroup CPU quota parser and the strict JSON parser.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "runtime/json.h"
 #include "runtime/tensor.h"
 #include "runtime/threads.h"
 
@@ -114,11 +115,40 @@ static void test_cgroup_quota(void)
     CHECK(bt_cgroup_cpu_limit(NULL, "/") == 0);
 }
 
+static void test_strict_json(void)
+{
+    bt_json_error e;
+    cJSON *v = bt_json_parse("{\"a\": [1, 2.5, true]}", 21, &e);
+    CHECK(v != NULL);
+    cJSON_Delete(v);
+    const char *bad[] = {"[1] x", "\"a\\u0000\"", "[1,]", "{\"a\" 1}", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        v = bt_json_parse(bad[i], strlen(bad[i]), &e);
+        if (v)
+            fprintf(stderr, "parsed what it must refuse: %s\n", bad[i]);
+        CHECK(v == NULL);
+        cJSON_Delete(v);
+    }
+    /* duplicate keys parse, and are refused when looked up */
+    v = bt_json_parse("{\"a\": 1, \"b\": 2, \"a\": 3}", 24, &e);
+    const cJSON *member = NULL;
+    bt_error err = {BT_OK, ""};
+    CHECK(v && bt_json_get(v, "b", "the body", &member, BT_ERR_VALUE, &err) == 0 && member);
+    CHECK(v && bt_json_get(v, "a", "the body", &member, BT_ERR_VALUE, &err) == -1);
+    CHECK_STR(err.message, "duplicate key 'a' in the body");
+    cJSON_Delete(v);
+    v = bt_json_parse("{\n  \"a\": tru\n}", 14, &e);
+    CHECK(v == NULL && e.line == 2);
+    const char nul[] = "[1,\0 2]";
+    CHECK(bt_json_parse(nul, sizeof nul - 1, &e) == NULL);
+}
+
 int main(void)
 {
     test_dtype_names_round_trip();
     test_casts();
     test_half_floats();
     test_cgroup_quota();
+    test_strict_json();
     return check_report("test_runtime");
 }

@@ -1,7 +1,7 @@
 /*
  * test_serving.c - C unit tests of serving pieces without a Python face: how paths map to
- * endpoints (the registry's routing), the bearer token check, the growable buffer's JSON
- * strings, and the strict JSON parser.
+ * endpoints (the registry's routing), the bearer token check and the growable buffer's JSON
+ * strings.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
@@ -9,7 +9,6 @@
 #include "check.h"
 #include "serving/codec.h"
 #include "serving/endpoints.h"
-#include "serving/jsonutil.h"
 
 static void check_route(const char *path, int ep, const char *name, const char *version)
 {
@@ -89,39 +88,10 @@ static void test_buffer_strings(void)
     bt_buf_free(&b);
 }
 
-static void test_strict_json(void)
-{
-    bt_json_error e;
-    cJSON *v = bt_json_parse("{\"a\": [1, 2.5, true]}", 21, &e);
-    CHECK(v != NULL);
-    cJSON_Delete(v);
-    const char *bad[] = {"[1] x", "\"a\\u0000\"", "[1,]", "{\"a\" 1}", ""};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        v = bt_json_parse(bad[i], strlen(bad[i]), &e);
-        if (v)
-            fprintf(stderr, "parsed what it must refuse: %s\n", bad[i]);
-        CHECK(v == NULL);
-        cJSON_Delete(v);
-    }
-    /* duplicate keys parse, and are refused when looked up */
-    v = bt_json_parse("{\"a\": 1, \"b\": 2, \"a\": 3}", 24, &e);
-    const cJSON *member = NULL;
-    bt_error err = {BT_OK, ""};
-    CHECK(v && bt_json_get(v, "b", "the body", &member, BT_ERR_VALUE, &err) == 0 && member);
-    CHECK(v && bt_json_get(v, "a", "the body", &member, BT_ERR_VALUE, &err) == -1);
-    CHECK_STR(err.message, "duplicate key 'a' in the body");
-    cJSON_Delete(v);
-    v = bt_json_parse("{\n  \"a\": tru\n}", 14, &e);
-    CHECK(v == NULL && e.line == 2);
-    const char nul[] = "[1,\0 2]";
-    CHECK(bt_json_parse(nul, sizeof nul - 1, &e) == NULL);
-}
-
 int main(void)
 {
     test_routes();
     test_token();
     test_buffer_strings();
-    test_strict_json();
     return check_report("test_serving");
 }
