@@ -180,6 +180,16 @@ static void note_forward(bt_batcher *b, double seconds)
     atomic_store(&b->forward_bits, bt_double_bits(avg));
 }
 
+/* Counts one forward of `rows` rows that took `seconds`, failed or not. */
+static void note_execution(bt_batcher *b, double seconds, int64_t rows)
+{
+    note_forward(b, seconds);
+    bt_histogram_observe(&b->compute_seconds, seconds);
+    bt_histogram_observe(&b->batch_sizes, (double)rows);
+    atomic_fetch_add(&b->batches, 1);
+    atomic_fetch_add(&b->rows, (uint64_t)rows);
+}
+
 /* Runs one item alone and completes it. */
 static void run_one(bt_batcher *b, bt_item *it, double start)
 {
@@ -191,57 +201,31 @@ static void run_one(bt_batcher *b, bt_item *it, double start)
                               &is_tuple, &err);
     memset(it->in, 0, sizeof it->in); /* forward owns them now */
     double t = bt_now() - start;
-    note_forward(b, t);
-    bt_histogram_observe(&b->compute_seconds, t);
-    bt_histogram_observe(&b->batch_sizes, (double)(b->batching ? it->rows : 1));
-    atomic_fetch_add(&b->batches, 1);
-    atomic_fetch_add(&b->rows, (uint64_t)(b->batching ? it->rows : 1));
+    int64_t rows = b->batching ? it->rows : 1;
+    note_execution(b, t, rows);
     if (rc != 0) {
         atomic_fetch_add(&b->errors, 1);
         it->done(it->ctx, -1, NULL, 0, 0, &err);
     } else {
-        bt_stats_execution(&b->stats, b->batching ? it->rows : 1, 1, 0, t, 0);
+        bt_stats_execution(&b->stats, rows, 1, 0, t, 0);
         it->done(it->ctx, 0, outs, n_out, is_tuple, NULL);
     }
     free(it);
 }
 
-/* Runs one batch outside the lock and completes every item in it. When the batched
- * forward fails (one request's rows can make the model raise), each request is run
- * alone so that it gets its own answer, not another client's error. */
-static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_rows)
+/* Stacks each input of the n items along the leading dimension into stacked[] (owned by
+ * the caller, who releases it on failure too). Each item keeps its own inputs. */
+static int stack_inputs(bt_item **items, size_t n, int64_t total_rows,
+                        DLManagedTensor **stacked, bt_error *err)
 {
-    double start = bt_now();
-    for (size_t i = 0; i < n; i++) {
-        bt_histogram_observe(&b->queue_seconds, start - items[i]->enqueued);
-        bt_duration_add(&b->stats.queue, start - items[i]->enqueued, 1);
-    }
-
-    bt_error err = {BT_OK, ""};
-    DLManagedTensor *outs[BT_MAX_OUTPUTS];
-    size_t n_out = 0;
-    int is_tuple = 0;
-    int rc;
-
-    if (n == 1) {
-        run_one(b, items[0], start);
-        return;
-    }
-
-    /* Stack each input along the leading dimension. */
-    size_t n_in = items[0]->n_in;
-    DLManagedTensor *stacked[BT_BATCH_MAX_INPUTS] = {0};
-    rc = 0;
-    for (size_t j = 0; j < n_in && rc == 0; j++) {
+    for (size_t j = 0; j < items[0]->n_in; j++) {
         const DLTensor *proto = &items[0]->in[j]->dl_tensor;
         int64_t shape[BT_MAX_NDIM];
         memcpy(shape, proto->shape, (size_t)proto->ndim * sizeof(int64_t));
         shape[0] = total_rows;
-        stacked[j] = bt_tensor_new(proto->dtype, proto->ndim, shape, &err);
-        if (!stacked[j]) {
-            rc = -1;
-            break;
-        }
+        stacked[j] = bt_tensor_new(proto->dtype, proto->ndim, shape, err);
+        if (!stacked[j])
+            return -1;
         char *dst = stacked[j]->dl_tensor.data;
         for (size_t i = 0; i < n; i++) {
             const DLTensor *t = &items[i]->in[j]->dl_tensor;
@@ -251,68 +235,45 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
             dst += bytes;
         }
     }
-    double stacked_at = bt_now();
-    int forwarded = 0;
-    if (rc == 0) {
-        /* Each item keeps its own inputs until the batch has succeeded. */
-        rc = bt_model_forward(b->model, stacked, n_in, outs, BT_MAX_OUTPUTS, &n_out, &is_tuple,
-                              &err);
-        forwarded = 1;
-    } else {
-        release_all(stacked, n_in);
-    }
-    double forward_done = bt_now();
-    double t = forward_done - start;
-    note_forward(b, t);
-    bt_histogram_observe(&b->compute_seconds, t);
-    bt_histogram_observe(&b->batch_sizes, (double)total_rows);
-    atomic_fetch_add(&b->batches, 1);
-    atomic_fetch_add(&b->rows, (uint64_t)total_rows);
-    if (forwarded && rc != 0) {
-        atomic_fetch_add(&b->retries, 1);
-        fprintf(stderr, "berth: a batch of %zu requests failed (%.200s); running each alone\n", n,
-                err.message);
-        for (size_t i = 0; i < n; i++)
-            run_one(b, items[i], bt_now());
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        release_all(items[i]->in, items[i]->n_in);
+    return 0;
+}
 
-    /* Outputs must be contiguous and carry the batch in their leading dimension. */
-    for (size_t k = 0; rc == 0 && k < n_out; k++) {
+/* Outputs of a batched forward must carry the batch in their leading dimension; a
+ * non-contiguous one is replaced by a contiguous copy, so rows can be sliced. */
+static int check_batched_outputs(DLManagedTensor **outs, size_t n_out, int64_t total_rows,
+                                 bt_error *err)
+{
+    for (size_t k = 0; k < n_out; k++) {
         const DLTensor *o = &outs[k]->dl_tensor;
         if (o->ndim < 1 || o->shape[0] != total_rows || o->ndim > BT_MAX_NDIM) {
             char got[256];
-            rc = bt_error_set(&err, BT_ERR_MODEL,
-                              "the model is served with batching but output %zu has shape %s, "
-                              "not a leading batch dimension of %lld rows; serve it without "
-                              "batching",
-                              k, bt_shape_str(got, sizeof got, o->shape, o->ndim),
-                              (long long)total_rows);
-        } else if (!bt_is_contiguous(o)) {
-            DLManagedTensor *c = bt_tensor_cast(o, o->dtype, &err);
-            if (!c) {
-                rc = -1;
-            } else {
-                outs[k]->deleter(outs[k]);
-                outs[k] = c;
-            }
+            return bt_error_set(err, BT_ERR_MODEL,
+                                "the model is served with batching but output %zu has shape "
+                                "%s, not a leading batch dimension of %lld rows; serve it "
+                                "without batching",
+                                k, bt_shape_str(got, sizeof got, o->shape, o->ndim),
+                                (long long)total_rows);
+        }
+        if (!bt_is_contiguous(o)) {
+            DLManagedTensor *c = bt_tensor_cast(o, o->dtype, err);
+            if (!c)
+                return -1;
+            outs[k]->deleter(outs[k]);
+            outs[k] = c;
         }
     }
-    if (rc != 0) {
-        release_all(outs, n_out);
-        atomic_fetch_add(&b->errors, n);
-        for (size_t i = 0; i < n; i++) {
-            items[i]->done(items[i]->ctx, -1, NULL, 0, 0, &err);
-            free(items[i]);
-        }
-        return;
-    }
-    /* Output time: the checks above and each request's split, not its callback. */
-    double output_s = bt_now() - forward_done;
+    return 0;
+}
+
+/* Hands each item its rows of the batch's outputs (copies: outs stays the caller's),
+ * completes and frees it. Returns the seconds spent slicing, not in the callbacks. */
+static double split_outputs(bt_batcher *b, bt_item **items, size_t n, DLManagedTensor **outs,
+                            size_t n_out, int is_tuple)
+{
+    double output_s = 0;
     int64_t row = 0;
     for (size_t i = 0; i < n; i++) {
+        bt_error err = {BT_OK, ""};
         DLManagedTensor *mine[BT_MAX_OUTPUTS];
         int ok = 1;
         double split_start = bt_now();
@@ -334,6 +295,62 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
         row += items[i]->rows;
         free(items[i]);
     }
+    return output_s;
+}
+
+/* Runs one batch outside the lock and completes every item in it. When the batched
+ * forward fails (one request's rows can make the model raise), each request is run
+ * alone so that it gets its own answer, not another client's error. */
+static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_rows)
+{
+    double start = bt_now();
+    for (size_t i = 0; i < n; i++) {
+        bt_histogram_observe(&b->queue_seconds, start - items[i]->enqueued);
+        bt_duration_add(&b->stats.queue, start - items[i]->enqueued, 1);
+    }
+    if (n == 1) {
+        run_one(b, items[0], start);
+        return;
+    }
+
+    bt_error err = {BT_OK, ""};
+    DLManagedTensor *stacked[BT_BATCH_MAX_INPUTS] = {0};
+    DLManagedTensor *outs[BT_MAX_OUTPUTS];
+    size_t n_in = items[0]->n_in, n_out = 0;
+    int is_tuple = 0, forwarded = 0;
+    int rc = stack_inputs(items, n, total_rows, stacked, &err);
+    double stacked_at = bt_now();
+    if (rc == 0) {
+        rc = bt_model_forward(b->model, stacked, n_in, outs, BT_MAX_OUTPUTS, &n_out, &is_tuple,
+                              &err); /* takes the stacked inputs, whatever it returns */
+        forwarded = 1;
+    } else {
+        release_all(stacked, n_in);
+    }
+    double forward_done = bt_now();
+    note_execution(b, forward_done - start, total_rows);
+    if (forwarded && rc != 0) {
+        atomic_fetch_add(&b->retries, 1);
+        fprintf(stderr, "berth: a batch of %zu requests failed (%.200s); running each alone\n", n,
+                err.message);
+        for (size_t i = 0; i < n; i++)
+            run_one(b, items[i], bt_now());
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        release_all(items[i]->in, items[i]->n_in);
+    if (rc == 0)
+        rc = check_batched_outputs(outs, n_out, total_rows, &err);
+    if (rc != 0) {
+        release_all(outs, n_out);
+        atomic_fetch_add(&b->errors, n);
+        for (size_t i = 0; i < n; i++)
+            fail_item(items[i], &err);
+        return;
+    }
+    /* Output time: the checks above and each request's split, not its callback. */
+    double output_s = bt_now() - forward_done;
+    output_s += split_outputs(b, items, n, outs, n_out, is_tuple);
     release_all(outs, n_out);
     bt_stats_execution(&b->stats, total_rows, n, stacked_at - start, forward_done - stacked_at,
                        output_s);
