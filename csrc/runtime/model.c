@@ -249,9 +249,9 @@ int bt_load_library(const char *path, bt_error *err) {
     return -1;
 }
 
-int bt_model_load(const char *path, const bt_load_options *options, bt_model **out, bt_error *err) {
-    double start = bt_now();
-    *out = NULL;
+/* A readable file, not a folder: said in the OS's words before libtorch would say "not a
+ * zip archive". */
+static int check_readable(const char *path, bt_error *err) {
     struct stat st;
     if (!path || stat(path, &st) != 0)
         return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s", path ? path : "(null)",
@@ -259,7 +259,6 @@ int bt_model_load(const char *path, const bt_load_options *options, bt_model **o
     if (S_ISDIR(st.st_mode))
         return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': it is a directory, expected a TorchScript or .pt2 file",
                             path);
-    /* Readable? (Otherwise libtorch's message says it is not a zip archive.) */
     FILE *probe = fopen(path, "rb");
     if (!probe) return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s", path, strerror(errno));
     unsigned char byte;
@@ -267,17 +266,15 @@ int bt_model_load(const char *path, const bt_load_options *options, bt_model **o
     int read_error = got == 0 && ferror(probe) ? errno : 0;
     fclose(probe);
     if (read_error) return bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s", path, strerror(read_error));
-    const berth_torch_api *t = bt_torch(err);
-    if (!t) return -1;
+    return 0;
+}
+
+/* The shim loads the file into m->handle, with libtorch's threads set once per process. */
+static int shim_load(const berth_torch_api *t, bt_model *m, const bt_load_options *options, bt_error *err) {
     if (atomic_load(&threads_in_effect) == 0) {
         int want = bt_default_num_threads(err);
         if (want < 0) return -1;
         atomic_store(&threads_in_effect, t->set_num_threads(want));
-    }
-    bt_model *m = calloc(1, sizeof *m);
-    if (!m || !(m->path = strdup(path))) {
-        free(m);
-        return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
     }
     berth_load_options opts = {sizeof opts, NULL, 0};
     if (options) {
@@ -285,57 +282,75 @@ int bt_model_load(const char *path, const bt_load_options *options, bt_model **o
         opts.concurrency = options->concurrency;
     }
     if (!opts.concurrency) opts.concurrency = (uint32_t)(atomic_load(&threads_in_effect) > 0 ? atomic_load(&threads_in_effect) : 1);
-    berth_status *s = t->model_load(path, &opts, &m->handle);
-    if (s || !m->handle) {
-        berth_code code = t->status_code(s);
-        if (code == BERTH_E_NO_MEMORY) bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory loading '%s'", path);
-        else if (code == BERTH_E_INVALID_ARGUMENT) bt_error_set(err, BT_ERR_VALUE, "%s", t->status_message(s));
-        else if (code == BERTH_E_UNSUPPORTED) bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s", path, t->status_message(s));
-        else load_failure(path, s ? t->status_message(s) : "out of memory", err);
-        t->status_free(s);
-        bt_model_free(m);
-        return -1;
-    }
+    berth_status *s = t->model_load(m->path, &opts, &m->handle);
+    if (!s && m->handle) return 0;
+    berth_code code = t->status_code(s);
+    if (code == BERTH_E_NO_MEMORY) bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory loading '%s'", m->path);
+    else if (code == BERTH_E_INVALID_ARGUMENT) bt_error_set(err, BT_ERR_VALUE, "%s", t->status_message(s));
+    else if (code == BERTH_E_UNSUPPORTED) bt_error_set(err, BT_ERR_LOAD, "cannot load '%s': %s", m->path, t->status_message(s));
+    else load_failure(m->path, s ? t->status_message(s) : "out of memory", err);
+    t->status_free(s);
+    return -1;
+}
+
+/* The inputs forward takes, named as the shim reads them from the model. */
+static int read_args(const berth_torch_api *t, bt_model *m, bt_error *err) {
     m->format = t->model_format(m->handle);
     m->n_inputs = t->model_num_args(m->handle);
     m->n_required = t->model_num_required_args(m->handle);
     m->inputs = calloc(m->n_inputs ? m->n_inputs : 1, sizeof(bt_spec));
-    if (!m->inputs) goto oom;
+    if (!m->inputs) return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
     for (size_t i = 0; i < m->n_inputs; ++i) {
         m->inputs[i].ndim = -1;
         const char *name = t->model_arg_name(m->handle, i);
-        if (!(m->inputs[i].name = strdup(name ? name : "input"))) goto oom;
+        if (!(m->inputs[i].name = strdup(name ? name : "input")))
+            return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
     }
+    return 0;
+}
+
+/* The signature: the file's berth.json, or the one the caller gives for a plain file. */
+static int take_signature(const berth_torch_api *t, bt_model *m, const char *given, bt_error *err) {
     size_t len = 0;
     const char *meta = t->model_metadata(m->handle, &len);
-    const char *given = options ? options->signature : NULL;
     char label[512];
-    snprintf(label, sizeof label, "berth.json in '%s'", path);
+    snprintf(label, sizeof label, "berth.json in '%s'", m->path);
     if (given) {
-        if (meta || strcmp(m->format, "pt2") == 0) {
-            bt_error_set(err, BT_ERR_VALUE, "signature: expected a plain TorchScript file (one without a berth.json "
-                         "signature), got '%s', which carries its own%s", path,
-                         strcmp(m->format, "pt2") == 0 ? " (a .pt2's signature comes from the package; export it "
-                                                         "again with berth.export)" : "");
-            bt_model_free(m);
-            return -1;
-        }
+        if (meta || strcmp(m->format, "pt2") == 0)
+            return bt_error_set(err, BT_ERR_VALUE, "signature: expected a plain TorchScript file (one without a "
+                                "berth.json signature), got '%s', which carries its own%s", m->path,
+                                strcmp(m->format, "pt2") == 0 ? " (a .pt2's signature comes from the package; export "
+                                                                "it again with berth.export)" : "");
         meta = given;
         len = strlen(given);
-        snprintf(label, sizeof label, "the signature (inputs/outputs) given for '%s'", path);
+        snprintf(label, sizeof label, "the signature (inputs/outputs) given for '%s'", m->path);
     }
-    if (meta) {
-        if (!(m->metadata = malloc(len + 1))) goto oom;
-        memcpy(m->metadata, meta, len);
-        m->metadata[len] = '\0';
-        m->metadata_len = len;
-        if (parse_metadata(m, label, err) != 0) {
-            if (given && err) err->kind = BT_ERR_VALUE;
-            bt_model_free(m);
-            return -1;
-        }
+    if (!meta) return 0;
+    if (!(m->metadata = malloc(len + 1))) return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+    memcpy(m->metadata, meta, len);
+    m->metadata[len] = '\0';
+    m->metadata_len = len;
+    if (parse_metadata(m, label, err) != 0) {
+        if (given && err) err->kind = BT_ERR_VALUE;
+        return -1;
     }
-    if (strcmp(m->format, "pt2") == 0 && require_signature(m, err) != 0) {
+    return 0;
+}
+
+int bt_model_load(const char *path, const bt_load_options *options, bt_model **out, bt_error *err) {
+    double start = bt_now();
+    *out = NULL;
+    if (check_readable(path, err) != 0) return -1;
+    const berth_torch_api *t = bt_torch(err);
+    if (!t) return -1;
+    bt_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
+    }
+    if (shim_load(t, m, options, err) != 0 || read_args(t, m, err) != 0 ||
+        take_signature(t, m, options ? options->signature : NULL, err) != 0 ||
+        (strcmp(m->format, "pt2") == 0 && require_signature(m, err) != 0)) {
         bt_model_free(m);
         return -1;
     }
@@ -346,9 +361,6 @@ int bt_model_load(const char *path, const bt_load_options *options, bt_model **o
     m->load_seconds = bt_now() - start;
     *out = m;
     return 0;
-oom:
-    bt_model_free(m);
-    return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory");
 }
 
 int bt_model_optimize(bt_model *m, bt_error *err) {
