@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ------------------------------------------------------------------ the request */
+
 /* Shape of the first element path of v (descending into first elements). */
 static int infer_shape(const cJSON *v, int64_t *shape, int *ndim, const char *what,
                        bt_error *err)
@@ -72,6 +74,87 @@ static const cJSON *instance_value(const cJSON *inst, size_t i, int keyed, const
     return v;
 }
 
+/* Checks keyed instances: every one an object, every key one of the model's inputs. */
+static int v1_check_keys(const cJSON *inst, const bt_v1_hint *hints, size_t n_hints,
+                         bt_error *err)
+{
+    size_t i = 0;
+    for (const cJSON *o = inst->child; o; o = o->next, i++) {
+        if (bt_json_type(o) != cJSON_Object)
+            return bt_error_set(err, BT_ERR_VALUE,
+                                "instances[%zu] is %s but instances[0] is an object", i,
+                                bt_json_kind(o));
+        for (const cJSON *m = o->child; m; m = m->next) {
+            size_t h = 0;
+            while (h < n_hints && strcmp(hints[h].name, m->string) != 0)
+                h++;
+            if (h < n_hints)
+                continue;
+            if (!bt_json_utf8_valid(m->string))
+                return bt_error_set(err, BT_ERR_VALUE,
+                                    "instances[%zu] has a key that is not valid UTF-8", i);
+            return bt_error_set(err, BT_ERR_VALUE, "instances[%zu] has unknown input '%.64s'",
+                                i, m->string);
+        }
+    }
+    return 0;
+}
+
+/* The shape of input name's tensor: the number of instances, then the shape of its value
+ * in the first instance, which every instance's value is checked against (rule). */
+static int v1_input_shape(const cJSON *inst, size_t n_inst, int keyed, const char *name,
+                          const leaf_rule *rule, int64_t *shape, int *ndim, bt_error *err)
+{
+    const cJSON *first = instance_value(inst->child, 0, keyed, name, err);
+    if (!first)
+        return -1;
+    shape[0] = (int64_t)n_inst;
+    if (infer_shape(first, shape + 1, ndim, rule->what, err) != 0)
+        return -1;
+    size_t i = 0;
+    for (const cJSON *o = inst->child; o; o = o->next, i++) {
+        const cJSON *v = instance_value(o, i, keyed, name, err);
+        if (!v || check_rect(v, shape + 1, *ndim, 0, rule, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The tensor of the model input hint describes: its value in every instance, stacked
+ * along a leading dimension; FP32 unless the hint gives a dtype the protocol carries. */
+static int v1_input_tensor(const cJSON *inst, size_t n_inst, int keyed,
+                           const bt_v1_hint *hint, DLManagedTensor **out, bt_error *err)
+{
+    char what[160];
+    snprintf(what, sizeof what, "input '%.64s'", hint->name);
+    DLDataType dt = {kDLFloat, 32, 1};
+    if (hint->has_dtype && bt_codec_datatype_name(hint->dtype))
+        dt = hint->dtype;
+    leaf_rule rule;
+    bt_leaf_rule_init(&rule, dt, what);
+    int64_t shape[BT_CODEC_MAX_NDIM];
+    int ndim;
+    if (v1_input_shape(inst, n_inst, keyed, hint->name, &rule, shape, &ndim, err) != 0)
+        return -1;
+    DLManagedTensor *t = bt_tensor_new(dt, ndim + 1, shape, err);
+    if (!t)
+        return -1;
+    store_fn store = bt_leaf_store_for(dt);
+    char *dst = t->dl_tensor.data;
+    size_t i = 0;
+    for (const cJSON *o = inst->child; o; o = o->next, i++) {
+        const cJSON *v = instance_value(o, i, keyed, hint->name, err);
+        if (!v) { /* cannot happen: found by the check above */
+            bt_codec_tensor_release(t);
+            return -1;
+        }
+        cJSON one = bt_leaf_alone(v);
+        dst = store(&one, dst);
+    }
+    *out = t;
+    return 0;
+}
+
 int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
                       size_t n_hints, bt_infer_request **out, bt_error *err)
 {
@@ -103,31 +186,8 @@ int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
                      n_hints);
         goto done;
     }
-    if (keyed) {
-        size_t i = 0;
-        for (const cJSON *o = inst->child; o; o = o->next, i++) {
-            if (bt_json_type(o) != cJSON_Object) {
-                bt_error_set(err, BT_ERR_VALUE,
-                             "instances[%zu] is %s but instances[0] is an object", i,
-                             bt_json_kind(o));
-                goto done;
-            }
-            for (const cJSON *m = o->child; m; m = m->next) {
-                size_t h = 0;
-                while (h < n_hints && strcmp(hints[h].name, m->string) != 0)
-                    h++;
-                if (h == n_hints) {
-                    if (!bt_json_utf8_valid(m->string))
-                        bt_error_set(err, BT_ERR_VALUE,
-                                     "instances[%zu] has a key that is not valid UTF-8", i);
-                    else
-                        bt_error_set(err, BT_ERR_VALUE,
-                                     "instances[%zu] has unknown input '%.64s'", i, m->string);
-                    goto done;
-                }
-            }
-        }
-    }
+    if (keyed && v1_check_keys(inst, hints, n_hints, err) != 0)
+        goto done;
     req = bt_codec_request_new(err);
     if (!req)
         goto done;
@@ -137,41 +197,8 @@ int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
         goto done;
     }
     for (size_t h = 0; h < n_hints; h++) {
-        char what[160];
-        snprintf(what, sizeof what, "input '%.64s'", hints[h].name);
-        DLDataType dt = {kDLFloat, 32, 1};
-        if (hints[h].has_dtype && bt_codec_datatype_name(hints[h].dtype))
-            dt = hints[h].dtype;
-        leaf_rule rule;
-        bt_leaf_rule_init(&rule, dt, what);
-        const cJSON *first = instance_value(inst->child, 0, keyed, hints[h].name, err);
-        if (!first)
+        if (v1_input_tensor(inst, n_inst, keyed, &hints[h], &req->inputs[h].tensor, err) != 0)
             goto done;
-        int64_t shape[BT_CODEC_MAX_NDIM];
-        int ndim;
-        shape[0] = (int64_t)n_inst;
-        if (infer_shape(first, shape + 1, &ndim, what, err) != 0)
-            goto done;
-        size_t i = 0;
-        for (const cJSON *o = inst->child; o; o = o->next, i++) {
-            const cJSON *v = instance_value(o, i, keyed, hints[h].name, err);
-            if (!v || check_rect(v, shape + 1, ndim, 0, &rule, err) != 0)
-                goto done;
-        }
-        DLManagedTensor *t = bt_tensor_new(dt, ndim + 1, shape, err);
-        if (!t)
-            goto done;
-        store_fn store = bt_leaf_store_for(dt);
-        char *dst = t->dl_tensor.data;
-        i = 0;
-        for (const cJSON *o = inst->child; o; o = o->next, i++) {
-            const cJSON *v = instance_value(o, i, keyed, hints[h].name, err);
-            if (!v) /* cannot happen: found by the check above */
-                goto done;
-            cJSON one = bt_leaf_alone(v);
-            dst = store(&one, dst);
-        }
-        req->inputs[h].tensor = t;
         req->inputs[h].name = bt_codec_dup_str(hints[h].name, err);
         req->n_inputs = h + 1;
         if (!req->inputs[h].name)
@@ -185,6 +212,8 @@ done:
     bt_json_release(root);
     return rc;
 }
+
+/* ------------------------------------------------------------------ the response */
 
 /* Writes the sub-array of t at dims [dim..) starting at row-major position *pos. */
 static void append_nested(bt_buf *b, const DLTensor *t, int dim, int64_t *pos, int contig)
