@@ -1,5 +1,6 @@
 /*
- * fuzz_codec.c - libFuzzer target for the serving codec (codec.c).
+ * fuzz_codec.c - libFuzzer target for the serving codec (codec_v2.c, codec_v1.c and the
+ * codec_leaf.c rules they share).
  *
  * The first input byte picks the entry point: v2 JSON, v2 with a binary part (the next
  * two bytes give Inference-Header-Content-Length), or v1. Every request that parses is

@@ -16,6 +16,7 @@
 
 #include "berth/dlpack.h"
 #include "runtime/error.h"
+#include "serving/buffer.h" /* bt_buf, which the encoders append to */
 
 /* The version a model is served as unless its repository says otherwise. */
 #define BT_MODEL_VERSION "1"
@@ -26,21 +27,6 @@
  * zero-sized dimensions ask for more, and rows of empty lists cost nothing to hold but
  * all the time in the world to write. */
 #define BT_CODEC_MAX_V1_EMPTY_LISTS (1 << 20)
-
-/* A growable byte buffer; oom is set (and appends stop) when an allocation fails. */
-typedef struct bt_buf {
-    char *data; /* owned, NUL-terminated when len > 0 */
-    size_t len;
-    size_t cap;
-    int oom;
-} bt_buf;
-
-void bt_buf_append(bt_buf *b, const void *data, size_t n);
-void bt_buf_puts(bt_buf *b, const char *s);
-void bt_buf_printf(bt_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s as a JSON string literal (quotes included, escaped). */
-void bt_buf_json_string(bt_buf *b, const char *s);
-void bt_buf_free(bt_buf *b);
 
 /* One named input tensor of a request. */
 typedef struct bt_named_tensor {

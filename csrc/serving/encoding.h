@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "serving/codec.h"
+#include "serving/buffer.h"
 #include "runtime/error.h"
 
 /* Responses smaller than this go out as they are: gzip's header and the CPU time cost

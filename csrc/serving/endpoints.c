@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "runtime/clock.h"
+#include "serving/codec.h"
 #include "serving/encoding.h"
 
 const char *const BT_EP_NAMES[BT_N_EP] = {

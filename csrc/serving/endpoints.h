@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "runtime/error.h"
-#include "serving/codec.h"
+#include "serving/buffer.h"
 #include "serving/metrics.h"
 
 /* Every endpoint, as counted in berth_requests_total{endpoint=...}. */

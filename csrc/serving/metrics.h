@@ -8,7 +8,7 @@
 
 #include "runtime/histogram.h"
 #include "runtime/stats.h"
-#include "serving/codec.h"
+#include "serving/buffer.h"
 
 /* Appends "# HELP/# TYPE" lines and the cumulative buckets, _sum and _count of h.
  * labels is "" or a label list without braces (endpoint="infer"). help NULL: no
