@@ -85,9 +85,9 @@ test-debian: build-debian
 	cd build && ../$(DEB_PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml ../tests
 
 test-core: build
-	$(PY) -m pytest -q tests/test_core_*.py
+	$(PY) -m pytest -q tests/core
 
-SERVING_TESTS := tests/test_protocol_*.py tests/test_batcher*.py tests/test_serving_*.py
+SERVING_TESTS := tests/serving
 test-serving: build
 	$(PY) -m pytest -q $(SERVING_TESTS) --doctest-modules python/berth/serving
 
@@ -109,7 +109,7 @@ sanitize: $(VENV)/.requirements
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 BERTH_SANITIZED=1 \
 	PYTHONPATH=$(ASAN_DIR) $(PY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS)
 
-SANITIZE_TESTS ?= tests/test_core_*.py tests/test_pt2.py $(SERVING_TESTS)
+SANITIZE_TESTS ?= tests/core $(SERVING_TESTS)
 
 # libFuzzer (clang, ASan/UBSan) on the protocol codec for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 60

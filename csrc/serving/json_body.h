@@ -25,7 +25,7 @@ void bt_json_release(cJSON *root);
  * beyond BT_JSON_MAX_NODES(len) values (counted before parsing, from commas and
  * brackets). A string of k bytes takes k + 1 rounded up to 16 and at least k + 3 bytes of
  * body. A parse therefore takes at most 32 x the body plus 4 KiB ("[0,0,...]" is the worst
- * case), which tests/test_serving_hardening.py measures with bt_json_body_bytes. */
+ * case), which tests/serving/test_serving_hardening.py measures with bt_json_body_bytes. */
 #define BT_JSON_MAX_NODES(len) ((len) / 2 + 64)
 
 /* Bytes the arena handed out for the calling thread's latest body parse. */

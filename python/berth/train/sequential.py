@@ -38,6 +38,27 @@ def _check_int(value, argument, minimum):
     return int(value)
 
 
+def _fit_arguments(batch_size, epochs, initial_epoch, verbose, validation_split, shuffle, callbacks):
+    """fit's options checked, in this order, and normalized:
+    ``(batch_size, epochs, initial_epoch, verbose, callbacks)``."""
+    batch_size = 32 if batch_size is None else _check_int(batch_size, "batch_size", 1)
+    epochs = _check_int(epochs, "epochs", 0)
+    initial_epoch = _check_int(initial_epoch, "initial_epoch", 0)
+    verbose = 1 if verbose == "auto" else verbose
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0 (silent), 1 (progress bar), 2 (one line per epoch) or 'auto', got {verbose!r}")
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+            or not 0 <= validation_split < 1:
+        raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
+    if not isinstance(shuffle, bool):
+        raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+    callbacks = list(callbacks or [])
+    for index, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks[{index}]: expected a berth.callbacks.Callback, got {type(cb).__name__}")
+    return batch_size, epochs, initial_epoch, verbose, callbacks
+
+
 class Sequential(nn.Module):
     """A linear stack of layers, trained and saved like a Keras ``Sequential``.
 
@@ -251,93 +272,22 @@ class Sequential(nn.Module):
         explicitly. ``verbose``: 0 silent, 1 progress bar, 2 one line per epoch.
         """
         self._require_compiled("fit")
-        batch_size = 32 if batch_size is None else _check_int(batch_size, "batch_size", 1)
-        epochs = _check_int(epochs, "epochs", 0)
-        initial_epoch = _check_int(initial_epoch, "initial_epoch", 0)
-        verbose = 1 if verbose == "auto" else verbose
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0 (silent), 1 (progress bar), 2 (one line per epoch) or 'auto', got {verbose!r}")
-        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
-                or not 0 <= validation_split < 1:
-            raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
-        if not isinstance(shuffle, bool):
-            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
-        callbacks = list(callbacks or [])
-        for index, cb in enumerate(callbacks):
-            if not isinstance(cb, Callback):
-                raise TypeError(f"callbacks[{index}]: expected a berth.callbacks.Callback, got {type(cb).__name__}")
-
-        x_all, y_all = self._pair(x, y)
-        if validation_data is not None:
-            if validation_split:
-                raise ValueError("pass either validation_split or validation_data, not both")
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError(f"validation_data must be a tuple (x_val, y_val), got {type(validation_data).__name__}"
-                                 f" of length {len(validation_data) if hasattr(validation_data, '__len__') else '?'}")
-            x_val, y_val = self._pair(*validation_data, x_name="validation_data[0]", y_name="validation_data[1]")
-            x_train, y_train = x_all, y_all
-        elif validation_split:
-            split_at = int(math.floor(len(x_all) * (1.0 - validation_split)))
-            if split_at == 0 or split_at == len(x_all):
-                raise ValueError(
-                    f"validation_split={validation_split} leaves {split_at} of {len(x_all)} samples for training; "
-                    "use more samples or a split that leaves both parts non-empty"
-                )
-            x_train, y_train, x_val, y_val = x_all[:split_at], y_all[:split_at], x_all[split_at:], y_all[split_at:]
-        else:
-            x_train, y_train, x_val, y_val = x_all, y_all, None, None
+        batch_size, epochs, initial_epoch, verbose, callbacks = _fit_arguments(
+            batch_size, epochs, initial_epoch, verbose, validation_split, shuffle, callbacks)
+        x_train, y_train, x_val, y_val = self._fit_data(x, y, validation_split, validation_data)
 
         device = self._device()
         x_train, y_train = x_train.to(device), y_train.to(device)
-        optimizer = self.optimizer
-        loss_fn, metric_fns = self._compiled["loss"], self._compiled["metrics"]
-        n = len(x_train)
-        steps = math.ceil(n / batch_size)
-
-        history = History()
-        extras = [ProgressLogger(verbose)] if verbose else []
-        params = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": n, "verbose": verbose}
-        cbs = CallbackList(extras + callbacks + [history], self, params)
-        history.set_params(params)
-        batch_logs_needed = bool(cbs.batch_callbacks)
-        self.stop_training = False
-        self.history = history
-        names = ["loss"] + [m.name for m in metric_fns]
+        # Taken once: the whole run trains with the optimizer, loss and metrics it began with.
+        training = (self.optimizer, self._compiled["loss"], self._compiled["metrics"])
+        steps = math.ceil(len(x_train) / batch_size)
+        cbs, history = self._fit_callbacks(callbacks, verbose, epochs, steps, batch_size, len(x_train))
 
         cbs.on_train_begin({})
         logs = {}
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch, {})
-            self.train()
-            order = torch.randperm(n, device=device) if shuffle else None
-            totals = [0.0] * len(names)
-            seen = 0
-            for step in range(steps):
-                if batch_logs_needed:
-                    cbs.on_train_batch_begin(step, {})
-                if order is None:
-                    xb, yb = x_train[step * batch_size:(step + 1) * batch_size], y_train[step * batch_size:(step + 1) * batch_size]
-                else:
-                    index = order[step * batch_size:(step + 1) * batch_size]
-                    xb, yb = x_train[index], y_train[index]
-                optimizer.zero_grad(set_to_none=True)
-                output = self.body(xb)
-                loss = loss_fn(yb, output)
-                loss.backward()
-                optimizer.step()
-                count = len(xb)
-                seen += count
-                totals[0] += loss.item() * count
-                if metric_fns:
-                    # Summed as tensors: one conversion per epoch unless a callback needs batch logs.
-                    with torch.no_grad():
-                        for i, metric in enumerate(metric_fns, 1):
-                            totals[i] += metric(yb, output).detach() * count
-                if batch_logs_needed:
-                    cbs.on_train_batch_end(step, {k: float(t) / seen for k, t in zip(names, totals)})
-                    if self.stop_training:
-                        break
-            logs = {k: float(t) / seen for k, t in zip(names, totals)}
+            logs = self._fit_epoch(x_train, y_train, batch_size, shuffle, training, cbs)
             if x_val is not None:
                 val = self._evaluate_tensors(x_val, y_val, batch_size)
                 logs.update({f"val_{k}": v for k, v in val.items()})
@@ -348,6 +298,75 @@ class Sequential(nn.Module):
                 break
         cbs.on_train_end(logs)
         return history
+
+    def _fit_data(self, x, y, validation_split, validation_data):
+        """fit's samples as tensors: ``(x_train, y_train, x_val, y_val)``, the last two None
+        without validation; ``validation_split`` takes the last samples."""
+        x_all, y_all = self._pair(x, y)
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError("pass either validation_split or validation_data, not both")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError(f"validation_data must be a tuple (x_val, y_val), got {type(validation_data).__name__}"
+                                 f" of length {len(validation_data) if hasattr(validation_data, '__len__') else '?'}")
+            x_val, y_val = self._pair(*validation_data, x_name="validation_data[0]", y_name="validation_data[1]")
+            return x_all, y_all, x_val, y_val
+        if validation_split:
+            split_at = int(math.floor(len(x_all) * (1.0 - validation_split)))
+            if split_at == 0 or split_at == len(x_all):
+                raise ValueError(
+                    f"validation_split={validation_split} leaves {split_at} of {len(x_all)} samples for training; "
+                    "use more samples or a split that leaves both parts non-empty"
+                )
+            return x_all[:split_at], y_all[:split_at], x_all[split_at:], y_all[split_at:]
+        return x_all, y_all, None, None
+
+    def _fit_callbacks(self, callbacks, verbose, epochs, steps, batch_size, samples):
+        """The run's callbacks (progress logger first, History last) and its History, which
+        also becomes ``self.history``; ``stop_training`` starts False."""
+        history = History()
+        extras = [ProgressLogger(verbose)] if verbose else []
+        params = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": samples, "verbose": verbose}
+        cbs = CallbackList(extras + callbacks + [history], self, params)
+        history.set_params(params)
+        self.stop_training = False
+        self.history = history
+        return cbs, history
+
+    def _fit_epoch(self, x_train, y_train, batch_size, shuffle, training, cbs):
+        """One epoch over the training samples (shuffled, or in order); its logs: loss and
+        metrics averaged over the samples seen (fewer when a batch callback stopped it)."""
+        optimizer, loss_fn, metric_fns = training
+        names = ["loss"] + [m.name for m in metric_fns]
+        batch_logs_needed = bool(cbs.batch_callbacks)
+        self.train()
+        order = torch.randperm(len(x_train), device=x_train.device) if shuffle else None
+        totals = [0.0] * len(names)
+        seen = 0
+        for step in range(math.ceil(len(x_train) / batch_size)):
+            if batch_logs_needed:
+                cbs.on_train_batch_begin(step, {})
+            batch = slice(step * batch_size, (step + 1) * batch_size)
+            index = batch if order is None else order[batch]
+            xb, yb = x_train[index], y_train[index]
+            optimizer.zero_grad(set_to_none=True)
+            output = self.body(xb)
+            loss = loss_fn(yb, output)
+            loss.backward()
+            optimizer.step()
+            count = len(xb)
+            seen += count
+            totals[0] += loss.item() * count
+            if metric_fns:
+                # Summed as tensors: one conversion per epoch unless a callback needs batch logs.
+                with torch.no_grad():
+                    for i, metric in enumerate(metric_fns, 1):
+                        totals[i] += metric(yb, output).detach() * count
+            if batch_logs_needed:
+                cbs.on_train_batch_end(step, {k: float(t) / seen for k, t in zip(names, totals)})
+                if self.stop_training:
+                    break
+        return {k: float(t) / seen for k, t in zip(names, totals)}
 
     def _evaluate_tensors(self, x, y, batch_size):
         loss_fn, metric_fns = self._compiled["loss"], self._compiled["metrics"]

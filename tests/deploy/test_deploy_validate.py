@@ -18,7 +18,7 @@ import yaml
 
 from berth.deployment import deploy
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # tests/deploy/ -> the repository
 VALIDATE = REPO / "tests" / "validate"
 
 

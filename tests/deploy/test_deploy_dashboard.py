@@ -14,7 +14,7 @@ import pytest
 from berth.deployment import grafana
 from conftest import berth_pythonpath
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # tests/deploy/ -> the repository
 
 
 @pytest.fixture(scope="module")

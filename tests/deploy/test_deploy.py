@@ -18,7 +18,7 @@ from berth.deployment import manifests, writer
 from berth.deployment.yaml_text import dump
 from conftest import berth_pythonpath
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # tests/deploy/ -> the repository
 
 
 def _seed_model_module():

@@ -17,7 +17,7 @@ from berth.repository import ModelConfig, VersionPolicy, parse_config
 from conftest import save_script
 from test_deploy_validate import validator  # noqa: F401 (the fixture)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # tests/deploy/ -> the repository
 SIGNATURE = {"berth_format": 1,
              "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 4]}],
              "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 2]}]}

@@ -420,7 +420,7 @@ def _documented_examples():
     doc = berth.repository.__doc__
     module = textwrap.dedent(doc.split("``config.toml`` (every key optional", 1)[1].split("::\n", 1)[1]
                              .split("\nUnknown keys", 1)[0])
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()  # tests/serving/ -> root
     readme = readme.split("### A model repository", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     return [re.sub(r'"<64 lowercase hex digits[^>]*>"', f'"{SHA}"', text) for text in (module, readme)]
 
