@@ -20,7 +20,7 @@ SOURCES := $(wildcard csrc/*/*.c csrc/*/*.h csrc/include/berth/*.h csrc/shim/*.c
 STAMP := $(VENV)/.berth-built
 DEB_STAMP := $(DEB_VENV)/.berth-built
 
-.PHONY: all build build-debian demo demo-debian lint test test-c test-pypi test-debian test-core test-serving sanitize fuzz bench bench-server bench-peers clean validate-tools deploy-reference image-test
+.PHONY: all build build-debian demo demo-debian format lint test test-c test-pypi test-debian test-core test-serving sanitize fuzz bench bench-server bench-peers clean validate-tools deploy-reference image-test
 
 all: build
 
@@ -73,9 +73,16 @@ test-c:
 	cmake --build build/ctest -j2
 	cd build/ctest && ctest --output-on-failure
 
-# ruff (rules in pyproject.toml, pinned in requirements/pypi-stack.txt) on the Python.
+# ruff (rules in pyproject.toml, pinned in requirements/pypi-stack.txt) on the Python;
+# clang-format (.clang-format; Debian's clang-format 14) on the C and C++.
+C_FILES = $(wildcard csrc/*/*.c csrc/*/*.h csrc/include/berth/*.h csrc/shim/*.cpp)
 lint: $(VENV)/.requirements
 	$(PY) -m ruff check --no-cache python tests benchmarks
+	clang-format --dry-run --Werror $(C_FILES)
+
+# Rewrites the C and C++ in berth's style.
+format:
+	clang-format -i $(C_FILES)
 
 test-pypi: build
 	$(PY) -m pytest -q --doctest-modules tests python/berth

@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/tensor.h"
 #include "serving/codec.h"
 #include "serving/json_body.h"
-#include "runtime/tensor.h"
 
 static void roundtrip(const bt_infer_request *req)
 {

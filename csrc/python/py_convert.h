@@ -34,8 +34,8 @@ typedef struct bt_py_view bt_py_view;
  * goes with it) and *view is set or NULL. Once *out has been given up (passed to forward
  * or its deleter called), call bt_py_view_done(*view) with the GIL held. Returns -1 with
  * err set on bad input; then nothing needs releasing. GIL held. */
-int bt_py_to_tensor(PyObject *obj, const bt_model *m, size_t index, DLManagedTensor **out, bt_py_view **view,
-                    bt_error *err);
+int bt_py_to_tensor(PyObject *obj, const bt_model *m, size_t index, DLManagedTensor **out,
+                    bt_py_view **view, bt_error *err);
 
 /* Ends the call's claim on a buffer-backed input. NULL-tolerant. GIL held. */
 void bt_py_view_done(bt_py_view *view);

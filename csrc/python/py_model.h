@@ -8,8 +8,7 @@
 #include "runtime/model.h"
 
 typedef struct {
-    PyObject_HEAD
-    bt_model *model; /* owned; NULL until __init__ succeeds */
+    PyObject_HEAD bt_model *model; /* owned; NULL until __init__ succeeds */
     PyObject *weakrefs;
 } bt_ModelObject;
 

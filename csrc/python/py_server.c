@@ -15,14 +15,21 @@
 
 PyObject *bt_py_handle(bt_registry *reg, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"method",        "path",          "body",
-                             "content_type",  "authorization", "header_length",
-                             "content_encoding", "accept_encoding", "max_body_bytes", NULL};
+    static char *kwlist[] = {"method",
+                             "path",
+                             "body",
+                             "content_type",
+                             "authorization",
+                             "header_length",
+                             "content_encoding",
+                             "accept_encoding",
+                             "max_body_bytes",
+                             NULL};
     const char *method, *path, *ct = NULL, *auth = NULL, *hlen = NULL, *ce = NULL, *ae = NULL;
     unsigned long long max_body = BT_DEFAULT_MAX_BODY;
     Py_buffer body = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssy*|zzzzzK:handle", kwlist, &method, &path,
-                                     &body, &ct, &auth, &hlen, &ce, &ae, &max_body))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssy*|zzzzzK:handle", kwlist, &method, &path, &body,
+                                     &ct, &auth, &hlen, &ce, &ae, &max_body))
         return NULL;
     bt_http_request req = {.method = method,
                            .path = path,
@@ -35,13 +42,13 @@ PyObject *bt_py_handle(bt_registry *reg, PyObject *args, PyObject *kw)
                            .max_body = (size_t)max_body};
     bt_http_response resp;
     Py_BEGIN_ALLOW_THREADS
-    bt_registry_handle_sync(reg, &req, &resp);
-    bt_http_response_compress(&resp, ae);
+        bt_registry_handle_sync(reg, &req, &resp);
+        bt_http_response_compress(&resp, ae);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&body);
     PyObject *headers = Py_BuildValue("[(ss)]", "Content-Type", resp.content_type);
-    PyObject *out_body = PyBytes_FromStringAndSize(resp.body.data ? resp.body.data : "",
-                                                   (Py_ssize_t)resp.body.len);
+    PyObject *out_body =
+        PyBytes_FromStringAndSize(resp.body.data ? resp.body.data : "", (Py_ssize_t)resp.body.len);
     bt_buf_free(&resp.body);
     PyObject *result = NULL;
     if (!headers || !out_body)
@@ -92,11 +99,10 @@ done:
 /* ------------------------------------------------------------------ Registry */
 
 typedef struct {
-    PyObject_HEAD
-    bt_registry *reg; /* owned; NULL once closed */
-    PyObject *services; /* {(name, version): Service} served */
-    int active;         /* blocking calls in progress */
-    int servers;        /* Server objects using it */
+    PyObject_HEAD bt_registry *reg; /* owned; NULL once closed */
+    PyObject *services;             /* {(name, version): Service} served */
+    int active;                     /* blocking calls in progress */
+    int servers;                    /* Server objects using it */
 } RegistryObject;
 
 static bt_registry *registry_get(RegistryObject *self)
@@ -144,8 +150,8 @@ static void registry_release(RegistryObject *self)
         if (so->svc) {
             bt_service *svc = so->svc;
             Py_BEGIN_ALLOW_THREADS
-            bt_registry_remove(reg, bt_service_name(svc),
-                               strtoll(bt_service_version(svc), NULL, 10), 0);
+                bt_registry_remove(reg, bt_service_name(svc),
+                                   strtoll(bt_service_version(svc), NULL, 10), 0);
             Py_END_ALLOW_THREADS
         }
         so->servers--;
@@ -153,7 +159,7 @@ static void registry_release(RegistryObject *self)
     if (self->services)
         PyDict_Clear(self->services);
     Py_BEGIN_ALLOW_THREADS
-    bt_registry_free(reg);
+        bt_registry_free(reg);
     Py_END_ALLOW_THREADS
 }
 
@@ -178,8 +184,8 @@ static PyObject *Registry_add(RegistryObject *self, PyObject *arg)
     bt_service *svc = bt_py_service_get(so);
     if (!svc)
         return NULL;
-    PyObject *key = Py_BuildValue("(sL)", bt_service_name(svc),
-                                  strtoll(bt_service_version(svc), NULL, 10));
+    PyObject *key =
+        Py_BuildValue("(sL)", bt_service_name(svc), strtoll(bt_service_version(svc), NULL, 10));
     if (!key)
         return NULL;
     bt_error err = {BT_OK, ""};
@@ -221,7 +227,7 @@ static PyObject *Registry_remove(RegistryObject *self, PyObject *args, PyObject 
     self->active++;
     bt_service *removed;
     Py_BEGIN_ALLOW_THREADS
-    removed = bt_registry_remove(reg, name, version, grace);
+        removed = bt_registry_remove(reg, name, version, grace);
     Py_END_ALLOW_THREADS
     self->active--;
     int rc = PyDict_DelItem(self->services, key);
@@ -249,8 +255,8 @@ static PyObject *Registry_replace(RegistryObject *self, PyObject *args, PyObject
     bt_service *svc = reg ? bt_py_service_get(so) : NULL;
     if (!svc)
         return NULL;
-    PyObject *key = Py_BuildValue("(sL)", bt_service_name(svc),
-                                  strtoll(bt_service_version(svc), NULL, 10));
+    PyObject *key =
+        Py_BuildValue("(sL)", bt_service_name(svc), strtoll(bt_service_version(svc), NULL, 10));
     if (!key)
         return NULL;
     PyObject *old = PyDict_GetItemWithError(self->services, key);
@@ -267,7 +273,7 @@ static PyObject *Registry_replace(RegistryObject *self, PyObject *args, PyObject
     so->servers++; /* from here: close() waits for the registry to let go */
     self->active++;
     Py_BEGIN_ALLOW_THREADS
-    replaced = bt_registry_replace(reg, svc, grace, &err);
+        replaced = bt_registry_replace(reg, svc, grace, &err);
     Py_END_ALLOW_THREADS
     self->active--;
     if (!replaced) {
@@ -340,7 +346,7 @@ static PyObject *Registry_next_control(RegistryObject *self, PyObject *args)
     int rc;
     self->active++;
     Py_BEGIN_ALLOW_THREADS
-    rc = bt_registry_next_control(reg, timeout, &c);
+        rc = bt_registry_next_control(reg, timeout, &c);
     Py_END_ALLOW_THREADS
     self->active--;
     if (rc < 0)
@@ -370,7 +376,7 @@ static PyObject *Registry_answer_control(RegistryObject *self, PyObject *args)
     }
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = bt_registry_answer_control(reg, id, status, body.buf, (size_t)body.len);
+        rc = bt_registry_answer_control(reg, id, status, body.buf, (size_t)body.len);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&body);
     return PyBool_FromLong(rc == 0);
@@ -460,8 +466,7 @@ static PyTypeObject RegistryType = {
 /* ------------------------------------------------------------------ Server */
 
 typedef struct {
-    PyObject_HEAD
-    RegistryObject *registry;
+    PyObject_HEAD RegistryObject *registry;
     bt_server *srv;
 } ServerObject;
 
@@ -471,7 +476,7 @@ static void server_release(ServerObject *self)
     self->srv = NULL;
     if (s) {
         Py_BEGIN_ALLOW_THREADS
-        bt_server_free(s);
+            bt_server_free(s);
         Py_END_ALLOW_THREADS
         self->registry->servers--;
     }
@@ -479,9 +484,18 @@ static void server_release(ServerObject *self)
 
 static int Server_init(ServerObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"registry", "host",    "port",  "threads", "max_body_bytes",
-                             "tls_cert", "tls_key", "connection_limit", "idle_timeout_s",
-                             "per_ip_connections", "header_timeout_s", "body_budget",
+    static char *kwlist[] = {"registry",
+                             "host",
+                             "port",
+                             "threads",
+                             "max_body_bytes",
+                             "tls_cert",
+                             "tls_key",
+                             "connection_limit",
+                             "idle_timeout_s",
+                             "per_ip_connections",
+                             "header_timeout_s",
+                             "body_budget",
                              NULL};
     PyObject *registry;
     bt_server_params p;
@@ -495,17 +509,19 @@ static int Server_init(ServerObject *self, PyObject *args, PyObject *kw)
     p.header_timeout_s = BT_DEFAULT_HEADER_TIMEOUT_S;
     /* "n": an overflowing int raises instead of wrapping around (2**64 + 1 was 1 byte) */
     Py_ssize_t max_body = (Py_ssize_t)BT_DEFAULT_MAX_BODY, budget = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|$siinzziiiin:Server", kwlist, &RegistryType,
-                                     &registry, &p.host, &p.port, &p.threads, &max_body,
-                                     &p.tls_cert, &p.tls_key, &p.connection_limit,
-                                     &p.idle_timeout_s, &p.per_ip_connections,
-                                     &p.header_timeout_s, &budget))
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kw, "O!|$siinzziiiin:Server", kwlist, &RegistryType, &registry, &p.host, &p.port,
+            &p.threads, &max_body, &p.tls_cert, &p.tls_key, &p.connection_limit, &p.idle_timeout_s,
+            &p.per_ip_connections, &p.header_timeout_s, &budget))
         return -1;
     if (self->srv) {
         PyErr_SetString(PyExc_RuntimeError, "Server.__init__ called twice");
         return -1;
     }
-    struct { const char *name; long long value, lo, hi; } checks[] = {
+    struct {
+        const char *name;
+        long long value, lo, hi;
+    } checks[] = {
         {"max_body_bytes", max_body, 1, (long long)BT_MAX_BODY_BYTES_LIMIT},
         {"connection_limit", p.connection_limit, 1, 1 << 20},
         {"idle_timeout_s", p.idle_timeout_s, 1, 86400},
@@ -529,7 +545,7 @@ static int Server_init(ServerObject *self, PyObject *args, PyObject *kw)
     bt_error err = {BT_OK, ""};
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = bt_server_start(reg, &p, &self->srv, &err);
+        rc = bt_server_start(reg, &p, &self->srv, &err);
     Py_END_ALLOW_THREADS
     if (rc != 0) {
         bt_py_raise(&err);
@@ -560,7 +576,7 @@ static PyObject *Server_drain(ServerObject *self, PyObject *args)
     }
     bt_server *s = self->srv;
     Py_BEGIN_ALLOW_THREADS
-    bt_server_drain(s, grace);
+        bt_server_drain(s, grace);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -613,7 +629,6 @@ static PyTypeObject ServerType = {
     .tp_methods = Server_methods,
     .tp_getset = Server_getset,
 };
-
 
 /* ------------------------------------------------------------------ registration */
 

@@ -7,11 +7,11 @@
 
 #include <structmember.h>
 
-#include "runtime/batcher.h"
 #include "python/py_convert.h"
+#include "runtime/batcher.h"
+#include "runtime/threads.h"
 #include "serving/server.h"
 #include "serving/service.h"
-#include "runtime/threads.h"
 
 /* ------------------------------------------------------------------ shared */
 
@@ -38,8 +38,8 @@ static PyObject *histogram_dict(const bt_histogram *h)
     uint64_t total = 0;
     for (size_t i = 0; i <= h->n_bounds; i++) {
         total += counts[i];
-        PyObject *k = i < h->n_bounds ? PyFloat_FromDouble(h->bounds[i])
-                                      : PyFloat_FromDouble(Py_HUGE_VAL);
+        PyObject *k =
+            i < h->n_bounds ? PyFloat_FromDouble(h->bounds[i]) : PyFloat_FromDouble(Py_HUGE_VAL);
         PyObject *v = PyLong_FromUnsignedLongLong(counts[i]);
         if (!k || !v || PyDict_SetItem(buckets, k, v) != 0) {
             Py_XDECREF(k);
@@ -50,34 +50,31 @@ static PyObject *histogram_dict(const bt_histogram *h)
         Py_DECREF(k);
         Py_DECREF(v);
     }
-    return Py_BuildValue("{s:N,s:K,s:d}", "buckets", buckets, "count",
-                         (unsigned long long)total, "sum", bt_histogram_sum(h));
+    return Py_BuildValue("{s:N,s:K,s:d}", "buckets", buckets, "count", (unsigned long long)total,
+                         "sum", bt_histogram_sum(h));
 }
 
 static PyObject *batcher_stats_dict(bt_batcher *b)
 {
     bt_batcher_stats st;
     bt_batcher_get_stats(b, &st);
-    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:N,s:N,s:N}", "requests",
-                         (unsigned long long)st.requests, "batches",
-                         (unsigned long long)st.batches, "rows", (unsigned long long)st.rows,
-                         "errors", (unsigned long long)st.errors, "overloaded",
-                         (unsigned long long)st.overloaded, "timeouts",
-                         (unsigned long long)st.timeouts, "retries",
-                         (unsigned long long)st.retries, "queued",
-                         (unsigned long long)st.queued, "batch_sizes",
-                         histogram_dict(bt_batcher_batch_sizes(b)), "queue_seconds",
-                         histogram_dict(bt_batcher_queue_seconds(b)), "compute_seconds",
-                         histogram_dict(bt_batcher_compute_seconds(b)));
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:N,s:N,s:N}", "requests",
+        (unsigned long long)st.requests, "batches", (unsigned long long)st.batches, "rows",
+        (unsigned long long)st.rows, "errors", (unsigned long long)st.errors, "overloaded",
+        (unsigned long long)st.overloaded, "timeouts", (unsigned long long)st.timeouts, "retries",
+        (unsigned long long)st.retries, "queued", (unsigned long long)st.queued, "batch_sizes",
+        histogram_dict(bt_batcher_batch_sizes(b)), "queue_seconds",
+        histogram_dict(bt_batcher_queue_seconds(b)), "compute_seconds",
+        histogram_dict(bt_batcher_compute_seconds(b)));
 }
 
 /* ------------------------------------------------------------------ Batcher */
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *model_obj; /* the berth.Model, kept alive */
-    bt_batcher *batcher; /* owned; NULL once closed */
-    int active;          /* predict calls in progress (GIL-protected) */
+    PyObject_HEAD PyObject *model_obj; /* the berth.Model, kept alive */
+    bt_batcher *batcher;               /* owned; NULL once closed */
+    int active;                        /* predict calls in progress (GIL-protected) */
     int closing;
 } BatcherObject;
 
@@ -87,7 +84,7 @@ static void batcher_release(BatcherObject *self)
     self->batcher = NULL;
     if (b) {
         Py_BEGIN_ALLOW_THREADS
-        bt_batcher_free(b);
+            bt_batcher_free(b);
         Py_END_ALLOW_THREADS
     }
 }
@@ -102,13 +99,13 @@ static void batcher_leave(BatcherObject *self)
 
 static int Batcher_init(BatcherObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"model", "max_batch_size", "max_delay_ms", "max_queue",
-                             "batching", "workers", NULL};
+    static char *kwlist[] = {
+        "model", "max_batch_size", "max_delay_ms", "max_queue", "batching", "workers", NULL};
     PyObject *model_obj, *batching = Py_None;
     bt_batcher_params p = bt_batcher_default_params();
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$idiOi:Batcher", kwlist, &model_obj,
-                                     &p.max_batch_size, &p.max_delay_ms, &p.max_queue,
-                                     &batching, &p.workers))
+                                     &p.max_batch_size, &p.max_delay_ms, &p.max_queue, &batching,
+                                     &p.workers))
         return -1;
     if (self->batcher) {
         PyErr_SetString(PyExc_RuntimeError, "Batcher.__init__ called twice");
@@ -148,8 +145,10 @@ static PyObject *Batcher_predict(BatcherObject *self, PyObject *args, PyObject *
             if (timeout == -1.0 && PyErr_Occurred())
                 return NULL;
             if (!(timeout > 0)) {
-                PyErr_Format(PyExc_ValueError, "timeout must be a positive number of seconds, "
-                                               "got %R", t);
+                PyErr_Format(PyExc_ValueError,
+                             "timeout must be a positive number of seconds, "
+                             "got %R",
+                             t);
                 return NULL;
             }
         }
@@ -183,8 +182,8 @@ static PyObject *Batcher_predict(BatcherObject *self, PyObject *args, PyObject *
     int is_tuple = 0, rc;
     bt_batcher *b = self->batcher; /* not NULL: released only when no predict is active */
     Py_BEGIN_ALLOW_THREADS
-    rc = bt_batcher_run(b, in, (size_t)n, timeout * 1000.0, outs, BT_MAX_OUTPUTS, &n_out,
-                        &is_tuple, &err);
+        rc = bt_batcher_run(b, in, (size_t)n, timeout * 1000.0, outs, BT_MAX_OUTPUTS, &n_out,
+                            &is_tuple, &err);
     Py_END_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++)
         bt_py_view_done(views[i]);
@@ -284,21 +283,22 @@ static void service_release(ServiceObject *self)
     self->own = NULL;
     if (s) {
         Py_BEGIN_ALLOW_THREADS
-        if (own)
-            bt_registry_remove(own, bt_service_name(s), strtoll(bt_service_version(s), NULL, 10),
-                               0);
-        bt_registry_free(own);
-        bt_service_free(s);
+            if (own)
+                bt_registry_remove(own, bt_service_name(s),
+                                   strtoll(bt_service_version(s), NULL, 10), 0);
+            bt_registry_free(own);
+            bt_service_free(s);
         Py_END_ALLOW_THREADS
     }
 }
 
 static int Service_init(ServiceObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"model",      "name",     "max_batch_size", "max_delay_ms",
-                             "max_queue",  "batching", "auth_token",     "log_requests",
-                             "timeout_ms", "workers",  "max_rows",       "max_response_bytes",
-                             "version",    "version_policy", NULL};
+    static char *kwlist[] = {"model",        "name",           "max_batch_size",
+                             "max_delay_ms", "max_queue",      "batching",
+                             "auth_token",   "log_requests",   "timeout_ms",
+                             "workers",      "max_rows",       "max_response_bytes",
+                             "version",      "version_policy", NULL};
     PyObject *model_obj, *batching = Py_None;
     const char *name, *token = NULL;
     int log_requests = 0;
@@ -342,8 +342,8 @@ static int Service_init(ServiceObject *self, PyObject *args, PyObject *kw)
     p.name = name;
     p.log_requests = log_requests;
     bt_error err = {BT_OK, ""};
-    bt_registry_params rp = {.auth_token = token, .log_requests = log_requests,
-                             .strict_readiness = 1};
+    bt_registry_params rp = {
+        .auth_token = token, .log_requests = log_requests, .strict_readiness = 1};
     if (bt_service_create(m, &p, &self->svc, &err) != 0 ||
         bt_registry_create(&rp, &self->own, &err) != 0 ||
         bt_registry_add(self->own, self->svc, &err) != 0) {
@@ -403,7 +403,7 @@ static PyObject *Service_warmup(ServiceObject *self, PyObject *args, PyObject *k
     int rc;
     self->active++;
     Py_BEGIN_ALLOW_THREADS
-    rc = bt_service_warmup(svc, rounds < 1 ? 1 : rounds, tune, &seconds, &err);
+        rc = bt_service_warmup(svc, rounds < 1 ? 1 : rounds, tune, &seconds, &err);
     Py_END_ALLOW_THREADS
     bt_py_service_leave(self);
     if (rc < 0)
@@ -495,8 +495,8 @@ static PyObject *Service_get_batch_limit(ServiceObject *self, void *c)
     bt_service *svc = bt_py_service_get(self);
     if (!svc)
         return NULL;
-    return PyLong_FromLong(bt_service_batching(svc)
-                               ? bt_batcher_batch_limit(bt_service_batcher(svc)) : 1);
+    return PyLong_FromLong(
+        bt_service_batching(svc) ? bt_batcher_batch_limit(bt_service_batcher(svc)) : 1);
 }
 
 static PyObject *Service_get_batch_costs(ServiceObject *self, void *c)
@@ -585,12 +585,11 @@ int bt_py_serving_add_types(PyObject *module)
     bt_batcher_params batch = bt_batcher_default_params();
     PyObject *limits = Py_BuildValue(
         "{s:i,s:i,s:d,s:i,s:i,s:i,s:L,s:n,s:n,s:n,s:i,s:i,s:i,s:i,s:i,s:s,s:i,s:d,s:i,s:i}",
-        "threads_limit",
-        BT_MAX_NUM_THREADS, "max_batch_size_limit",
-        BT_BATCH_MAX_SIZE, "max_delay_ms_limit", BT_BATCH_MAX_DELAY_MS, "max_queue_limit",
-        BT_BATCH_MAX_QUEUE, "workers_limit", BT_BATCH_MAX_WORKERS, "http_threads_limit",
-        BT_MAX_HTTP_THREADS, "max_rows", (long long)BT_DEFAULT_MAX_ROWS,
-        "max_response_bytes", (Py_ssize_t)BT_DEFAULT_MAX_RESPONSE_BYTES, "max_body_bytes",
+        "threads_limit", BT_MAX_NUM_THREADS, "max_batch_size_limit", BT_BATCH_MAX_SIZE,
+        "max_delay_ms_limit", BT_BATCH_MAX_DELAY_MS, "max_queue_limit", BT_BATCH_MAX_QUEUE,
+        "workers_limit", BT_BATCH_MAX_WORKERS, "http_threads_limit", BT_MAX_HTTP_THREADS,
+        "max_rows", (long long)BT_DEFAULT_MAX_ROWS, "max_response_bytes",
+        (Py_ssize_t)BT_DEFAULT_MAX_RESPONSE_BYTES, "max_body_bytes",
         (Py_ssize_t)BT_DEFAULT_MAX_BODY, "max_body_bytes_limit",
         (Py_ssize_t)BT_MAX_BODY_BYTES_LIMIT, "body_budget_factor", BT_DEFAULT_BODY_BUDGET_FACTOR,
         "per_ip_connections", BT_DEFAULT_PER_IP_CONNECTIONS, "connection_limit",

@@ -11,8 +11,7 @@
 /* _core.Service: one model version. Its own registry (`own`) holds it alone, for
  * handle() and metrics(); a Registry object may serve it beside others (`servers`). */
 typedef struct {
-    PyObject_HEAD
-    PyObject *model_obj;
+    PyObject_HEAD PyObject *model_obj;
     bt_service *svc;  /* owned; NULL once closed */
     bt_registry *own; /* owned */
     int active;       /* handle()/warmup() calls in progress */

@@ -19,9 +19,9 @@ typedef struct bt_item {
     struct bt_item *next;
     DLManagedTensor *in[BT_BATCH_MAX_INPUTS];
     size_t n_in;
-    int64_t rows;     /* leading extent (batching only) */
-    double enqueued;  /* bt_now() at submit */
-    double deadline;  /* 0: none */
+    int64_t rows;    /* leading extent (batching only) */
+    double enqueued; /* bt_now() at submit */
+    double deadline; /* 0: none */
     bt_batch_done_fn done;
     void *ctx;
 } bt_item;
@@ -44,7 +44,7 @@ struct bt_batcher {
     bt_item *head, *tail;
     size_t queued;
     int64_t queued_rows;
-    double last_arrival; /* bt_now() of the latest submit */
+    double last_arrival;  /* bt_now() of the latest submit */
     _Atomic int upstream; /* requests announced (being parsed) and not yet submitted */
     int stopping;
     int n_workers;
@@ -121,8 +121,7 @@ static size_t take_batch(bt_batcher *b, bt_item **batch, size_t cap, int64_t *to
     bt_item *prev = NULL;
     while (*link && n < cap) {
         bt_item *it = *link;
-        int take = n == 0 || (b->batching && compatible(first, it) &&
-                              rows + it->rows <= limit);
+        int take = n == 0 || (b->batching && compatible(first, it) && rows + it->rows <= limit);
         if (!take) {
             if (!b->batching)
                 break;
@@ -146,8 +145,7 @@ static size_t take_batch(bt_batcher *b, bt_item **batch, size_t cap, int64_t *to
 }
 
 /* Rows [start, start+rows) of t as a new contiguous tensor. */
-static DLManagedTensor *slice_rows(const DLTensor *t, int64_t start, int64_t rows,
-                                   bt_error *err)
+static DLManagedTensor *slice_rows(const DLTensor *t, int64_t start, int64_t rows, bt_error *err)
 {
     int64_t shape[BT_MAX_NDIM];
     int nd = t->ndim < BT_MAX_NDIM ? t->ndim : BT_MAX_NDIM;
@@ -197,8 +195,8 @@ static void run_one(bt_batcher *b, bt_item *it, double start)
     DLManagedTensor *outs[BT_MAX_OUTPUTS];
     size_t n_out = 0;
     int is_tuple = 0;
-    int rc = bt_model_forward(b->model, it->in, it->n_in, outs, BT_MAX_OUTPUTS, &n_out,
-                              &is_tuple, &err);
+    int rc =
+        bt_model_forward(b->model, it->in, it->n_in, outs, BT_MAX_OUTPUTS, &n_out, &is_tuple, &err);
     memset(it->in, 0, sizeof it->in); /* forward owns them now */
     double t = bt_now() - start;
     int64_t rows = b->batching ? it->rows : 1;
@@ -215,8 +213,8 @@ static void run_one(bt_batcher *b, bt_item *it, double start)
 
 /* Stacks each input of the n items along the leading dimension into stacked[] (owned by
  * the caller, who releases it on failure too). Each item keeps its own inputs. */
-static int stack_inputs(bt_item **items, size_t n, int64_t total_rows,
-                        DLManagedTensor **stacked, bt_error *err)
+static int stack_inputs(bt_item **items, size_t n, int64_t total_rows, DLManagedTensor **stacked,
+                        bt_error *err)
 {
     for (size_t j = 0; j < items[0]->n_in; j++) {
         const DLTensor *proto = &items[0]->in[j]->dl_tensor;
@@ -438,10 +436,10 @@ int bt_batcher_create(bt_model *model, const bt_batcher_params *params, bt_batch
         return bt_error_set(err, BT_ERR_VALUE, "max_delay_ms must be between 0 and %g, got %g",
                             BT_BATCH_MAX_DELAY_MS, p.max_delay_ms);
     if (p.max_queue < 1)
-        return bt_error_set(err, BT_ERR_VALUE, "max_queue must be at least 1, got %d",
-                            p.max_queue);
+        return bt_error_set(err, BT_ERR_VALUE, "max_queue must be at least 1, got %d", p.max_queue);
     /* a .pt2 admits batches only up to the range its batch dimension was exported for */
-    if (model->max_batch < p.max_batch_size) p.max_batch_size = (int)model->max_batch;
+    if (model->max_batch < p.max_batch_size)
+        p.max_batch_size = (int)model->max_batch;
     if (p.max_queue > BT_BATCH_MAX_QUEUE)
         return bt_error_set(err, BT_ERR_VALUE, "max_queue must be at most %d, got %d",
                             BT_BATCH_MAX_QUEUE, p.max_queue);
@@ -541,8 +539,8 @@ static int prepare_inputs(bt_batcher *b, DLManagedTensor **in, size_t n, int64_t
     int rc = 0;
     if (n < m->n_required || n > m->n_inputs) {
         rc = bt_error_set(err, BT_ERR_VALUE, "the model takes %s%zu inputs (%zu required), got %zu",
-                          m->n_required == m->n_inputs ? "" : "up to ", m->n_inputs,
-                          m->n_required, n);
+                          m->n_required == m->n_inputs ? "" : "up to ", m->n_inputs, m->n_required,
+                          n);
     }
     *rows = 1;
     for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -574,11 +572,11 @@ static int prepare_inputs(bt_batcher *b, DLManagedTensor **in, size_t n, int64_t
             } else if (i == 0) {
                 *rows = t->shape[0];
             } else if (t->shape[0] != *rows) {
-                rc = bt_error_set(err, BT_ERR_VALUE,
-                                  "input '%s' has %lld rows but input '%s' has %lld: inputs "
-                                  "must share the batch dimension",
-                                  name, (long long)t->shape[0], m->inputs[0].name,
-                                  (long long)*rows);
+                rc =
+                    bt_error_set(err, BT_ERR_VALUE,
+                                 "input '%s' has %lld rows but input '%s' has %lld: inputs "
+                                 "must share the batch dimension",
+                                 name, (long long)t->shape[0], m->inputs[0].name, (long long)*rows);
             }
         }
     }
@@ -608,8 +606,8 @@ int bt_batcher_submit(bt_batcher *b, DLManagedTensor **inputs, size_t n, double 
 }
 
 int bt_batcher_submit_announced(bt_batcher *b, DLManagedTensor **inputs, size_t n,
-                                double timeout_ms, int announced, bt_batch_done_fn done,
-                                void *ctx, bt_error *err)
+                                double timeout_ms, int announced, bt_batch_done_fn done, void *ctx,
+                                bt_error *err)
 {
     int rc = submit(b, inputs, n, timeout_ms, announced, done, ctx, err);
     if (rc != 0 && announced)
@@ -668,8 +666,7 @@ static int submit(bt_batcher *b, DLManagedTensor **inputs, size_t n, double time
     int last_announced = announced && atomic_fetch_sub(&b->upstream, 1) == 1;
     /* The worker needs waking only to start a batch, when one is full, or when the last
      * announced request arrived; otherwise it wakes on its own deadline. */
-    if (was_empty || last_announced || !b->batching ||
-        b->queued_rows >= atomic_load(&b->limit))
+    if (was_empty || last_announced || !b->batching || b->queued_rows >= atomic_load(&b->limit))
         pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
     return 0;
@@ -708,8 +705,8 @@ static void sync_done(void *ctx, int status, DLManagedTensor **outputs, size_t n
 }
 
 int bt_batcher_run(bt_batcher *b, DLManagedTensor **inputs, size_t n, double timeout_ms,
-                   DLManagedTensor **outputs, size_t max_outputs, size_t *n_outputs,
-                   int *is_tuple, bt_error *err)
+                   DLManagedTensor **outputs, size_t max_outputs, size_t *n_outputs, int *is_tuple,
+                   bt_error *err)
 {
     sync_wait w;
     memset(&w, 0, sizeof w);

@@ -15,18 +15,18 @@
 #include <stdint.h>
 
 #include "berth/dlpack.h"
-#include "runtime/error.h"
 #include "runtime/clock.h"
+#include "runtime/error.h"
 #include "runtime/histogram.h"
 #include "runtime/model.h"
 #include "runtime/stats.h"
 
 #define BT_BATCH_MAX_INPUTS 16
 /* Ranges of bt_batcher_params (bt_batcher_create refuses values outside them). */
-#define BT_BATCH_MAX_SIZE (1 << 20)
+#define BT_BATCH_MAX_SIZE     (1 << 20)
 #define BT_BATCH_MAX_DELAY_MS 60000.0
-#define BT_BATCH_MAX_QUEUE (1 << 24)
-#define BT_BATCH_MAX_WORKERS 64
+#define BT_BATCH_MAX_QUEUE    (1 << 24)
+#define BT_BATCH_MAX_WORKERS  64
 
 typedef struct bt_batcher bt_batcher;
 
@@ -43,8 +43,8 @@ bt_batcher_params bt_batcher_default_params(void);
 
 /* Called once per submitted request, from the batcher's thread. On success (status 0)
  * the callee owns outputs[0..n_outputs). On failure err says why. */
-typedef void (*bt_batch_done_fn)(void *ctx, int status, DLManagedTensor **outputs,
-                                 size_t n_outputs, int is_tuple, const bt_error *err);
+typedef void (*bt_batch_done_fn)(void *ctx, int status, DLManagedTensor **outputs, size_t n_outputs,
+                                 int is_tuple, const bt_error *err);
 
 /* Starts the batcher's worker threads. model must outlive the batcher. */
 int bt_batcher_create(bt_model *model, const bt_batcher_params *params, bt_batcher **out,
@@ -81,13 +81,13 @@ void bt_batcher_withdraw(bt_batcher *b);
 
 /* bt_batcher_submit for an announced request (announced = 1) or not (0). */
 int bt_batcher_submit_announced(bt_batcher *b, DLManagedTensor **inputs, size_t n,
-                                double timeout_ms, int announced, bt_batch_done_fn done,
-                                void *ctx, bt_error *err);
+                                double timeout_ms, int announced, bt_batch_done_fn done, void *ctx,
+                                bt_error *err);
 
 /* Submits and waits (the caller's thread blocks; release the GIL around it). */
 int bt_batcher_run(bt_batcher *b, DLManagedTensor **inputs, size_t n, double timeout_ms,
-                   DLManagedTensor **outputs, size_t max_outputs, size_t *n_outputs,
-                   int *is_tuple, bt_error *err);
+                   DLManagedTensor **outputs, size_t max_outputs, size_t *n_outputs, int *is_tuple,
+                   bt_error *err);
 
 typedef struct bt_batcher_stats {
     uint64_t requests;   /* submitted and accepted */

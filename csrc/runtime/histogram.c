@@ -5,8 +5,8 @@
 
 #include "runtime/clock.h"
 
-const double BT_SECONDS_BOUNDS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                    0.025,  0.05,    0.1,    0.25,  0.5,    1.0,   2.5, 10.0};
+const double BT_SECONDS_BOUNDS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                    0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   10.0};
 const size_t BT_SECONDS_N = sizeof BT_SECONDS_BOUNDS / sizeof BT_SECONDS_BOUNDS[0];
 const double BT_BATCH_BOUNDS[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 const size_t BT_BATCH_N = sizeof BT_BATCH_BOUNDS / sizeof BT_BATCH_BOUNDS[0];
@@ -33,8 +33,7 @@ void bt_histogram_observe(bt_histogram *h, double value)
     uint64_t old = atomic_load_explicit(&h->sum_bits, memory_order_relaxed), next;
     do {
         next = bt_double_bits(bt_bits_double(old) + value);
-    } while (!atomic_compare_exchange_weak_explicit(&h->sum_bits, &old, next,
-                                                    memory_order_relaxed,
+    } while (!atomic_compare_exchange_weak_explicit(&h->sum_bits, &old, next, memory_order_relaxed,
                                                     memory_order_relaxed));
 }
 

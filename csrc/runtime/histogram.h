@@ -14,10 +14,10 @@
 /* A histogram with fixed upper bounds; observe() is safe from any thread. */
 typedef struct bt_histogram {
     size_t n_bounds;
-    double bounds[BT_HIST_MAX_BOUNDS];             /* ascending upper bounds */
+    double bounds[BT_HIST_MAX_BOUNDS];               /* ascending upper bounds */
     _Atomic uint64_t counts[BT_HIST_MAX_BOUNDS + 1]; /* per bucket, last is +Inf */
     _Atomic uint64_t count;
-    _Atomic uint64_t sum_bits;                     /* the sum, as the bits of a double */
+    _Atomic uint64_t sum_bits; /* the sum, as the bits of a double */
 } bt_histogram;
 
 /* Bounds for durations in seconds and for batch sizes. */

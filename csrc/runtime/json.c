@@ -158,13 +158,19 @@ size_t bt_json_size(const cJSON *v)
 const char *bt_json_kind(const cJSON *v)
 {
     switch (bt_json_type(v)) {
-    case cJSON_Object: return "an object";
-    case cJSON_Array: return "a list";
-    case cJSON_String: return "a string";
-    case cJSON_Number: return "a number";
+    case cJSON_Object:
+        return "an object";
+    case cJSON_Array:
+        return "a list";
+    case cJSON_String:
+        return "a string";
+    case cJSON_Number:
+        return "a number";
     case cJSON_True:
-    case cJSON_False: return "a boolean";
-    default: return "null";
+    case cJSON_False:
+        return "a boolean";
+    default:
+        return "null";
     }
 }
 

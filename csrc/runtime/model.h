@@ -16,19 +16,19 @@
 
 /* One input or output of the signature. Unknown parts: has_dtype == 0, ndim == -1. */
 typedef struct bt_spec {
-    char *name;      /* owned */
-    int has_dtype;   /* dtype below is meaningful */
+    char *name;    /* owned */
+    int has_dtype; /* dtype below is meaningful */
     DLDataType dtype;
-    int ndim;        /* -1 when the shape is unknown */
-    int64_t *shape;  /* owned, ndim entries; -1 = any extent */
-    int64_t *min;    /* owned, ndim entries, or NULL: the smallest extent of each dim */
-    int64_t *max;    /* owned, ndim entries, or NULL: the largest (INT64_MAX: no bound) */
+    int ndim;       /* -1 when the shape is unknown */
+    int64_t *shape; /* owned, ndim entries; -1 = any extent */
+    int64_t *min;   /* owned, ndim entries, or NULL: the smallest extent of each dim */
+    int64_t *max;   /* owned, ndim entries, or NULL: the largest (INT64_MAX: no bound) */
 } bt_spec;
 
 /* How to load; zeroed means the CPU and one forward at a time for .pt2. */
 typedef struct bt_load_options {
-    const char *device;   /* NULL, "cpu", "cuda", "cuda:N" */
-    unsigned concurrency; /* .pt2: forwards that may run at once; 0 = the intra-op threads */
+    const char *device;    /* NULL, "cpu", "cuda", "cuda:N" */
+    unsigned concurrency;  /* .pt2: forwards that may run at once; 0 = the intra-op threads */
     const char *signature; /* berth.json text given by the user for a plain TorchScript file,
                               parsed instead of an embedded one (a file that carries one,
                               or a .pt2, is refused); NULL: the file's own */
@@ -49,8 +49,8 @@ typedef struct bt_model {
                                          (INT64_MAX when unbounded) */
     char *metadata;                   /* berth.json text (NUL-terminated), owned; NULL if none */
     size_t metadata_len;
-    double load_seconds;              /* wall time spent in bt_model_load (and optimizing) */
-    int optimized;                    /* frozen and optimized for inference */
+    double load_seconds; /* wall time spent in bt_model_load (and optimizing) */
+    int optimized;       /* frozen and optimized for inference */
 } bt_model;
 
 /* Loads path, a TorchScript archive or a .pt2 package (told apart by their contents).
@@ -91,8 +91,7 @@ const char *bt_model_output_name(const bt_model *model, size_t k);
 /* Runs forward. Takes ownership of the n inputs on every path. On success fills
  * out[0..*n_out) (caller owns them) and *is_tuple (0 one tensor, 1 a tuple or list, 2 a
  * dict; nested results come flattened). -1 with err set on failure. */
-int bt_model_forward(bt_model *model, DLManagedTensor *const *in, size_t n,
-                     DLManagedTensor **out, size_t max_out, size_t *n_out, int *is_tuple,
-                     bt_error *err);
+int bt_model_forward(bt_model *model, DLManagedTensor *const *in, size_t n, DLManagedTensor **out,
+                     size_t max_out, size_t *n_out, int *is_tuple, bt_error *err);
 
 #endif /* BERTH_MODEL_H */

@@ -15,8 +15,8 @@ static void duration_reset(bt_duration_stat *d)
 
 void bt_stats_reset(bt_infer_stats *s)
 {
-    bt_duration_stat *all[] = {&s->success, &s->fail, &s->queue, &s->compute_input,
-                               &s->compute_infer, &s->compute_output};
+    bt_duration_stat *all[] = {&s->success,       &s->fail,          &s->queue,
+                               &s->compute_input, &s->compute_infer, &s->compute_output};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         duration_reset(all[i]);
     atomic_store(&s->inference_count, 0);

@@ -13,7 +13,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-
 /* Distinct batch sizes kept in batch_stats; executions of further sizes are counted in
  * the totals only. */
 #define BT_STATS_BATCH_SIZES 128
@@ -29,14 +28,14 @@ typedef struct bt_batch_stat {
 } bt_batch_stat;
 
 typedef struct bt_infer_stats {
-    bt_duration_stat success;        /* requests answered 2xx, request to response */
-    bt_duration_stat fail;           /* inference requests answered with an error */
-    bt_duration_stat queue;          /* per request: time in the batcher's queue */
-    bt_duration_stat compute_input;  /* per request: stacking its batch's inputs */
-    bt_duration_stat compute_infer;  /* per request: its batch's forward */
-    bt_duration_stat compute_output; /* per request: splitting and encoding outputs */
-    _Atomic uint64_t inference_count; /* rows inferred */
-    _Atomic uint64_t execution_count; /* forwards run */
+    bt_duration_stat success;           /* requests answered 2xx, request to response */
+    bt_duration_stat fail;              /* inference requests answered with an error */
+    bt_duration_stat queue;             /* per request: time in the batcher's queue */
+    bt_duration_stat compute_input;     /* per request: stacking its batch's inputs */
+    bt_duration_stat compute_infer;     /* per request: its batch's forward */
+    bt_duration_stat compute_output;    /* per request: splitting and encoding outputs */
+    _Atomic uint64_t inference_count;   /* rows inferred */
+    _Atomic uint64_t execution_count;   /* forwards run */
     _Atomic uint64_t last_inference_ms; /* ms since the Unix epoch of the latest success */
     bt_batch_stat batches[BT_STATS_BATCH_SIZES];
 } bt_infer_stats;

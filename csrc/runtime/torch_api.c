@@ -14,7 +14,8 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static _Atomic(const berth_torch_api *) api = NULL;
 static bt_error load_error;
 
-static void load_shim(void) {
+static void load_shim(void)
+{
     char path[PATH_MAX];
     const char *env = getenv("BERTH_TORCH_SHIM");
     if (env && env[0]) {
@@ -22,7 +23,8 @@ static void load_shim(void) {
     } else {
         Dl_info info;
         if (!dladdr((void *)&bt_torch, &info) || !info.dli_fname) {
-            bt_error_set(&load_error, BT_ERR_LOAD, "cannot locate berth's extension module on disk");
+            bt_error_set(&load_error, BT_ERR_LOAD,
+                         "cannot locate berth's extension module on disk");
             return;
         }
         snprintf(path, sizeof path, "%s", info.dli_fname);
@@ -48,10 +50,12 @@ static void load_shim(void) {
     atomic_store(&api, table);
 }
 
-const berth_torch_api *bt_torch(bt_error *err) {
+const berth_torch_api *bt_torch(bt_error *err)
+{
     pthread_once(&once, load_shim);
     const berth_torch_api *table = atomic_load(&api);
-    if (!table && err) *err = load_error;
+    if (!table && err)
+        *err = load_error;
     return table;
 }
 

@@ -94,11 +94,21 @@ void bt_buf_json_string(bt_buf *b, const char *s)
         bt_buf_append(b, run, (size_t)(p - run));
         run = p + 1;
         switch (c) {
-        case '"': bt_buf_append(b, "\\\"", 2); break;
-        case '\\': bt_buf_append(b, "\\\\", 2); break;
-        case '\n': bt_buf_append(b, "\\n", 2); break;
-        case '\r': bt_buf_append(b, "\\r", 2); break;
-        case '\t': bt_buf_append(b, "\\t", 2); break;
+        case '"':
+            bt_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            bt_buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            bt_buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            bt_buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            bt_buf_append(b, "\\t", 2);
+            break;
         default: {
             char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             bt_buf_append(b, esc, 6);

@@ -21,7 +21,7 @@
 /* The version a model is served as unless its repository says otherwise. */
 #define BT_MODEL_VERSION "1"
 
-#define BT_CODEC_MAX_NDIM 32     /* deepest tensor a request may declare */
+#define BT_CODEC_MAX_NDIM    32  /* deepest tensor a request may declare */
 #define BT_CODEC_MAX_TENSORS 256 /* most inputs or requested outputs in one request */
 /* Nested lists a v1 output may take beyond one per number per level of nesting: only
  * zero-sized dimensions ask for more, and rows of empty lists cost nothing to hold but
@@ -42,12 +42,12 @@ typedef struct bt_output_request {
 
 /* A parsed inference request (v2 or v1). */
 typedef struct bt_infer_request {
-    char *id;                     /* owned; NULL when the request has none */
+    char *id; /* owned; NULL when the request has none */
     size_t n_inputs;
-    bt_named_tensor *inputs;      /* n_inputs entries, owned */
-    size_t n_outputs;             /* 0: every output */
-    bt_output_request *outputs;   /* n_outputs entries, owned */
-    int binary_data_output;       /* top-level parameters.binary_data_output (0/1) */
+    bt_named_tensor *inputs;    /* n_inputs entries, owned */
+    size_t n_outputs;           /* 0: every output */
+    bt_output_request *outputs; /* n_outputs entries, owned */
+    int binary_data_output;     /* top-level parameters.binary_data_output (0/1) */
 } bt_infer_request;
 
 /* NULL-tolerant; frees any tensor still owned. */
@@ -66,21 +66,21 @@ int bt_codec_datatype_parse(const char *name, DLDataType *out, bt_error *err);
  * Inference-Header-Content-Length header, or -1 when absent (the whole body is JSON).
  * On success *out is owned by the caller. On failure returns -1 with err set
  * (BT_ERR_VALUE / BT_ERR_TYPE: the client's mistake, HTTP 400). */
-int bt_codec_parse_v2(const char *body, size_t len, long long header_len,
-                      bt_infer_request **out, bt_error *err);
+int bt_codec_parse_v2(const char *body, size_t len, long long header_len, bt_infer_request **out,
+                      bt_error *err);
 
 /* Hints for v1, whose instances carry no dtypes: one per model input. */
 typedef struct bt_v1_hint {
-    const char *name;  /* input name, used when instances are objects */
-    int has_dtype;     /* dtype below is meaningful; otherwise FP32 */
+    const char *name; /* input name, used when instances are objects */
+    int has_dtype;    /* dtype below is meaningful; otherwise FP32 */
     DLDataType dtype;
 } bt_v1_hint;
 
 /* Parses a POST /v1/models/{name}:predict body: {"instances": [...]}. Each instance is
  * a number or nested list (single-input models) or an object keyed by input name.
  * The instances become the leading (batch) dimension. */
-int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
-                      size_t n_hints, bt_infer_request **out, bt_error *err);
+int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints, size_t n_hints,
+                      bt_infer_request **out, bt_error *err);
 
 /* One output to encode. */
 typedef struct bt_output {

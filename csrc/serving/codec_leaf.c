@@ -48,8 +48,8 @@ int bt_codec_datatype_parse(const char *name, DLDataType *out, bt_error *err)
             return 0;
         }
     }
-    return bt_error_set(err, BT_ERR_TYPE, "unsupported datatype '%.64s': expected one of %s",
-                        name, SUPPORTED_DATATYPES);
+    return bt_error_set(err, BT_ERR_TYPE, "unsupported datatype '%.64s': expected one of %s", name,
+                        SUPPORTED_DATATYPES);
 }
 
 size_t bt_codec_elem_size(DLDataType dtype)
@@ -98,11 +98,25 @@ void bt_leaf_rule_init(leaf_rule *r, DLDataType dt, const char *what)
     } else {
         r->cls = LEAF_INT;
         switch (dt.code == kDLUInt ? 0 : dt.bits) {
-        case 0: r->hi = 255; break;
-        case 8: r->lo = INT8_MIN; r->hi = INT8_MAX; break;
-        case 16: r->lo = INT16_MIN; r->hi = INT16_MAX; break;
-        case 32: r->lo = INT32_MIN; r->hi = INT32_MAX; break;
-        default: r->lo = -(JSON_EXACT_LIMIT - 1); r->hi = JSON_EXACT_LIMIT - 1; break;
+        case 0:
+            r->hi = 255;
+            break;
+        case 8:
+            r->lo = INT8_MIN;
+            r->hi = INT8_MAX;
+            break;
+        case 16:
+            r->lo = INT16_MIN;
+            r->hi = INT16_MAX;
+            break;
+        case 32:
+            r->lo = INT32_MIN;
+            r->hi = INT32_MAX;
+            break;
+        default:
+            r->lo = -(JSON_EXACT_LIMIT - 1);
+            r->hi = JSON_EXACT_LIMIT - 1;
+            break;
         }
     }
 }
@@ -125,20 +139,19 @@ static int leaf_error(const cJSON *v, const leaf_rule *r, bt_error *err)
                             "%sinfinity); JSON numbers must be finite",
                             what, v->valuedouble < 0 ? "-" : "");
     if (r->cls == LEAF_BOOL)
-        return bt_error_set(err, BT_ERR_TYPE, "%s: expected true/false for BOOL data, got %s",
-                            what, type == cJSON_Number ? "a number" : "a non-boolean value");
+        return bt_error_set(err, BT_ERR_TYPE, "%s: expected true/false for BOOL data, got %s", what,
+                            type == cJSON_Number ? "a number" : "a non-boolean value");
     if (type != cJSON_Number)
         return bt_error_set(err, BT_ERR_TYPE, "%s: expected numbers for %s data, got %s", what,
                             r->dname,
-                            type == cJSON_String                         ? "a string"
+                            type == cJSON_String                        ? "a string"
                             : type == cJSON_True || type == cJSON_False ? "a boolean"
-                            : type == cJSON_NULL                         ? "null"
-                            : type == cJSON_Object                       ? "an object"
-                                                                         : "a list");
+                            : type == cJSON_NULL                        ? "null"
+                            : type == cJSON_Object                      ? "an object"
+                                                                        : "a list");
     double d = v->valuedouble;
     if (r->cls == LEAF_FLOAT)
-        return bt_error_set(err, BT_ERR_VALUE, "%s: %g is out of range for %s", what, d,
-                            r->dname);
+        return bt_error_set(err, BT_ERR_VALUE, "%s: %g is out of range for %s", what, d, r->dname);
     if (d != floor(d))
         return bt_error_set(err, BT_ERR_TYPE, "%s: expected integers for %s data, got %g", what,
                             r->dname, d);
@@ -161,14 +174,14 @@ int bt_leaf_ragged(const leaf_rule *r, bt_error *err)
 
 /* A list met at the given depth of the data: descend, unless too deep or (flat) not
  * allowed there. */
-static int check_nested(const cJSON *list, const leaf_rule *r, int depth, int flat,
-                        int64_t *count, bt_error *err)
+static int check_nested(const cJSON *list, const leaf_rule *r, int depth, int flat, int64_t *count,
+                        bt_error *err)
 {
     if (flat)
         return bt_leaf_ragged(r, err);
     if (depth >= BT_CODEC_MAX_NDIM)
-        return bt_error_set(err, BT_ERR_VALUE, "%s: data is nested deeper than %d levels",
-                            r->what, BT_CODEC_MAX_NDIM);
+        return bt_error_set(err, BT_ERR_VALUE, "%s: data is nested deeper than %d levels", r->what,
+                            BT_CODEC_MAX_NDIM);
     return bt_leaf_check_run(list->child, r, depth + 1, 0, count, err);
 }
 
@@ -210,26 +223,26 @@ int bt_leaf_check_run(const cJSON *c, const leaf_rule *r, int depth, int flat, i
 
 /* Store loops, one per dtype: the leaves of checked data, in row-major order, written
  * from dst on; each returns the end of what it wrote. */
-#define DEFINE_STORE(NAME, CTYPE, CONVERT)                                                 \
-    static char *NAME(const cJSON *c, char *dst)                                          \
-    {                                                                                     \
-        for (; c; c = c->next) {                                                          \
-            if ((c->type & 0xFF) == cJSON_Array) {                                        \
-                dst = NAME(c->child, dst);                                                \
-                continue;                                                                 \
-            }                                                                             \
-            CTYPE x = CONVERT(c);                                                         \
-            memcpy(dst, &x, sizeof x);                                                    \
-            dst += sizeof x;                                                              \
-        }                                                                                 \
-        return dst;                                                                       \
+#define DEFINE_STORE(NAME, CTYPE, CONVERT)                                                         \
+    static char *NAME(const cJSON *c, char *dst)                                                   \
+    {                                                                                              \
+        for (; c; c = c->next) {                                                                   \
+            if ((c->type & 0xFF) == cJSON_Array) {                                                 \
+                dst = NAME(c->child, dst);                                                         \
+                continue;                                                                          \
+            }                                                                                      \
+            CTYPE x = CONVERT(c);                                                                  \
+            memcpy(dst, &x, sizeof x);                                                             \
+            dst += sizeof x;                                                                       \
+        }                                                                                          \
+        return dst;                                                                                \
     }
 
-#define CONV_BOOL(c)                                                                       \
-    ((uint8_t)(((c)->type & 0xFF) == cJSON_True ||                                        \
+#define CONV_BOOL(c)                                                                               \
+    ((uint8_t)(((c)->type & 0xFF) == cJSON_True ||                                                 \
                (((c)->type & 0xFF) == cJSON_Number && (c)->valuedouble != 0)))
-#define CONV_U8(c) ((uint8_t)(c)->valuedouble)
-#define CONV_I8(c) ((int8_t)(c)->valuedouble)
+#define CONV_U8(c)  ((uint8_t)(c)->valuedouble)
+#define CONV_I8(c)  ((int8_t)(c)->valuedouble)
 #define CONV_I16(c) ((int16_t)(c)->valuedouble)
 #define CONV_I32(c) ((int32_t)(c)->valuedouble)
 #define CONV_I64(c) ((int64_t)(c)->valuedouble)
@@ -256,8 +269,10 @@ store_fn bt_leaf_store_for(DLDataType dt)
         return store_u8;
     if (dt.code == kDLFloat)
         return dt.bits == 16 ? store_f16 : dt.bits == 32 ? store_f32 : store_f64;
-    return dt.bits == 8 ? store_i8 : dt.bits == 16 ? store_i16 : dt.bits == 32 ? store_i32
-                                                                            : store_i64;
+    return dt.bits == 8    ? store_i8
+           : dt.bits == 16 ? store_i16
+           : dt.bits == 32 ? store_i32
+                           : store_i64;
 }
 
 /* ------------------------------------------------------------------ parse helpers */
@@ -292,8 +307,7 @@ bt_infer_request *bt_codec_request_new(bt_error *err)
 /* ------------------------------------------------------------------ outputs */
 
 /* Address of the element at row-major position linear. */
-const char *bt_codec_elem_at(const DLTensor *t, int64_t linear, int contiguous,
-                             size_t esize)
+const char *bt_codec_elem_at(const DLTensor *t, int64_t linear, int contiguous, size_t esize)
 {
     const char *base = (const char *)t->data + t->byte_offset;
     if (contiguous)
@@ -321,10 +335,30 @@ void bt_codec_append_elem(bt_buf *b, const char *p, DLDataType dt)
     case kDLInt: {
         long long v;
         switch (dt.bits) {
-        case 8: { int8_t x; memcpy(&x, p, 1); v = x; break; }
-        case 16: { int16_t x; memcpy(&x, p, 2); v = x; break; }
-        case 32: { int32_t x; memcpy(&x, p, 4); v = x; break; }
-        default: { int64_t x; memcpy(&x, p, 8); v = x; break; }
+        case 8: {
+            int8_t x;
+            memcpy(&x, p, 1);
+            v = x;
+            break;
+        }
+        case 16: {
+            int16_t x;
+            memcpy(&x, p, 2);
+            v = x;
+            break;
+        }
+        case 32: {
+            int32_t x;
+            memcpy(&x, p, 4);
+            v = x;
+            break;
+        }
+        default: {
+            int64_t x;
+            memcpy(&x, p, 8);
+            v = x;
+            break;
+        }
         }
         n = snprintf(s, sizeof s, "%lld", v);
         break;
@@ -370,11 +404,10 @@ int bt_codec_check_output(const bt_output *o, bt_error *err)
 {
     if (!bt_codec_datatype_name(o->tensor->dtype))
         return bt_error_set(err, BT_ERR_MODEL,
-                            "output '%.64s' has dtype %s, which the protocol cannot carry",
-                            o->name, bt_dtype_name(o->tensor->dtype.code, o->tensor->dtype.bits));
+                            "output '%.64s' has dtype %s, which the protocol cannot carry", o->name,
+                            bt_dtype_name(o->tensor->dtype.code, o->tensor->dtype.bits));
     if (o->tensor->ndim > BT_CODEC_MAX_NDIM)
-        return bt_error_set(err, BT_ERR_MODEL, "output '%.64s' has too many dimensions",
-                            o->name);
+        return bt_error_set(err, BT_ERR_MODEL, "output '%.64s' has too many dimensions", o->name);
     return 0;
 }
 

@@ -21,7 +21,7 @@
 #define JSON_EXACT_LIMIT 9007199254740992.0 /* 2^53 */
 
 #define BT_DATATYPE_LISTED(NAME, DATATYPE, CODE, BITS, NPY, TORCH) DATATYPE ", "
-#define SUPPORTED_DATATYPES BERTH_DTYPES(BT_DATATYPE_LISTED) "BF16 (binary data only)"
+#define SUPPORTED_DATATYPES                                        BERTH_DTYPES(BT_DATATYPE_LISTED) "BF16 (binary data only)"
 
 #define BODY "the request body"
 
@@ -45,8 +45,8 @@ void bt_leaf_rule_init(leaf_rule *r, DLDataType dt, const char *what);
 /* Checks the values of the sibling list starting at c (all at the given depth), adding
  * the number of leaves to *count. Nested lists are walked, or refused as ragged when
  * flat. 0, or -1 with err set. */
-int bt_leaf_check_run(const cJSON *c, const leaf_rule *r, int depth, int flat,
-                      int64_t *count, bt_error *err);
+int bt_leaf_check_run(const cJSON *c, const leaf_rule *r, int depth, int flat, int64_t *count,
+                      bt_error *err);
 
 /* -1 with err set: "<what>: instances are not all the same shape (ragged lists)". */
 int bt_leaf_ragged(const leaf_rule *r, bt_error *err);

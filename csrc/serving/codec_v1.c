@@ -3,8 +3,8 @@
  * values take their dtypes from the model's inputs (bt_v1_hint), and {"predictions":
  * [...]} out. The leaf rules it shares with v2 are in codec_leaf.c.
  */
-#include "serving/codec_leaf.h"
 #include "runtime/tensor.h"
+#include "serving/codec_leaf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +13,7 @@
 /* ------------------------------------------------------------------ the request */
 
 /* Shape of the first element path of v (descending into first elements). */
-static int infer_shape(const cJSON *v, int64_t *shape, int *ndim, const char *what,
-                       bt_error *err)
+static int infer_shape(const cJSON *v, int64_t *shape, int *ndim, const char *what, bt_error *err)
 {
     *ndim = 0;
     while (bt_json_type(v) == cJSON_Array) {
@@ -33,8 +32,8 @@ static int infer_shape(const cJSON *v, int64_t *shape, int *ndim, const char *wh
 /* Checks v is a rectangular array of the given shape (dims depth..ndim) with valid
  * leaves. A list of the wrong length is reported as ragged even when an element before
  * the end is also wrong, as when lengths were compared first. */
-static int check_rect(const cJSON *v, const int64_t *shape, int ndim, int depth,
-                      const leaf_rule *r, bt_error *err)
+static int check_rect(const cJSON *v, const int64_t *shape, int ndim, int depth, const leaf_rule *r,
+                      bt_error *err)
 {
     int64_t n = 0;
     if (depth == ndim) {
@@ -75,8 +74,7 @@ static const cJSON *instance_value(const cJSON *inst, size_t i, int keyed, const
 }
 
 /* Checks keyed instances: every one an object, every key one of the model's inputs. */
-static int v1_check_keys(const cJSON *inst, const bt_v1_hint *hints, size_t n_hints,
-                         bt_error *err)
+static int v1_check_keys(const cJSON *inst, const bt_v1_hint *hints, size_t n_hints, bt_error *err)
 {
     size_t i = 0;
     for (const cJSON *o = inst->child; o; o = o->next, i++) {
@@ -93,8 +91,8 @@ static int v1_check_keys(const cJSON *inst, const bt_v1_hint *hints, size_t n_hi
             if (!bt_json_utf8_valid(m->string))
                 return bt_error_set(err, BT_ERR_VALUE,
                                     "instances[%zu] has a key that is not valid UTF-8", i);
-            return bt_error_set(err, BT_ERR_VALUE, "instances[%zu] has unknown input '%.64s'",
-                                i, m->string);
+            return bt_error_set(err, BT_ERR_VALUE, "instances[%zu] has unknown input '%.64s'", i,
+                                m->string);
         }
     }
     return 0;
@@ -122,8 +120,8 @@ static int v1_input_shape(const cJSON *inst, size_t n_inst, int keyed, const cha
 
 /* The tensor of the model input hint describes: its value in every instance, stacked
  * along a leading dimension; FP32 unless the hint gives a dtype the protocol carries. */
-static int v1_input_tensor(const cJSON *inst, size_t n_inst, int keyed,
-                           const bt_v1_hint *hint, DLManagedTensor **out, bt_error *err)
+static int v1_input_tensor(const cJSON *inst, size_t n_inst, int keyed, const bt_v1_hint *hint,
+                           DLManagedTensor **out, bt_error *err)
 {
     char what[160];
     snprintf(what, sizeof what, "input '%.64s'", hint->name);
@@ -155,8 +153,8 @@ static int v1_input_tensor(const cJSON *inst, size_t n_inst, int keyed,
     return 0;
 }
 
-int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
-                      size_t n_hints, bt_infer_request **out, bt_error *err)
+int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints, size_t n_hints,
+                      bt_infer_request **out, bt_error *err)
 {
     *out = NULL;
     cJSON *root = bt_codec_parse_body(body, len, err);
@@ -169,8 +167,9 @@ int bt_codec_parse_v1(const char *body, size_t len, const bt_v1_hint *hints,
         bt_codec_get_key(root, "instances", BODY, &inst, err) != 0)
         goto done;
     if (bt_json_type(inst) != cJSON_Array || !inst->child) {
-        bt_error_set(err, BT_ERR_VALUE, "request body must be {\"instances\": [...]} with at "
-                                        "least one instance");
+        bt_error_set(err, BT_ERR_VALUE,
+                     "request body must be {\"instances\": [...]} with at "
+                     "least one instance");
         goto done;
     }
     if (n_hints == 0 || n_hints > BT_CODEC_MAX_TENSORS) {
@@ -265,14 +264,13 @@ int bt_codec_encode_v1(bt_buf *out, const bt_output *outputs, size_t n, bt_error
         if (lists > BT_CODEC_MAX_V1_EMPTY_LISTS &&
             (lists - BT_CODEC_MAX_V1_EMPTY_LISTS) / levels > bt_numel(t)) {
             char shape[256];
-            return bt_error_set(err, BT_ERR_VALUE, /* the client can ask through v2 */
-                                "output '%.64s' of shape %s holds %lld numbers but would take "
-                                "%s%lld nested JSON lists; ask for it through the v2 protocol, "
-                                "which sends it flat",
-                                outputs[i].name,
-                                bt_shape_str(shape, sizeof shape, t->shape, t->ndim),
-                                (long long)bt_numel(t), lists == INT64_MAX ? "over " : "",
-                                (long long)lists);
+            return bt_error_set(
+                err, BT_ERR_VALUE, /* the client can ask through v2 */
+                "output '%.64s' of shape %s holds %lld numbers but would take "
+                "%s%lld nested JSON lists; ask for it through the v2 protocol, "
+                "which sends it flat",
+                outputs[i].name, bt_shape_str(shape, sizeof shape, t->shape, t->ndim),
+                (long long)bt_numel(t), lists == INT64_MAX ? "over " : "", (long long)lists);
         }
     }
     int64_t rows = outputs[0].tensor->shape[0];
@@ -306,4 +304,3 @@ int bt_codec_encode_v1(bt_buf *out, const bt_output *outputs, size_t n, bt_error
         return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory encoding the response");
     return 0;
 }
-

@@ -4,8 +4,8 @@
  * Inference-Header-Content-Length header) and the infer response. The leaf rules it
  * shares with v1 are in codec_leaf.c.
  */
-#include "serving/codec_leaf.h"
 #include "runtime/tensor.h"
+#include "serving/codec_leaf.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -109,8 +109,8 @@ static int parse_v2_outputs(const cJSON *root, bt_infer_request *req, bt_error *
                             bt_json_kind(outs));
     size_t n = bt_json_size(outs);
     if (n > BT_CODEC_MAX_TENSORS)
-        return bt_error_set(err, BT_ERR_VALUE, "'outputs' lists %zu tensors; at most %d allowed",
-                            n, BT_CODEC_MAX_TENSORS);
+        return bt_error_set(err, BT_ERR_VALUE, "'outputs' lists %zu tensors; at most %d allowed", n,
+                            BT_CODEC_MAX_TENSORS);
     if (n == 0)
         return 0;
     req->outputs = calloc(n, sizeof *req->outputs);
@@ -143,8 +143,10 @@ static int json_size_value(const cJSON *v, int64_t *out, char *why, size_t why_s
         return -1;
     }
     if (d >= JSON_EXACT_LIMIT) {
-        snprintf(why, why_size, "%.0f, which is not below 2^53 (the largest integer a JSON "
-                                "number carries exactly)", d);
+        snprintf(why, why_size,
+                 "%.0f, which is not below 2^53 (the largest integer a JSON "
+                 "number carries exactly)",
+                 d);
         return -1;
     }
     *out = (int64_t)d;
@@ -161,13 +163,13 @@ typedef struct v2_input_decl {
     int bf16;             /* BF16 on the wire */
     size_t ndim;
     int64_t shape[BT_CODEC_MAX_NDIM];
-    int64_t numel;        /* wrapped when overflow is set */
-    int overflow;         /* the shape has more than INT64_MAX elements */
+    int64_t numel; /* wrapped when overflow is set */
+    int overflow;  /* the shape has more than INT64_MAX elements */
 } v2_input_decl;
 
 /* The input's "name": a UTF-8 string that no earlier input has. */
-static int v2_input_name(const cJSON *in, size_t i, const char *where,
-                         const bt_infer_request *req, v2_input_decl *d, bt_error *err)
+static int v2_input_name(const cJSON *in, size_t i, const char *where, const bt_infer_request *req,
+                         v2_input_decl *d, bt_error *err)
 {
     const cJSON *jname;
     if (bt_codec_get_key(in, "name", where, &jname, err) != 0)
@@ -186,15 +188,14 @@ static int v2_input_name(const cJSON *in, size_t i, const char *where,
 }
 
 /* The input's "datatype": a supported one, or BF16 (held as FP32). */
-static int v2_input_datatype(const cJSON *in, const char *where, v2_input_decl *d,
-                             bt_error *err)
+static int v2_input_datatype(const cJSON *in, const char *where, v2_input_decl *d, bt_error *err)
 {
     const cJSON *jdt;
     if (bt_codec_get_key(in, "datatype", where, &jdt, err) != 0)
         return -1;
     if (bt_json_type(jdt) != cJSON_String)
-        return bt_error_set(err, BT_ERR_VALUE, "%s needs a string 'datatype' (one of %s)",
-                            d->what, SUPPORTED_DATATYPES);
+        return bt_error_set(err, BT_ERR_VALUE, "%s needs a string 'datatype' (one of %s)", d->what,
+                            SUPPORTED_DATATYPES);
     if (!bt_json_utf8_valid(jdt->valuestring))
         return bt_error_set(err, BT_ERR_VALUE, "%s: 'datatype' is not valid UTF-8", d->what);
     d->datatype = jdt->valuestring;
@@ -232,8 +233,8 @@ static int v2_input_shape(const cJSON *in, const char *where, v2_input_decl *d, 
         char why[128];
         if (json_size_value(e, &d->shape[k], why, sizeof why) != 0)
             return bt_error_set(err, BT_ERR_VALUE,
-                                "%s: shape[%zu] must be a non-negative integer, got %s", d->what,
-                                k, why);
+                                "%s: shape[%zu] must be a non-negative integer, got %s", d->what, k,
+                                why);
         if (__builtin_mul_overflow(d->numel, d->shape[k], &d->numel))
             d->overflow = 1;
     }
@@ -264,8 +265,8 @@ static int v2_input_from_binary(const cJSON *bsize, const v2_input_decl *d, cons
                             "%s: binary_data_size is %llu bytes but shape %s of %s needs "
                             "%llu bytes",
                             d->what, (unsigned long long)size,
-                            bt_shape_str((char[256]){0}, 256, d->shape, (int)d->ndim),
-                            d->datatype, (unsigned long long)expect);
+                            bt_shape_str((char[256]){0}, 256, d->shape, (int)d->ndim), d->datatype,
+                            (unsigned long long)expect);
     if (size > bin_len - *bin_off)
         return bt_error_set(err, BT_ERR_VALUE,
                             "%s: binary_data_size is %llu bytes but only %zu bytes of binary "
@@ -303,12 +304,11 @@ static int v2_input_from_json(const cJSON *data, const v2_input_decl *d, DLManag
     if (bt_leaf_check_run(&top, &rule, 0, 0, &count, err) != 0)
         return -1;
     if (d->overflow || count != d->numel)
-        return bt_error_set(err, BT_ERR_VALUE,
-                            "%s: shape %s needs %s%lld elements but 'data' holds %lld", d->what,
-                            bt_shape_str((char[256]){0}, 256, d->shape, (int)d->ndim),
-                            d->overflow ? "more than " : "",
-                            d->overflow ? (long long)INT64_MAX : (long long)d->numel,
-                            (long long)count);
+        return bt_error_set(
+            err, BT_ERR_VALUE, "%s: shape %s needs %s%lld elements but 'data' holds %lld", d->what,
+            bt_shape_str((char[256]){0}, 256, d->shape, (int)d->ndim),
+            d->overflow ? "more than " : "",
+            d->overflow ? (long long)INT64_MAX : (long long)d->numel, (long long)count);
     DLManagedTensor *t = bt_tensor_new(d->dt, (int)d->ndim, d->shape, err);
     if (!t)
         return -1;
@@ -345,8 +345,7 @@ static int parse_v2_input(const cJSON *in, size_t i, const char *bin, size_t bin
     }
     if (data && bsize)
         return bt_error_set(err, BT_ERR_VALUE,
-                            "%s has both 'data' and parameters.binary_data_size; send one",
-                            d.what);
+                            "%s has both 'data' and parameters.binary_data_size; send one", d.what);
 
     DLManagedTensor *t = NULL;
     if (bsize ? v2_input_from_binary(bsize, &d, bin, bin_len, bin_off, &t, err) != 0
@@ -401,8 +400,8 @@ static int parse_v2_id(const cJSON *root, bt_infer_request *req, bt_error *err)
     return req->id ? 0 : -1;
 }
 
-int bt_codec_parse_v2(const char *body, size_t len, long long header_len,
-                      bt_infer_request **out, bt_error *err)
+int bt_codec_parse_v2(const char *body, size_t len, long long header_len, bt_infer_request **out,
+                      bt_error *err)
 {
     *out = NULL;
     size_t json_len = len;

@@ -114,8 +114,7 @@ int bt_inflate(bt_coding coding, const char *body, size_t len, size_t max_bytes,
     if (rc == Z_MEM_ERROR)
         return bt_error_set(err, BT_ERR_NO_MEMORY, "out of memory inflating the request body");
     return bt_error_set(err, BT_ERR_VALUE,
-                        "the request body is not valid %s data (Content-Encoding: %s)", name,
-                        name);
+                        "the request body is not valid %s data (Content-Encoding: %s)", name, name);
 }
 
 int bt_accepts_gzip(const char *ae)
@@ -156,8 +155,7 @@ int bt_gzip_body(bt_buf *body)
         return 0;
     z_stream zs;
     memset(&zs, 0, sizeof zs);
-    if (deflateInit2(&zs, Z_BEST_SPEED, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
-        Z_OK)
+    if (deflateInit2(&zs, Z_BEST_SPEED, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return 0;
     size_t bound = deflateBound(&zs, (uLong)body->len) + 32;
     if (bound > body->len)

@@ -10,8 +10,8 @@
 
 #include <stddef.h>
 
-#include "serving/buffer.h"
 #include "runtime/error.h"
+#include "serving/buffer.h"
 
 /* Responses smaller than this go out as they are: gzip's header and the CPU time cost
  * more than the bytes saved. */

@@ -16,10 +16,9 @@
 #include "serving/encoding.h"
 
 const char *const BT_EP_NAMES[BT_N_EP] = {
-    "health_live",     "health_ready",      "server_metadata", "model_metadata",
-    "model_ready",     "infer",             "v1_metadata",     "v1_predict",
-    "metrics",         "model_config",      "statistics",      "repository_index",
-    "repository_load", "repository_unload", "other"};
+    "health_live", "health_ready",     "server_metadata", "model_metadata",    "model_ready",
+    "infer",       "v1_metadata",      "v1_predict",      "metrics",           "model_config",
+    "statistics",  "repository_index", "repository_load", "repository_unload", "other"};
 
 /* /v2/models/{name}[/versions/{v}]{rest}: rest's endpoint. */
 static int model_route(const char *p, bt_route *r)

@@ -54,15 +54,15 @@ int bt_endpoint_is_model(int ep);
 /* A request as a transport sees it. Header values are NULL when absent. */
 typedef struct bt_http_request {
     const char *method;
-    const char *path;          /* without the query string */
+    const char *path; /* without the query string */
     const char *content_type;
     const char *authorization;
-    const char *header_length; /* Inference-Header-Content-Length */
+    const char *header_length;    /* Inference-Header-Content-Length */
     const char *content_encoding; /* gzip/deflate bodies are inflated before parsing */
     const char *body;
     size_t body_len;
-    size_t max_body;           /* limit on the inflated body; 0: BT_DEFAULT_MAX_BODY */
-    double received;           /* bt_now() when the whole request was read; 0: now */
+    size_t max_body; /* limit on the inflated body; 0: BT_DEFAULT_MAX_BODY */
+    double received; /* bt_now() when the whole request was read; 0: now */
 } bt_http_request;
 
 /* The largest request body by default (--max-body-mb's default). */
@@ -70,13 +70,13 @@ typedef struct bt_http_request {
 
 typedef struct bt_http_response {
     int status;
-    const char *content_type;  /* static string */
-    long long header_length;   /* Inference-Header-Content-Length to send; -1: none */
-    int retry_after;           /* seconds for Retry-After; 0: none */
-    int www_authenticate;      /* send WWW-Authenticate: Bearer */
-    const char *allow;         /* Allow header for 405; NULL: none */
+    const char *content_type;     /* static string */
+    long long header_length;      /* Inference-Header-Content-Length to send; -1: none */
+    int retry_after;              /* seconds for Retry-After; 0: none */
+    int www_authenticate;         /* send WWW-Authenticate: Bearer */
+    const char *allow;            /* Allow header for 405; NULL: none */
     const char *content_encoding; /* "gzip" once bt_http_response_compress did; NULL: none */
-    bt_buf body;               /* owned by whoever holds the response */
+    bt_buf body;                  /* owned by whoever holds the response */
 } bt_http_response;
 
 /* Receives the finished response of a submitted job; takes ownership of resp->body. */
@@ -126,8 +126,8 @@ void bt_traffic_render_counts(bt_traffic *t, const char *labels, bt_buf *out);
  * HELP/TYPE lines are still to be written (cleared once they are). */
 void bt_traffic_render_latency(bt_traffic *t, const char *labels, int *first, bt_buf *out);
 
-#define BT_REQUESTS_HELP                                                                  \
-    "# HELP berth_requests_total HTTP requests by endpoint and status code.\n"            \
+#define BT_REQUESTS_HELP                                                                           \
+    "# HELP berth_requests_total HTTP requests by endpoint and status code.\n"                     \
     "# TYPE berth_requests_total counter\n"
 
 #endif /* BERTH_ENDPOINTS_H */

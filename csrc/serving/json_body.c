@@ -23,7 +23,7 @@ static atomic_int hooks_installed;
 static pthread_key_t arena_key; /* this thread's newest chunk; freed when the thread ends */
 static _Thread_local arena_chunk *t_chunks;
 static _Thread_local int t_active;
-static _Thread_local size_t t_used; /* bytes handed out since the body's parse began */
+static _Thread_local size_t t_used;         /* bytes handed out since the body's parse began */
 static _Thread_local unsigned char *t_last; /* the latest allocation, NULL once freed */
 
 static void free_chunks(arena_chunk *c)

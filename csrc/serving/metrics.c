@@ -1,8 +1,8 @@
 /* metrics.c - histograms as Prometheus text, inference statistics as Triton's JSON. */
 #include "serving/metrics.h"
 
-void bt_histogram_render(bt_buf *out, const bt_histogram *h, const char *name,
-                         const char *help, const char *labels)
+void bt_histogram_render(bt_buf *out, const bt_histogram *h, const char *name, const char *help,
+                         const char *labels)
 {
     if (help)
         bt_buf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
@@ -13,14 +13,14 @@ void bt_histogram_render(bt_buf *out, const bt_histogram *h, const char *name,
     for (size_t i = 0; i <= h->n_bounds; i++) {
         cumulative += counts[i];
         if (i < h->n_bounds)
-            bt_buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
-                          h->bounds[i], (unsigned long long)cumulative);
+            bt_buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, h->bounds[i],
+                          (unsigned long long)cumulative);
         else
             bt_buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
                           (unsigned long long)cumulative);
     }
-    bt_buf_printf(out, "%s_sum{%s} %.9g\n%s_count{%s} %llu\n", name, labels,
-                  bt_histogram_sum(h), name, labels, (unsigned long long)cumulative);
+    bt_buf_printf(out, "%s_sum{%s} %.9g\n%s_count{%s} %llu\n", name, labels, bt_histogram_sum(h),
+                  name, labels, (unsigned long long)cumulative);
 }
 
 static void duration_json(bt_buf *out, const char *key, const bt_duration_stat *d)
@@ -36,8 +36,9 @@ void bt_stats_json(bt_buf *out, const bt_infer_stats *s, const char *name, const
     bt_buf_json_string(out, name);
     bt_buf_puts(out, ",\"version\":");
     bt_buf_json_string(out, version);
-    bt_buf_printf(out, ",\"last_inference\":%llu,\"inference_count\":%llu,"
-                       "\"execution_count\":%llu,\"inference_stats\":{",
+    bt_buf_printf(out,
+                  ",\"last_inference\":%llu,\"inference_count\":%llu,"
+                  "\"execution_count\":%llu,\"inference_stats\":{",
                   (unsigned long long)atomic_load(&s->last_inference_ms),
                   (unsigned long long)atomic_load(&s->inference_count),
                   (unsigned long long)atomic_load(&s->execution_count));

@@ -13,11 +13,10 @@
 /* Appends "# HELP/# TYPE" lines and the cumulative buckets, _sum and _count of h.
  * labels is "" or a label list without braces (endpoint="infer"). help NULL: no
  * HELP/TYPE lines (further series of a family already introduced). */
-void bt_histogram_render(bt_buf *out, const bt_histogram *h, const char *name,
-                         const char *help, const char *labels);
+void bt_histogram_render(bt_buf *out, const bt_histogram *h, const char *name, const char *help,
+                         const char *labels);
 
 /* Appends one model_stats entry of Triton's JSON: {"name":..,"version":..,...}. */
-void bt_stats_json(bt_buf *out, const bt_infer_stats *s, const char *name,
-                   const char *version);
+void bt_stats_json(bt_buf *out, const bt_infer_stats *s, const char *name, const char *version);
 
 #endif /* BERTH_METRICS_H */

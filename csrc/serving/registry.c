@@ -220,8 +220,7 @@ static size_t index_of(bt_registry *reg, const char *name, int64_t version)
     return i;
 }
 
-bt_service *bt_registry_remove(bt_registry *reg, const char *name, int64_t version,
-                               double grace_s)
+bt_service *bt_registry_remove(bt_registry *reg, const char *name, int64_t version, double grace_s)
 {
     pthread_rwlock_wrlock(&reg->lock);
     size_t i = index_of(reg, name, version);
@@ -237,8 +236,7 @@ bt_service *bt_registry_remove(bt_registry *reg, const char *name, int64_t versi
     return drain_entry(e, grace_s);
 }
 
-bt_service *bt_registry_replace(bt_registry *reg, bt_service *svc, double grace_s,
-                                bt_error *err)
+bt_service *bt_registry_replace(bt_registry *reg, bt_service *svc, double grace_s, bt_error *err)
 {
     const char *name = bt_service_name(svc);
     int64_t version = strtoll(bt_service_version(svc), NULL, 10);
@@ -359,8 +357,8 @@ static void names_served(bt_registry *reg, char *out, size_t size)
 }
 
 /* "1, 2, 3" for name's versions; under the lock. */
-static void versions_of(bt_registry *reg, size_t first, const bt_route *r, char *out,
-                        size_t size, size_t *count)
+static void versions_of(bt_registry *reg, size_t first, const bt_route *r, char *out, size_t size,
+                        size_t *count)
 {
     size_t k = 0, n = 0;
     out[0] = '\0';
@@ -423,8 +421,7 @@ static entry *find(bt_registry *reg, const bt_route *r, int authorized, bt_http_
         }
     } else {
         for (size_t k = i; k < reg->n && same_name(reg->entries[k], r->name, r->name_len); k++)
-            if (!found || bt_service_ready(reg->entries[k]->svc) ||
-                !bt_service_ready(found->svc))
+            if (!found || bt_service_ready(reg->entries[k]->svc) || !bt_service_ready(found->svc))
                 found = reg->entries[k];
     }
     if (found)
@@ -521,8 +518,7 @@ int bt_registry_begin(bt_registry *reg, const bt_http_request *req, bt_http_resp
     if (r.ep == BT_EP_OTHER || (is_repo && !reg->control)) {
         const char *one = "{name}";
         pthread_rwlock_rdlock(&reg->lock);
-        if (reg->n > 0 && same_name(reg->entries[reg->n - 1],
-                                    bt_service_name(reg->entries[0]->svc),
+        if (reg->n > 0 && same_name(reg->entries[reg->n - 1], bt_service_name(reg->entries[0]->svc),
                                     strlen(bt_service_name(reg->entries[0]->svc))))
             one = bt_service_name(reg->entries[0]->svc); /* valid while a request holds it */
         char hint[1200];
@@ -532,8 +528,9 @@ int bt_registry_begin(bt_registry *reg, const bt_http_request *req, bt_http_resp
                  one, one, one, one, one);
         pthread_rwlock_unlock(&reg->lock);
         if (is_repo)
-            bt_response_errorf(resp, 404, "no such endpoint: %.16s %.200s (the model repository "
-                                          "extension is off here)",
+            bt_response_errorf(resp, 404,
+                               "no such endpoint: %.16s %.200s (the model repository "
+                               "extension is off here)",
                                req->method, req->path);
         else
             bt_response_errorf(resp, 404, "no such endpoint: %.16s %.200s (%s)", req->method,
@@ -545,8 +542,8 @@ int bt_registry_begin(bt_registry *reg, const bt_http_request *req, bt_http_resp
     int is_post = strcmp(req->method, "POST") == 0;
     int wants_post = r.ep == BT_EP_INFER || r.ep == BT_EP_V1_PREDICT || is_repo;
     if (wants_post ? !is_post : !is_get) {
-        bt_response_errorf(resp, 405, "method %.16s is not allowed on %.200s: use %s",
-                           req->method, req->path, wants_post ? "POST" : "GET");
+        bt_response_errorf(resp, 405, "method %.16s is not allowed on %.200s: use %s", req->method,
+                           req->path, wants_post ? "POST" : "GET");
         resp->allow = wants_post ? "POST" : "GET, HEAD";
         finish(reg, r.ep, start, req, resp);
         return 0;
@@ -571,8 +568,8 @@ int bt_registry_begin(bt_registry *reg, const bt_http_request *req, bt_http_resp
     char why[1024];
     switch (r.ep) {
     case BT_EP_LIVE:
-        bt_buf_puts(&resp->body, strcmp(req->path, "/") == 0 ? "{\"status\":\"alive\"}"
-                                                             : "{\"live\":true}");
+        bt_buf_puts(&resp->body,
+                    strcmp(req->path, "/") == 0 ? "{\"status\":\"alive\"}" : "{\"live\":true}");
         break;
     case BT_EP_READY:
         if (readiness(reg, why, sizeof why)) {
@@ -673,7 +670,9 @@ int bt_registry_next_control(bt_registry *reg, double timeout_s, bt_control_requ
     c->next = reg->taken;
     reg->taken = c;
     out->id = c->id;
-    out->action = c->ep == BT_EP_REPO_INDEX ? "index" : c->ep == BT_EP_REPO_LOAD ? "load" : "unload";
+    out->action = c->ep == BT_EP_REPO_INDEX  ? "index"
+                  : c->ep == BT_EP_REPO_LOAD ? "load"
+                                             : "unload";
     out->model = c->model;
     out->body = c->body;
     out->body_len = c->body_len;
@@ -740,8 +739,7 @@ static void sync_done(void *ctx, bt_http_response *resp)
     pthread_mutex_unlock(&s->mu);
 }
 
-void bt_registry_handle_sync(bt_registry *reg, const bt_http_request *req,
-                             bt_http_response *resp)
+void bt_registry_handle_sync(bt_registry *reg, const bt_http_request *req, bt_http_response *resp)
 {
     bt_call call;
     if (bt_registry_begin(reg, req, resp, &call) == 0)
@@ -764,14 +762,14 @@ void bt_registry_handle_sync(bt_registry *reg, const bt_http_request *req,
 
 void bt_registry_metrics(bt_registry *reg, bt_buf *out)
 {
-    bt_buf_printf(out, "# HELP berth_ready Whether the server is ready (1) or not (0).\n"
-                       "# TYPE berth_ready gauge\nberth_ready %d\n",
+    bt_buf_printf(out,
+                  "# HELP berth_ready Whether the server is ready (1) or not (0).\n"
+                  "# TYPE berth_ready gauge\nberth_ready %d\n",
                   bt_registry_ready(reg));
     pthread_rwlock_rdlock(&reg->lock);
     for (int f = 0; f < BT_MF_COUNT; f++) {
         const bt_metric_family *mf = &BT_SERVICE_METRICS[f];
-        bt_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", mf->name, mf->help, mf->name,
-                      mf->type);
+        bt_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", mf->name, mf->help, mf->name, mf->type);
         if (f == BT_MF_REQUESTS) {
             bt_traffic_render_counts(&reg->traffic, "", out);
         } else if (f == BT_MF_DURATION) {
@@ -781,8 +779,8 @@ void bt_registry_metrics(bt_registry *reg, bt_buf *out)
         for (size_t i = 0; i < reg->n; i++) {
             bt_service *svc = reg->entries[i]->svc;
             char labels[320];
-            snprintf(labels, sizeof labels, "model=\"%.200s\",version=\"%s\"",
-                     bt_service_name(svc), bt_service_version(svc));
+            snprintf(labels, sizeof labels, "model=\"%.200s\",version=\"%s\"", bt_service_name(svc),
+                     bt_service_version(svc));
             bt_service_metric(svc, f, labels, out);
         }
     }

@@ -51,13 +51,11 @@ int bt_registry_add(bt_registry *reg, bt_service *svc, bt_error *err);
 /* Takes name/version off the routes, then waits until every request that reached it is
  * answered; past grace_s those still running are answered 503 (their forwards finish and
  * are discarded). Returns the service, for its owner to free, or NULL when not served. */
-bt_service *bt_registry_remove(bt_registry *reg, const char *name, int64_t version,
-                               double grace_s);
+bt_service *bt_registry_remove(bt_registry *reg, const char *name, int64_t version, double grace_s);
 /* Serves svc in place of the version of the same name and number, atomically (no
  * request finds neither), then drains the old one as bt_registry_remove does and
  * returns it. NULL with err set when that version is not served. */
-bt_service *bt_registry_replace(bt_registry *reg, bt_service *svc, double grace_s,
-                                bt_error *err);
+bt_service *bt_registry_replace(bt_registry *reg, bt_service *svc, double grace_s, bt_error *err);
 /* Number of versions served. */
 size_t bt_registry_count(bt_registry *reg);
 
@@ -81,8 +79,7 @@ int bt_registry_begin(bt_registry *reg, const bt_http_request *req, bt_http_resp
 /* done(ctx, resp) is called exactly once, from this thread or another. */
 void bt_registry_submit(bt_registry *reg, bt_call *call, bt_response_fn done, void *ctx);
 /* begin + submit + wait. Blocks the calling thread. */
-void bt_registry_handle_sync(bt_registry *reg, const bt_http_request *req,
-                             bt_http_response *resp);
+void bt_registry_handle_sync(bt_registry *reg, const bt_http_request *req, bt_http_response *resp);
 
 /* Records a response the transport produced itself (413 during upload, say). */
 void bt_registry_record(bt_registry *reg, const char *path, int status, double seconds);

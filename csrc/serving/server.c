@@ -73,9 +73,9 @@ struct bt_server {
 struct conn_ctx {
     bt_server *srv;
     struct MHD_Connection *conn;
-    int started;       /* the handler has seen this request */
-    int bad_path;      /* the raw URI holds a control byte, plain or percent-encoded */
-    int close;         /* answer with Connection: close */
+    int started;  /* the handler has seen this request */
+    int bad_path; /* the raw URI holds a control byte, plain or percent-encoded */
+    int close;    /* answer with Connection: close */
     bt_buf body;
     size_t reserved;   /* bytes of body_budget held */
     size_t expected;   /* Content-Length + 1; 0 when chunked */
@@ -140,12 +140,11 @@ static int body_append(conn_ctx *c, const char *data, size_t n)
 static enum MHD_Result send_response(conn_ctx *c)
 {
     bt_http_response *r = &c->resp;
-    bt_http_response_compress(r, MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
-                                                             MHD_HTTP_HEADER_ACCEPT_ENCODING));
-    struct MHD_Response *mr =
-        MHD_create_response_from_buffer(r->body.len, r->body.len ? r->body.data : NULL,
-                                        r->body.len ? MHD_RESPMEM_MUST_FREE
-                                                    : MHD_RESPMEM_PERSISTENT);
+    bt_http_response_compress(
+        r, MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
+    struct MHD_Response *mr = MHD_create_response_from_buffer(
+        r->body.len, r->body.len ? r->body.data : NULL,
+        r->body.len ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!mr)
         return MHD_NO;
     if (r->body.len)
@@ -245,8 +244,8 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
  * Transfer-Encoding, a Transfer-Encoding other than chunked, a Content-Length that is not
  * a plain decimal number; also HTTP/1.1 without exactly one Host, and header names with
  * spaces or control bytes. Returns NULL when the headers are fine, else the reason. */
-static const char *check_headers(struct MHD_Connection *conn, const char *version,
-                                 char *why, size_t size)
+static const char *check_headers(struct MHD_Connection *conn, const char *version, char *why,
+                                 size_t size)
 {
     header_scan h = {0, 0, 0, NULL, NULL, NULL};
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_header, &h);
@@ -257,8 +256,7 @@ static const char *check_headers(struct MHD_Connection *conn, const char *versio
     else if (h.n_encoding && h.n_length)
         snprintf(why, size, "both Transfer-Encoding and Content-Length: send one");
     else if (h.n_encoding > 1 || (h.n_encoding && strcasecmp(h.encoding, "chunked") != 0))
-        snprintf(why, size, "Transfer-Encoding '%.40s' is not supported: only chunked",
-                 h.encoding);
+        snprintf(why, size, "Transfer-Encoding '%.40s' is not supported: only chunked", h.encoding);
     else if (h.n_length && (!h.length[0] || strspn(h.length, "0123456789") != strlen(h.length)))
         snprintf(why, size, "Content-Length '%.40s' is not a non-negative decimal number",
                  h.length);
@@ -521,9 +519,8 @@ static enum MHD_Result begin_request(conn_ctx *c, const char *url, const char *v
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)cls;
     conn_ctx *c = *con_cls;
@@ -549,8 +546,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         }
         int rc = c->body.len + n > srv->params.max_body_bytes ? 413
-                 : body_append(c, upload_data, n) != 0           ? 503
-                                                                 : 0;
+                 : body_append(c, upload_data, n) != 0        ? 503
+                                                              : 0;
         if (rc) {
             c->refused = rc;
             body_release(c);
@@ -561,21 +558,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return refuse(c, url, 413, "request body is over the limit of %zu bytes (--max-body-mb)",
                       srv->params.max_body_bytes);
     if (c->refused)
-        return refuse(c, url, 503, "the server holds too many unfinished request bodies, or "
-                                   "is out of memory: retry later");
+        return refuse(c, url, 503,
+                      "the server holds too many unfinished request bodies, or "
+                      "is out of memory: retry later");
     if (c->body.len > BT_INLINE_PARSE_BYTES && defer_parse(c, method, url) == 0)
         return MHD_YES;
     bt_http_request req = {
         .method = method,
         .path = url,
-        .content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                    MHD_HTTP_HEADER_CONTENT_TYPE),
-        .authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_AUTHORIZATION),
-        .header_length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     "Inference-Header-Content-Length"),
-        .content_encoding = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                        MHD_HTTP_HEADER_CONTENT_ENCODING),
+        .content_type =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+        .authorization =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+        .header_length =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Inference-Header-Content-Length"),
+        .content_encoding =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING),
         .body = c->body.data,
         .body_len = c->body.len,
         .max_body = srv->params.max_body_bytes,
@@ -658,8 +656,7 @@ int bt_server_start(bt_registry *reg, const bt_server_params *params, bt_server 
         return bt_error_set(err, BT_ERR_VALUE, "threads must be between 1 and %d, got %d",
                             BT_MAX_HTTP_THREADS, params->threads);
     if (params->max_body_bytes < 1 || params->max_body_bytes > BT_MAX_BODY_BYTES_LIMIT)
-        return bt_error_set(err, BT_ERR_VALUE,
-                            "max_body_bytes must be between 1 and %zu, got %zu",
+        return bt_error_set(err, BT_ERR_VALUE, "max_body_bytes must be between 1 and %zu, got %zu",
                             BT_MAX_BODY_BYTES_LIMIT, params->max_body_bytes);
     if (!params->tls_cert != !params->tls_key)
         return bt_error_set(err, BT_ERR_VALUE,
@@ -705,8 +702,7 @@ int bt_server_start(bt_registry *reg, const bt_server_params *params, bt_server 
     int e = pthread_create(&srv->parser, NULL, parser_main, srv);
     if (e != 0) {
         server_release(srv);
-        return bt_error_set(err, BT_ERR_INTERNAL, "cannot start the parse thread: %s",
-                            strerror(e));
+        return bt_error_set(err, BT_ERR_INTERNAL, "cannot start the parse thread: %s", strerror(e));
     }
     srv->parser_started = 1;
     e = pthread_create(&srv->reaper, NULL, reaper_main, srv);
@@ -740,12 +736,11 @@ int bt_server_start(bt_registry *reg, const bt_server_params *params, bt_server 
     int k = 0;
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, res->ai_addr};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv};
-    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection,
-                                        srv};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, srv};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, srv};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, p->connection_limit, NULL};
-    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-                                        p->per_ip_connections, NULL};
+    opts[k++] =
+        (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, p->per_ip_connections, NULL};
     /* The daemon-wide timeout is the header timeout; begin_request raises it to the idle
      * timeout once a connection has sent a request head. */
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, p->header_timeout_s, NULL};
@@ -754,12 +749,12 @@ int bt_server_start(bt_registry *reg, const bt_server_params *params, bt_server 
     if (srv->cert) {
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, srv->cert};
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, srv->key};
-        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
-                                            (void *)BT_TLS_PRIORITIES};
+        opts[k++] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)BT_TLS_PRIORITIES};
     }
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_ARRAY,
-                                   opts, MHD_OPTION_END);
+    srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_ARRAY, opts,
+                                   MHD_OPTION_END);
     freeaddrinfo(res);
     if (!srv->daemon) {
         int e2 = errno;
@@ -771,11 +766,10 @@ int bt_server_start(bt_registry *reg, const bt_server_params *params, bt_server 
                                 "%s%s",
                                 host, params->port, e2 ? "; or the address failed: " : "",
                                 e2 ? strerror(e2) : "");
-        return bt_error_set(err, BT_ERR_VALUE, "cannot listen on %.200s:%d: %s", host,
-                            params->port, e2 ? strerror(e2) : "the address is not usable");
+        return bt_error_set(err, BT_ERR_VALUE, "cannot listen on %.200s:%d: %s", host, params->port,
+                            e2 ? strerror(e2) : "the address is not usable");
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon,
-                                                           MHD_DAEMON_INFO_BIND_PORT);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? info->port : params->port;
     *out = srv;
     return 0;

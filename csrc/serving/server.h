@@ -19,13 +19,13 @@ typedef struct bt_server bt_server;
 
 /* Limits: each default is defined here once (the largest body's in endpoints.h); the
  * Python CLI reads them from _core. */
-#define BT_MAX_BODY_BYTES_LIMIT ((size_t)4 << 30) /* the largest --max-body-mb accepted */
-#define BT_DEFAULT_BODY_BUDGET_FACTOR 4   /* memory for unfinished bodies: x max body */
+#define BT_MAX_BODY_BYTES_LIMIT       ((size_t)4 << 30) /* the largest --max-body-mb accepted */
+#define BT_DEFAULT_BODY_BUDGET_FACTOR 4 /* memory for unfinished bodies: x max body */
 #define BT_DEFAULT_PER_IP_CONNECTIONS 256
-#define BT_DEFAULT_CONNECTION_LIMIT 1024
-#define BT_DEFAULT_IDLE_TIMEOUT_S 60
-#define BT_DEFAULT_HEADER_TIMEOUT_S 10
-#define BT_MAX_HTTP_THREADS 1024
+#define BT_DEFAULT_CONNECTION_LIMIT   1024
+#define BT_DEFAULT_IDLE_TIMEOUT_S     60
+#define BT_DEFAULT_HEADER_TIMEOUT_S   10
+#define BT_MAX_HTTP_THREADS           1024
 /* TLS 1.2 and 1.3 only (RFC 8996 deprecates 1.0 and 1.1). */
 #define BT_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 /* Bodies larger than this are parsed on the server's parse thread, not on the HTTP thread
@@ -33,17 +33,17 @@ typedef struct bt_server bt_server;
 #define BT_INLINE_PARSE_BYTES ((size_t)64 << 10)
 
 typedef struct bt_server_params {
-    const char *host;        /* "0.0.0.0", "127.0.0.1", "::" or a name */
-    int port;                /* 0: any free port (see bt_server_port) */
-    int threads;             /* HTTP threads, >= 1 */
-    size_t max_body_bytes;   /* larger bodies get 413 */
-    const char *tls_cert;    /* PEM text; NULL: plain HTTP */
-    const char *tls_key;     /* PEM text */
-    int connection_limit;    /* open connections at most */
-    int idle_timeout_s;      /* close idle keep-alive connections after this */
-    int per_ip_connections;  /* open connections per client address at most */
-    int header_timeout_s;    /* a new connection must send its first request's headers in time */
-    size_t body_budget;      /* bytes all unfinished request bodies may hold together (503) */
+    const char *host;       /* "0.0.0.0", "127.0.0.1", "::" or a name */
+    int port;               /* 0: any free port (see bt_server_port) */
+    int threads;            /* HTTP threads, >= 1 */
+    size_t max_body_bytes;  /* larger bodies get 413 */
+    const char *tls_cert;   /* PEM text; NULL: plain HTTP */
+    const char *tls_key;    /* PEM text */
+    int connection_limit;   /* open connections at most */
+    int idle_timeout_s;     /* close idle keep-alive connections after this */
+    int per_ip_connections; /* open connections per client address at most */
+    int header_timeout_s;   /* a new connection must send its first request's headers in time */
+    size_t body_budget;     /* bytes all unfinished request bodies may hold together (503) */
 } bt_server_params;
 
 /* Starts listening for the registry (readiness stays as the registry says). */

@@ -17,13 +17,18 @@
 #include <strings.h>
 #include <time.h>
 
-#include "serving/encoding.h"
 #include "runtime/tensor.h"
-
+#include "serving/encoding.h"
 
 /* FAILED: warm-up failed, the model is not ready. STOPPING: shutdown past its grace
  * period; inference gets 503 at once. */
-enum { STATE_STARTING = 0, STATE_READY = 1, STATE_DRAINING = 2, STATE_FAILED = 3, STATE_STOPPING = 4 };
+enum {
+    STATE_STARTING = 0,
+    STATE_READY = 1,
+    STATE_DRAINING = 2,
+    STATE_FAILED = 3,
+    STATE_STOPPING = 4
+};
 
 struct bt_service {
     bt_model *model;
@@ -37,11 +42,11 @@ struct bt_service {
     _Atomic int state;
     _Atomic int64_t pending;
     _Atomic uint64_t warmup_bits; /* seconds, as the bits of a double */
-    char failure[1024]; /* why the model failed at start; written before STATE_FAILED */
+    char failure[1024];           /* why the model failed at start; written before STATE_FAILED */
     bt_batch_cost tuned[BT_TUNE_MAX_STEPS]; /* written by warm-up, before readiness */
     size_t n_tuned;
-    char version[24];   /* the decimal version, in paths and answers */
-    char *policy_json;  /* Triton's version_policy object for /config */
+    char version[24];  /* the decimal version, in paths and answers */
+    char *policy_json; /* Triton's version_policy object for /config */
     pthread_mutex_t versions_mu;
     char *versions_json; /* the model's versions the registry serves: "\"1\",\"2\"" */
     bt_traffic traffic;
@@ -157,7 +162,8 @@ int bt_service_create(bt_model *model, const bt_service_params *params, bt_servi
     }
     svc->bp = params->batch;
     /* a .pt2 admits batches only up to the range its batch dimension was exported for */
-    if (model->max_batch < svc->bp.max_batch_size) svc->bp.max_batch_size = (int)model->max_batch;
+    if (model->max_batch < svc->bp.max_batch_size)
+        svc->bp.max_batch_size = (int)model->max_batch;
     bt_traffic_init(&svc->traffic);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -227,7 +233,6 @@ int bt_service_batching(const bt_service *svc) { return bt_batcher_is_batching(s
 bt_batcher *bt_service_batcher(bt_service *svc) { return svc->batcher; }
 int64_t bt_service_pending(const bt_service *svc) { return atomic_load(&svc->pending); }
 
-
 const char *bt_service_name(const bt_service *svc) { return svc->name; }
 const char *bt_service_version(const bt_service *svc) { return svc->version; }
 const bt_model *bt_service_model(const bt_service *svc) { return svc->model; }
@@ -276,12 +281,11 @@ static int warm_forward(bt_service *svc, size_t n, int rows, double *seconds, bt
     size_t n_out = 0;
     int is_tuple;
     double start = bt_now();
-    if (bt_batcher_run(svc->batcher, in, n, 0, outs, BT_MAX_OUTPUTS, &n_out, &is_tuple, err) !=
-        0) {
+    if (bt_batcher_run(svc->batcher, in, n, 0, outs, BT_MAX_OUTPUTS, &n_out, &is_tuple, err) != 0) {
         char msg[sizeof err->message];
         snprintf(msg, sizeof msg, "%s", err->message);
-        return bt_error_set(err, err->kind, "warm-up with batches of %d zero rows failed: %s",
-                            rows, msg);
+        return bt_error_set(err, err->kind, "warm-up with batches of %d zero rows failed: %s", rows,
+                            msg);
     }
     *seconds = bt_now() - start;
     for (size_t k = 0; k < n_out; k++)
@@ -298,11 +302,11 @@ static int warm_forward(bt_service *svc, size_t n, int rows, double *seconds, bt
  * shared machine wander by a third), after BT_TUNE_FLAT_STEPS sizes in a row that did not
  * beat the cheapest by BT_TUNE_SLACK (bigger batches would only add latency), or before a
  * size whose forwards would take the warm-up past BT_TUNE_BUDGET_S seconds. */
-#define BT_TUNE_TIMED 3
-#define BT_TUNE_SLACK 1.15
-#define BT_TUNE_STOP 2.0
+#define BT_TUNE_TIMED      3
+#define BT_TUNE_SLACK      1.15
+#define BT_TUNE_STOP       2.0
 #define BT_TUNE_FLAT_STEPS 2
-#define BT_TUNE_BUDGET_S 20.0
+#define BT_TUNE_BUDGET_S   20.0
 
 static int tune_batch_limit(bt_service *svc, size_t n, bt_error *err)
 {
@@ -410,7 +414,8 @@ static void model_metadata(bt_service *svc, bt_buf *b)
     bt_buf_puts(b, svc->versions_json);
     pthread_mutex_unlock(&svc->versions_mu);
     bt_buf_puts(b, "],\"platform\":");
-    bt_buf_puts(b, strcmp(svc->model->format, "pt2") == 0 ? "\"torch_aoti\"" : "\"pytorch_torchscript\"");
+    bt_buf_puts(b, strcmp(svc->model->format, "pt2") == 0 ? "\"torch_aoti\""
+                                                          : "\"pytorch_torchscript\"");
     bt_buf_puts(b, ",\"inputs\":[");
     for (size_t i = 0; i < m->n_inputs; i++) {
         if (i)
@@ -454,8 +459,9 @@ static void model_config(bt_service *svc, bt_buf *b)
     char scratch[32];
     bt_buf_puts(b, "{\"name\":");
     bt_buf_json_string(b, svc->name);
-    bt_buf_printf(b, ",\"platform\":\"pytorch_libtorch\",\"backend\":\"pytorch\","
-                     "\"max_batch_size\":%d,\"input\":[",
+    bt_buf_printf(b,
+                  ",\"platform\":\"pytorch_libtorch\",\"backend\":\"pytorch\","
+                  "\"max_batch_size\":%d,\"input\":[",
                   batching ? svc->bp.max_batch_size : 0);
     for (size_t i = 0; i < m->n_inputs; i++) {
         if (i)
@@ -475,8 +481,7 @@ static void model_config(bt_service *svc, bt_buf *b)
     if (svc->policy_json[0])
         bt_buf_printf(b, ",\"version_policy\":%s}", svc->policy_json);
     else
-        bt_buf_printf(b, ",\"version_policy\":{\"specific\":{\"versions\":[%s]}}}",
-                      svc->version);
+        bt_buf_printf(b, ",\"version_policy\":{\"specific\":{\"versions\":[%s]}}}", svc->version);
 }
 
 const char *bt_service_ready_reason(const bt_service *svc)
@@ -507,13 +512,12 @@ static void job_free(bt_job *job)
 }
 
 /* Moves the parsed request's tensors into model order; -1 with resp set on mismatch. */
-static int bind_inputs(bt_service *svc, bt_infer_request *req, bt_job *job,
-                       bt_http_response *resp)
+static int bind_inputs(bt_service *svc, bt_infer_request *req, bt_job *job, bt_http_response *resp)
 {
     const bt_model *m = svc->model;
     if (req->n_inputs > m->n_inputs || m->n_inputs > BT_BATCH_MAX_INPUTS) {
-        bt_response_errorf(resp, 400, "the model takes %zu inputs, the request has %zu", m->n_inputs,
-                   req->n_inputs);
+        bt_response_errorf(resp, 400, "the model takes %zu inputs, the request has %zu",
+                           m->n_inputs, req->n_inputs);
         return -1;
     }
     char names[512] = "";
@@ -527,7 +531,7 @@ static int bind_inputs(bt_service *svc, bt_infer_request *req, bt_job *job,
             i++;
         if (i == m->n_inputs) {
             bt_response_errorf(resp, 400, "unknown input '%.64s': the model's inputs are %s",
-                       req->inputs[r].name, names);
+                               req->inputs[r].name, names);
             return -1;
         }
         job->in[i] = req->inputs[r].tensor;
@@ -540,7 +544,7 @@ static int bind_inputs(bt_service *svc, bt_infer_request *req, bt_job *job,
     for (size_t i = 0; i < m->n_inputs; i++) {
         if (!job->in[i] && (i < m->n_required || i < n)) {
             bt_response_errorf(resp, 400, "missing input '%.64s': the model's inputs are %s",
-                       m->inputs[i].name, names);
+                               m->inputs[i].name, names);
             job->n_in = m->n_inputs;
             return -1;
         }
@@ -560,9 +564,8 @@ static int check_content_type(const bt_http_request *req, int binary, bt_http_re
     if ((n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
         (binary && n == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0))
         return 0;
-    bt_response_errorf(resp, 415,
-               "unsupported Content-Type '%.100s': expected application/json%s", ct,
-               binary ? " or application/octet-stream" : "");
+    bt_response_errorf(resp, 415, "unsupported Content-Type '%.100s': expected application/json%s",
+                       ct, binary ? " or application/octet-stream" : "");
     return -1;
 }
 
@@ -589,10 +592,11 @@ static int check_bounds(bt_service *svc, const bt_job *job, bt_http_response *re
         if (!t || t->ndim < 1)
             continue;
         if (t->shape[0] > svc->max_rows) {
-            bt_response_errorf(resp, 413,
-                       "input '%.64s' has %lld rows; this server takes at most %lld rows per "
-                       "request (--max-rows-per-request)",
-                       m->inputs[i].name, (long long)t->shape[0], (long long)svc->max_rows);
+            bt_response_errorf(
+                resp, 413,
+                "input '%.64s' has %lld rows; this server takes at most %lld rows per "
+                "request (--max-rows-per-request)",
+                m->inputs[i].name, (long long)t->shape[0], (long long)svc->max_rows);
             return -1;
         }
         if (t->shape[0] > rows)
@@ -613,10 +617,11 @@ static int check_bounds(bt_service *svc, const bt_job *job, bt_http_response *re
         total += response_bytes(elements, o->dtype, job->binary_all);
     }
     if (total > (double)svc->max_response_bytes) {
-        bt_response_errorf(resp, 413,
-                   "the response would take about %.0f bytes, over this server's limit of %zu "
-                   "(--max-response-mb): send fewer rows",
-                   total, svc->max_response_bytes);
+        bt_response_errorf(
+            resp, 413,
+            "the response would take about %.0f bytes, over this server's limit of %zu "
+            "(--max-response-mb): send fewer rows",
+            total, svc->max_response_bytes);
         return -1;
     }
     return 0;
@@ -626,8 +631,7 @@ static int check_bounds(bt_service *svc, const bt_job *job, bt_http_response *re
  * Content-Type checked, a gzip/deflate body inflated into *inflated (the caller frees it).
  * -1 with resp set. */
 static int decode_body(int ep, const bt_http_request *req, bt_http_response *resp,
-                       long long *header_len, bt_buf *inflated, const char **body,
-                       size_t *body_len)
+                       long long *header_len, bt_buf *inflated, const char **body, size_t *body_len)
 {
     *header_len = -1;
     if (ep == BT_EP_INFER && req->header_length) {
@@ -704,8 +708,9 @@ static int check_requested_outputs(bt_service *svc, const bt_infer_request *pars
                strcmp(output_name(m, k, scratch, sizeof scratch), parsed->outputs[o].name) != 0)
             k++;
         if (k == m->n_outputs) {
-            bt_response_errorf(resp, 400, "unknown output '%.64s': the model's outputs are listed "
-                                          "at GET /v2/models/%s",
+            bt_response_errorf(resp, 400,
+                               "unknown output '%.64s': the model's outputs are listed "
+                               "at GET /v2/models/%s",
                                parsed->outputs[o].name, svc->name);
             return -1;
         }
@@ -723,8 +728,8 @@ static int check_requested_outputs(bt_service *svc, const bt_infer_request *pars
     return 0;
 }
 
-int bt_service_begin(bt_service *svc, int ep, const bt_http_request *req,
-                     bt_http_response *resp, bt_job **job_out)
+int bt_service_begin(bt_service *svc, int ep, const bt_http_request *req, bt_http_response *resp,
+                     bt_job **job_out)
 {
     *job_out = NULL;
     bt_response_init(resp);
@@ -773,9 +778,10 @@ int bt_service_begin(bt_service *svc, int ep, const bt_http_request *req,
     }
     if (svc->timeout_ms > 0 && bt_now() > start + svc->timeout_ms / 1000.0) {
         /* It waited for the parse thread past its deadline: no parse, no forward. */
-        bt_response_errorf(resp, 503, "the request did not finish within its deadline of %g ms "
-                              "(--timeout-ms)",
-                   svc->timeout_ms);
+        bt_response_errorf(resp, 503,
+                           "the request did not finish within its deadline of %g ms "
+                           "(--timeout-ms)",
+                           svc->timeout_ms);
         resp->retry_after = 1;
         atomic_fetch_add(&svc->expired, 1);
         return finish_sync(svc, ep, start, req, resp);
@@ -842,9 +848,10 @@ static void encode_outputs(bt_job *job, DLManagedTensor **outputs, size_t n_out,
                    strcmp(output_name(m, k, scratch[k], sizeof scratch[k]), job->outs[o].name) != 0)
                 k++;
             if (k == n_out) {
-                bt_response_errorf(resp, 400, "unknown output '%.64s': the model returned %zu outputs "
-                                      "(output_0 ... output_%zu)",
-                           job->outs[o].name, n_out, n_out ? n_out - 1 : 0);
+                bt_response_errorf(resp, 400,
+                                   "unknown output '%.64s': the model returned %zu outputs "
+                                   "(output_0 ... output_%zu)",
+                                   job->outs[o].name, n_out, n_out ? n_out - 1 : 0);
                 return;
             }
             outs[n].name = output_name(m, k, scratch[k], sizeof scratch[k]);
@@ -862,13 +869,14 @@ static void encode_outputs(bt_job *job, DLManagedTensor **outputs, size_t n_out,
     }
     double bytes = 0;
     for (size_t i = 0; i < n; i++)
-        bytes += response_bytes((double)bt_numel(outs[i].tensor), outs[i].tensor->dtype,
-                                outs[i].binary);
+        bytes +=
+            response_bytes((double)bt_numel(outs[i].tensor), outs[i].tensor->dtype, outs[i].binary);
     if (bytes > (double)svc->max_response_bytes) {
-        bt_response_errorf(resp, 413,
-                   "the response would take about %.0f bytes, over this server's limit of %zu "
-                   "(--max-response-mb): send fewer rows",
-                   bytes, svc->max_response_bytes);
+        bt_response_errorf(
+            resp, 413,
+            "the response would take about %.0f bytes, over this server's limit of %zu "
+            "(--max-response-mb): send fewer rows",
+            bytes, svc->max_response_bytes);
         return;
     }
     int rc;
@@ -877,7 +885,8 @@ static void encode_outputs(bt_job *job, DLManagedTensor **outputs, size_t n_out,
         int any_binary = 0;
         for (size_t i = 0; i < n; i++)
             any_binary |= outs[i].binary;
-        rc = bt_codec_encode_v2(&resp->body, svc->name, svc->version, job->id, outs, n, &json_len, &err);
+        rc = bt_codec_encode_v2(&resp->body, svc->name, svc->version, job->id, outs, n, &json_len,
+                                &err);
         if (rc == 0 && any_binary) {
             resp->content_type = "application/octet-stream";
             resp->header_length = (long long)json_len;
@@ -975,8 +984,9 @@ static void job_done(void *ctx, int status, DLManagedTensor **outputs, size_t n_
     } else if (err->kind == BT_ERR_NO_MEMORY || err->kind == BT_ERR_INTERNAL ||
                (err->kind == BT_ERR_INFERENCE && is_allocator_message(err->message))) {
         fprintf(stderr, "berth: forward failed: %s\n", err->message);
-        bt_response_error(&resp, 500, "the model ran out of memory or failed on this request "
-                              "(details in the server log)");
+        bt_response_error(&resp, 500,
+                          "the model ran out of memory or failed on this request "
+                          "(details in the server log)");
     } else {
         bt_response_from_error(&resp, err);
     }
@@ -996,12 +1006,14 @@ static void expire_list(bt_service *svc, bt_job *list, int shutdown)
             bt_http_response resp;
             bt_response_init(&resp);
             if (shutdown)
-                bt_response_error(&resp, 503, "the server is shutting down: the request did not finish "
-                                      "within the grace period");
+                bt_response_error(&resp, 503,
+                                  "the server is shutting down: the request did not finish "
+                                  "within the grace period");
             else
-                bt_response_errorf(&resp, 503, "the request did not finish within its deadline of "
-                                       "%g ms (--timeout-ms)",
-                           svc->timeout_ms);
+                bt_response_errorf(&resp, 503,
+                                   "the request did not finish within its deadline of "
+                                   "%g ms (--timeout-ms)",
+                                   svc->timeout_ms);
             resp.retry_after = 1;
             atomic_fetch_add(&svc->expired, 1);
             answer(job, &resp);
@@ -1097,8 +1109,8 @@ void bt_service_submit(bt_service *svc, bt_job *job, bt_response_fn done, void *
     bt_error err = {BT_OK, ""};
     size_t n = job->n_in;
     job->n_in = 0; /* the batcher owns the tensors from here on, on every path */
-    if (bt_batcher_submit_announced(svc->batcher, job->in, n, timeout_ms, 1, job_done, job,
-                                    &err) != 0)
+    if (bt_batcher_submit_announced(svc->batcher, job->in, n, timeout_ms, 1, job_done, job, &err) !=
+        0)
         job_done(job, -1, NULL, 0, 0, &err);
 }
 

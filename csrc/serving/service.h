@@ -22,12 +22,12 @@ typedef struct bt_service bt_service;
 typedef struct bt_job bt_job;
 
 typedef struct bt_service_params {
-    const char *name;          /* model name in URLs (copied) */
-    int64_t version;           /* >= 1; 0 is taken as 1 */
+    const char *name;                /* model name in URLs (copied) */
+    int64_t version;                 /* >= 1; 0 is taken as 1 */
     const char *version_policy_json; /* Triton's version_policy object for /config (copied);
                                       * NULL: {"specific":{"versions":[version]}} */
-    bt_batcher_params batch;   /* batcher settings */
-    int log_requests;          /* one line per request on stderr */
+    bt_batcher_params batch;         /* batcher settings */
+    int log_requests;                /* one line per request on stderr */
     double timeout_ms;         /* deadline per request from bt_service_begin; <= 0: none. Met by a
                                 * timer whatever the forward is doing (answered 503) */
     int64_t max_rows;          /* rows (leading extent) per request; <= 0: BT_DEFAULT_MAX_ROWS */
@@ -35,7 +35,7 @@ typedef struct bt_service_params {
 } bt_service_params;
 
 /* Limits: each default is defined here once; the Python CLI reads them from _core. */
-#define BT_DEFAULT_MAX_ROWS ((int64_t)65536)
+#define BT_DEFAULT_MAX_ROWS           ((int64_t)65536)
 #define BT_DEFAULT_MAX_RESPONSE_BYTES ((size_t)64 << 20)
 
 int bt_service_create(bt_model *model, const bt_service_params *params, bt_service **out,
@@ -88,8 +88,8 @@ size_t bt_service_tuning(const bt_service *svc, const bt_batch_cost **costs);
  * (bt_endpoint_is_model, or BT_EP_STATS for this model's). Returns 0 when *resp holds the
  * answer, or 1 when the answer needs a forward: pass *job to bt_service_submit. The
  * request's strings need only live for this call. */
-int bt_service_begin(bt_service *svc, int ep, const bt_http_request *req,
-                     bt_http_response *resp, bt_job **job);
+int bt_service_begin(bt_service *svc, int ep, const bt_http_request *req, bt_http_response *resp,
+                     bt_job **job);
 
 /* Queues job; done(ctx, resp) is called exactly once: from this thread when the job
  * cannot be queued (overload), else from the batcher's thread. */

@@ -14,7 +14,7 @@
 
 static void test_dtype_names_round_trip(void)
 {
-    const char *names[] = {"float32", "float64", "float16", "int8",  "int16",
+    const char *names[] = {"float32", "float64", "float16", "int8", "int16",
                            "int32",   "int64",   "uint8",   "bool"};
     const size_t sizes[] = {4, 8, 2, 1, 2, 4, 8, 1, 1};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -65,8 +65,8 @@ static void test_half_floats(void)
     CHECK(bt_half_to_float(0x3c00u) == 1.0f && bt_half_to_float(0xc000u) == -2.0f);
     CHECK(bt_half_to_float(0x0001u) == 5.9604644775390625e-08f); /* the smallest subnormal */
     CHECK(bt_float_to_half(65504.0f) == 0x7bffu && bt_float_to_half(65520.0f) == 0x7c00u);
-    CHECK(bt_float_to_half(1.0f + 1.0f / 2048) == 0x3c00u);    /* a tie: to even (down) */
-    CHECK(bt_float_to_half(1.0f + 3.0f / 2048) == 0x3c02u);    /* a tie: to even (up) */
+    CHECK(bt_float_to_half(1.0f + 1.0f / 2048) == 0x3c00u); /* a tie: to even (down) */
+    CHECK(bt_float_to_half(1.0f + 3.0f / 2048) == 0x3c02u); /* a tie: to even (up) */
     CHECK(bt_float_to_half(1e-9f) == 0 && bt_float_to_half(-1e-9f) == 0x8000u);
 }
 

@@ -49,11 +49,18 @@ static void test_routes(void)
     check_route("/v2/repository/models/m/load", BT_EP_REPO_LOAD, "m", NULL);
     check_route("/v2/repository/models/m/unload", BT_EP_REPO_UNLOAD, "m", NULL);
     /* nothing else names a model */
-    const char *other[] = {"/v2/models//infer", "/v2/models/m/versions//infer",
-                           "/v2/models/m/versions/", "/v2/models/m/infer/x",
-                           "/v1/models/m/x", "/v1/models/", "/v2/repository/models//load",
-                           "/v2/repository/models/m/1/load", "/v2/repository/models/m",
-                           "/v2/repository/models/../../load/x", "/v3", "/v2/health"};
+    const char *other[] = {"/v2/models//infer",
+                           "/v2/models/m/versions//infer",
+                           "/v2/models/m/versions/",
+                           "/v2/models/m/infer/x",
+                           "/v1/models/m/x",
+                           "/v1/models/",
+                           "/v2/repository/models//load",
+                           "/v2/repository/models/m/1/load",
+                           "/v2/repository/models/m",
+                           "/v2/repository/models/../../load/x",
+                           "/v3",
+                           "/v2/health"};
     for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
         check_route(other[i], BT_EP_OTHER, NULL, NULL);
     CHECK(bt_endpoint_is_model(BT_EP_INFER) && !bt_endpoint_is_model(BT_EP_REPO_LOAD) &&
@@ -83,7 +90,8 @@ static void test_buffer_strings(void)
     bt_buf_json_string(&b, "a\"b\\c\n\x01");
     CHECK(b.len == 17 && memcmp(b.data, "\"a\\\"b\\\\c\\n\\u0001\"", 17) == 0);
     b.len = 0;
-    bt_buf_json_string(&b, "x\xff" "y"); /* a byte that starts no character: U+FFFD */
+    bt_buf_json_string(&b, "x\xff"
+                           "y"); /* a byte that starts no character: U+FFFD */
     CHECK(b.len == 10 && memcmp(b.data, "\"x\\ufffdy\"", 10) == 0);
     bt_buf_free(&b);
 }

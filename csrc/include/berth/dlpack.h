@@ -42,18 +42,18 @@ typedef struct {
 } DLDataType;
 
 typedef struct {
-    void *data;          /* start of the allocation; element 0 is at data + byte_offset */
-    DLDevice device;     /* always kDLCPU in berth */
-    int32_t ndim;        /* number of dimensions, 0 for a scalar */
-    DLDataType dtype;    /* element type */
-    int64_t *shape;      /* ndim extents */
-    int64_t *strides;    /* ndim strides in elements, or NULL for C-contiguous */
+    void *data;           /* start of the allocation; element 0 is at data + byte_offset */
+    DLDevice device;      /* always kDLCPU in berth */
+    int32_t ndim;         /* number of dimensions, 0 for a scalar */
+    DLDataType dtype;     /* element type */
+    int64_t *shape;       /* ndim extents */
+    int64_t *strides;     /* ndim strides in elements, or NULL for C-contiguous */
     uint64_t byte_offset; /* offset of element 0 from data, in bytes */
 } DLTensor;
 
 typedef struct DLManagedTensor {
-    DLTensor dl_tensor; /* the tensor view */
-    void *manager_ctx;  /* owner of the memory, for the deleter */
+    DLTensor dl_tensor;                            /* the tensor view */
+    void *manager_ctx;                             /* owner of the memory, for the deleter */
     void (*deleter)(struct DLManagedTensor *self); /* releases everything; called once */
 } DLManagedTensor;
 

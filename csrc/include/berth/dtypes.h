@@ -8,6 +8,8 @@
 #ifndef BERTH_DTYPES_H
 #define BERTH_DTYPES_H
 
+/* The columns are the point: clang-format leaves the table alone. */
+/* clang-format off */
 /*      name       datatype  DLPack code    bits  NPY_      at::k */
 #define BERTH_DTYPES(X)                                  \
     X("bool",    "BOOL",  BERTH_DL_BOOL, 8,  BOOL,    Bool)   \
@@ -19,5 +21,6 @@
     X("float16", "FP16",  kDLFloat,      16, FLOAT16, Half)   \
     X("float32", "FP32",  kDLFloat,      32, FLOAT32, Float)  \
     X("float64", "FP64",  kDLFloat,      64, FLOAT64, Double)
+/* clang-format on */
 
 #endif /* BERTH_DTYPES_H */

@@ -43,16 +43,16 @@ typedef struct berth_torch_model berth_torch_model;
 
 /* How to load a model; a zeroed struct (with struct_size set) means the defaults. */
 typedef struct berth_load_options {
-    uint32_t struct_size;  /* sizeof(berth_load_options) in the caller */
-    const char *device;    /* NULL or "cpu"; "cuda", "cuda:1", ...: inputs are copied there
+    uint32_t struct_size; /* sizeof(berth_load_options) in the caller */
+    const char *device;   /* NULL or "cpu"; "cuda", "cuda:1", ...: inputs are copied there
                               and outputs back */
-    uint32_t concurrency;  /* .pt2: forwards that may run at once (AOTInductor keeps one
+    uint32_t concurrency; /* .pt2: forwards that may run at once (AOTInductor keeps one
                               set of activations per runner); 0 means 1 */
 } berth_load_options;
 
 typedef struct berth_torch_api {
-    uint32_t abi_version; /* BERTH_TORCH_ABI_VERSION the shim was built with */
-    uint32_t struct_size; /* sizeof(berth_torch_api) in the shim */
+    uint32_t abi_version;      /* BERTH_TORCH_ABI_VERSION the shim was built with */
+    uint32_t struct_size;      /* sizeof(berth_torch_api) in the shim */
     const char *torch_version; /* libtorch's version string, e.g. "1.13.0" */
 
     /* Status objects. */
@@ -104,8 +104,8 @@ typedef struct berth_torch_api {
      * flattened depth first; model_output_name names each tensor.
      * Safe to call from many threads at once on the same model. */
     berth_status *(*model_forward)(berth_torch_model *model, DLManagedTensor *const *inputs,
-                                   size_t n_inputs, DLManagedTensor **outputs,
-                                   size_t max_outputs, size_t *n_outputs, int *is_tuple);
+                                   size_t n_inputs, DLManagedTensor **outputs, size_t max_outputs,
+                                   size_t *n_outputs, int *is_tuple);
 
     /* The name of flattened output index, known once a forward has returned (NULL
      * before, or past the end): a dict's key, "output_N" for a tuple's element N, and
