@@ -10,7 +10,7 @@ import pytest
 
 import berth
 from conftest import save_script, seed_metadata
-from test_serving_http import JSON_HEADERS, ServeProcess
+from serve_process import JSON_HEADERS, ServeProcess
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import save_script
-from test_serving_http import ServeProcess
+from serve_process import ServeProcess
 
 httpclient = pytest.importorskip("tritonclient.http")
 

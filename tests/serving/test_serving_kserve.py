@@ -12,7 +12,7 @@ import pytest
 from conftest import save_script
 from test_plain_files import plain_ids_path  # noqa: F401 (fixture)
 from test_serving_conformance import META
-from test_serving_http import ServeProcess
+from serve_process import ServeProcess
 
 kserve = pytest.importorskip("kserve", reason="kserve is not installed (requirements/pypi-stack.txt pins it)")
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig  # noqa: E402

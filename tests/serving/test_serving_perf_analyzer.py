@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from test_plain_files import plain_ids_path  # noqa: F401 (fixture)
-from test_serving_http import ServeProcess
+from serve_process import ServeProcess
 
 pytestmark = pytest.mark.slow
 

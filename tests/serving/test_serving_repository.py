@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import save_script
-from test_serving_http import JSON_HEADERS, ServeProcess, infer_body
+from serve_process import JSON_HEADERS, ServeProcess, infer_body
 
 META = {"berth_format": 1, "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
         "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 3]}]}
