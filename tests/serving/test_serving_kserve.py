@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from conftest import save_script
-from test_plain_files import plain_ids_path  # noqa: F401 (fixture)
 from test_serving_conformance import META
 from serve_process import ServeProcess
 
@@ -33,7 +32,7 @@ def two_server(models_dir):
 
 
 @pytest.fixture(scope="module")
-def plain_server(plain_ids_path):  # noqa: F811
+def plain_server(plain_ids_path):
     proc = ServeProcess(plain_ids_path, "--name", "ids", "--input", "ids:INT64:-1,4",
                         "--output", "doubled:INT64:-1,4", "--threads", "1", "--max-delay-ms", "5")
     yield proc
