@@ -8,12 +8,9 @@ import pytest
 
 from conftest import save_script
 from serve_process import ServeProcess
+from two_outputs import META
 
 httpclient = pytest.importorskip("tritonclient.http")
-
-META = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
-        "outputs": [{"name": "double", "dtype": "float32", "shape": [-1, 3]},
-                    {"name": "plus", "dtype": "float32", "shape": [-1, 3]}]}
 
 
 @pytest.fixture(scope="module", params=["torchscript", "pt2"])

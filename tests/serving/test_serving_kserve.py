@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import save_script
-from test_serving_conformance import META
 from serve_process import ServeProcess
+from two_outputs import META
 
 kserve = pytest.importorskip("kserve", reason="kserve is not installed (requirements/pypi-stack.txt pins it)")
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig  # noqa: E402
