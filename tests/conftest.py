@@ -1,13 +1,17 @@
-"""Shared fixtures: TorchScript files made with torch at test time (nothing downloaded)."""
+"""Shared fixtures: TorchScript files made with torch at test time (nothing downloaded),
+the deploy validators, and helpers the test modules import from here."""
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VALIDATE = Path(ROOT) / "tests" / "validate"  # the deploy validators (npm tools), for validator
 
 
 def seed_metadata():
@@ -95,6 +99,40 @@ def identity_model_path(models_dir):
             return x
 
     return save_script(Identity(), models_dir / "identity.pt")
+
+
+@pytest.fixture(scope="module")
+def plain_ids_path(models_dir):
+    """An int64 model saved by plain torch.jit.save: ids (-1, 4) -> ids * 2."""
+    import torch
+
+    class Double(torch.nn.Module):
+        def forward(self, ids):
+            return ids * 2
+
+    return save_script(Double(), models_dir / "plain_ids.pt")
+
+
+# deploy/ alone uses validator, but it lives here: a tests/deploy/conftest.py would take the
+# module name "conftest" from this file while deploy/ is collected, and `from conftest
+# import ...` there would fail.
+@pytest.fixture(scope="module")
+def validator():
+    """Install the npm tools (idempotent) and return a function running the validator."""
+    node = shutil.which("node")
+    assert node, "node (Node.js >= 20) is needed to validate deploy output"
+    subprocess.run(["sh", str(VALIDATE / "install.sh")], check=True, timeout=600)
+
+    def run(*contexts):
+        """{context: [problem lines]} for many contexts, in one node process."""
+        result = subprocess.run([node, str(VALIDATE / "validate.mjs"), "--json",
+                                 *map(str, contexts)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode in (0, 1), result.stdout + result.stderr
+        found = {Path(k): v["problems"] for k, v in json.loads(result.stdout).items()}
+        assert (result.returncode == 1) == any(found.values())
+        return found
+    return run
 
 
 def run_python(code, env=None, timeout=120):

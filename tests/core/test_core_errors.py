@@ -142,7 +142,7 @@ def test_custom_operators_load_from_their_library_and_say_so_when_missing(tmp_pa
         berth.load(path, libraries=[str(tmp_path / "missing.so")])
     model = berth.load(path, libraries=[library])
     np.testing.assert_array_equal(model.predict(np.arange(3, dtype=np.float32)), [0, 2, 4])
-    from test_serving_http import JSON_HEADERS, ServeProcess
+    from serve_process import JSON_HEADERS, ServeProcess
     server = ServeProcess(path, "--name", "custom", "--library", library)
     try:
         body = b'{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[0,1,2]}]}'

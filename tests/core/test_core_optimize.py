@@ -6,7 +6,7 @@ import torch
 
 import berth
 from conftest import save_script
-from test_serving_http import JSON_HEADERS, ServeProcess, infer_body, output_of
+from serve_process import JSON_HEADERS, ServeProcess, infer_body, output_of
 
 
 def conv_net():

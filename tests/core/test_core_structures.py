@@ -116,7 +116,7 @@ def test_a_list_argument_on_the_wire_batched_with_a_signature(tmp_path):
     """Served plain (one request per forward) and with a signature that lists three
     elements (batched; requests may still send fewer): answers equal torch's, bytes
     compared after JSON; a gap in the elements is the client's fault."""
-    from test_serving_http import JSON_HEADERS, ServeProcess
+    from serve_process import JSON_HEADERS, ServeProcess
     path = save_script(ListArg(), tmp_path / "list.pt")
     spec = ["--input", "bias:FP32:-1,3"] + [a for k in range(3) for a in ("--input", f"xs.{k}:FP32:-1,3")] \
         + ["--output", "y:FP32:-1,3"]

@@ -10,19 +10,7 @@ import pytest
 
 import berth
 from conftest import save_script, seed_metadata
-from test_serving_http import JSON_HEADERS, ServeProcess
-
-
-@pytest.fixture(scope="module")
-def plain_ids_path(models_dir):
-    """An int64 model saved by plain torch.jit.save: ids (-1, 4) -> ids * 2."""
-    import torch
-
-    class Double(torch.nn.Module):
-        def forward(self, ids):
-            return ids * 2
-
-    return save_script(Double(), models_dir / "plain_ids.pt")
+from serve_process import JSON_HEADERS, ServeProcess
 
 
 @pytest.fixture(scope="module")

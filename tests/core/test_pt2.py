@@ -308,7 +308,7 @@ def slow_package(tmp_path_factory):
 
 @needs_export
 def test_serve_batches_a_pt2_model(slow_package):
-    from test_serving_http import ServeProcess, infer_in_rounds, metric
+    from serve_process import ServeProcess, infer_in_rounds, metric
 
     module, path = slow_package
     server = ServeProcess(path, "--name", "mlp", "--max-delay-ms", "20", "--max-batch-size", "512")

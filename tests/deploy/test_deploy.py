@@ -435,7 +435,7 @@ def test_operator_libraries_go_into_the_image_and_the_entrypoint_loads_them(tmp_
     does."""
     import torch
     from conftest import custom_op_model
-    from test_serving_http import JSON_HEADERS, ServeProcess
+    from serve_process import JSON_HEADERS, ServeProcess
     model, library = custom_op_model(tmp_path)
     out = tmp_path / "ctx"
     assert main([model, "--name", "custom", "--out", str(out), "--library", library,

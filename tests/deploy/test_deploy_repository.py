@@ -15,7 +15,6 @@ from berth.deployment import deploy, main, repository_files, torch_bundle
 from berth.deployment.model_file import ModelFile
 from berth.repository import ModelConfig, VersionPolicy, parse_config
 from conftest import save_script
-from test_deploy_validate import validator  # noqa: F401 (the fixture)
 
 REPO = Path(__file__).resolve().parents[2]  # tests/deploy/ -> the repository
 SIGNATURE = {"berth_format": 1,
@@ -119,7 +118,7 @@ def test_the_readme_and_sample_requests_name_the_models(context):
     assert json.loads((context.out / "sample-request.signed.json").read_text())["inputs"][0]["shape"] == [1, 4]
 
 
-def test_the_manifests_validate_and_a_wrong_digest_fails(validator, context, tmp_path):  # noqa: F811
+def test_the_manifests_validate_and_a_wrong_digest_fails(validator, context, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(context.out, broken)
     config = broken / "repository/plain/config.toml"
@@ -130,7 +129,7 @@ def test_the_manifests_validate_and_a_wrong_digest_fails(validator, context, tmp
                and 'sha256 "1"' in line for line in found[broken]), found[broken]
 
 
-def test_every_option_validates(validator, repo, tmp_path):  # noqa: F811
+def test_every_option_validates(validator, repo, tmp_path):
     out = deploy(repo, "fleet", out=tmp_path / "ctx", kserve=True, service_monitor=True, grafana=True,
                  namespace="ml", image="registry.local:5000/team/fleet").out
     assert validator(out) == {out: []}
@@ -250,7 +249,7 @@ def test_deploying_a_repository_imports_no_torch(repo, tmp_path):
     assert result.stdout.strip() == "False", result.stderr
 
 
-def test_operator_libraries_go_into_a_repository_image(validator, repo, tmp_path):  # noqa: F811
+def test_operator_libraries_go_into_a_repository_image(validator, repo, tmp_path):
     """Any ELF file stands in for an op library (see test_deploy_validate)."""
     from berth import _core
     library = Path(_core.__file__)

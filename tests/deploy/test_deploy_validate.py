@@ -23,25 +23,6 @@ VALIDATE = REPO / "tests" / "validate"
 
 
 @pytest.fixture(scope="module")
-def validator():
-    """Install the npm tools (idempotent) and return a function running the validator."""
-    node = shutil.which("node")
-    assert node, "node (Node.js >= 20) is needed to validate deploy output"
-    subprocess.run(["sh", str(VALIDATE / "install.sh")], check=True, timeout=600)
-
-    def run(*contexts):
-        """{context: [problem lines]} for many contexts, in one node process."""
-        result = subprocess.run([node, str(VALIDATE / "validate.mjs"), "--json",
-                                 *map(str, contexts)],
-                                capture_output=True, text=True, timeout=300)
-        assert result.returncode in (0, 1), result.stdout + result.stderr
-        found = {Path(k): v["problems"] for k, v in json.loads(result.stdout).items()}
-        assert (result.returncode == 1) == any(found.values())
-        return found
-    return run
-
-
-@pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("seed_model", REPO / "tests/image/seed_model.py")
     module = importlib.util.module_from_spec(spec)

@@ -6,25 +6,8 @@ import numpy as np
 import pytest
 
 import berth
+from batching import run_threads, slow_model
 from conftest import save_script
-
-
-def slow_model():
-    """A model whose forward takes tens of milliseconds at batch 1."""
-    import torch
-
-    class Slow(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.w = torch.nn.Parameter(torch.randn(512, 512) / 23.0)
-
-        def forward(self, x):
-            for _ in range(150):
-                x = torch.tanh(x @ self.w)
-            return x
-
-    return Slow()
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +20,6 @@ def slow_path(models_dir):
 @pytest.fixture(scope="module")
 def seed(seed_model_path):
     return berth.load(seed_model_path)
-
-
-def run_threads(n, target):
-    errors = []
-
-    def guarded(i):
-        try:
-            target(i)
-        except BaseException as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return errors
 
 
 def test_concurrent_requests_are_coalesced_and_each_gets_its_rows(seed):

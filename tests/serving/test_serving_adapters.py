@@ -204,7 +204,7 @@ def test_adapters_take_gzip_bodies_and_give_gzip_answers(client):
 @pytest.mark.parametrize("framework", ["fastapi", "flask"])
 def test_a_repository_behind_either_framework(framework, tmp_path, seed_model_path):
     """One router or blueprint for a whole repository, beside a single-model one."""
-    from test_serving_repository import add_version
+    from model_repository import add_version
     add_version(tmp_path, "a", 1, 2)
     add_version(tmp_path, "a", 2, 3, "[version_policy]\nall = true\n")
     add_version(tmp_path, "b", 4, 5)

@@ -7,13 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import save_script
-from test_serving_http import ServeProcess
+from serve_process import ServeProcess
+from two_outputs import META
 
 httpclient = pytest.importorskip("tritonclient.http")
-
-META = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
-        "outputs": [{"name": "double", "dtype": "float32", "shape": [-1, 3]},
-                    {"name": "plus", "dtype": "float32", "shape": [-1, 3]}]}
 
 
 @pytest.fixture(scope="module", params=["torchscript", "pt2"])

@@ -149,7 +149,7 @@ def test_a_model_whose_warm_up_fails_is_not_ready_and_says_why(models_dir):
 
 
 def test_serve_logs_a_failed_warm_up_and_stays_not_ready(models_dir):
-    from test_serving_http import ServeProcess
+    from serve_process import ServeProcess
     path = save_script(model("torch._assert(bool(x.sum() > 1e9), 'needs real data')\n"
                              "        return x"), models_dir / "warm_fails_serve.pt", X_META)
     server = ServeProcess(path, "--name", "m", "--threads", "1", wait_ready=False)

@@ -22,7 +22,7 @@ import pytest
 import berth
 from berth import _core
 from conftest import run_python, save_script
-from test_serving_http import JSON_HEADERS, ServeProcess, infer_body, metric
+from serve_process import JSON_HEADERS, ServeProcess, infer_body, metric
 
 # ------------------------------------------------------------------ models and helpers
 

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import save_script
-from test_plain_files import plain_ids_path  # noqa: F401 (fixture)
-from test_serving_conformance import META
-from test_serving_http import ServeProcess
+from serve_process import ServeProcess
+from two_outputs import META
 
 kserve = pytest.importorskip("kserve", reason="kserve is not installed (requirements/pypi-stack.txt pins it)")
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig  # noqa: E402
@@ -33,7 +32,7 @@ def two_server(models_dir):
 
 
 @pytest.fixture(scope="module")
-def plain_server(plain_ids_path):  # noqa: F811
+def plain_server(plain_ids_path):
     proc = ServeProcess(plain_ids_path, "--name", "ids", "--input", "ids:INT64:-1,4",
                         "--output", "doubled:INT64:-1,4", "--threads", "1", "--max-delay-ms", "5")
     yield proc

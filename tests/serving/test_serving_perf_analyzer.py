@@ -13,8 +13,7 @@ import subprocess
 
 import pytest
 
-from test_plain_files import plain_ids_path  # noqa: F401 (fixture)
-from test_serving_http import ServeProcess
+from serve_process import ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +64,7 @@ def test_sweep_seed_model(perf_analyzer, seed_model_path):
         assert server.stop() == 0
 
 
-def test_sweep_plain_file_with_a_signature(perf_analyzer, plain_ids_path):  # noqa: F811
+def test_sweep_plain_file_with_a_signature(perf_analyzer, plain_ids_path):
     server = ServeProcess(plain_ids_path, "--name", "ids", "--input", "ids:INT64:-1,4",
                           "--output", "doubled:INT64:-1,4", "--threads", "1")
     try:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import berth
+from batching import run_threads
 from berth import _core
 from conftest import save_script
-from test_batcher import run_threads
 
 
 def quadratic_model():
