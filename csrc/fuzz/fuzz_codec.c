@@ -8,6 +8,10 @@
  * encoding is parsed again: it must parse and give the same tensors (unless it holds
  * floats, whose text may not read back exactly, or INT64 values of 2^53 or more, which
  * JSON numbers cannot carry exactly and the parser refuses).
+ *
+ * Every v2 body is also parsed twice more, once with the fast path for numeric data
+ * (codec_data.c) tried whatever the body's length and once without it: both must give
+ * the same result, the same tensors to the byte or the same error.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,6 +19,7 @@
 
 #include "runtime/tensor.h"
 #include "serving/codec.h"
+#include "serving/codec_leaf.h"
 #include "serving/json_body.h"
 
 static void roundtrip(const bt_infer_request *req)
@@ -81,6 +86,51 @@ static void roundtrip(const bt_infer_request *req)
     bt_buf_free(&buf);
 }
 
+/* Whether two parses of one body agree: both failed with the same message, or both gave
+ * the same request. */
+static int same_parse(int rc_a, const bt_infer_request *a, const bt_error *err_a, int rc_b,
+                      const bt_infer_request *b, const bt_error *err_b)
+{
+    if (rc_a != rc_b)
+        return 0;
+    if (rc_a != 0)
+        return strcmp(err_a->message, err_b->message) == 0 && err_a->kind == err_b->kind;
+    if (a->n_inputs != b->n_inputs || a->n_outputs != b->n_outputs ||
+        (a->id == NULL) != (b->id == NULL) || (a->id && strcmp(a->id, b->id) != 0))
+        return 0;
+    for (size_t i = 0; i < a->n_inputs; i++) {
+        const DLTensor *x = &a->inputs[i].tensor->dl_tensor;
+        const DLTensor *y = &b->inputs[i].tensor->dl_tensor;
+        int64_t n = bt_numel(x);
+        if (strcmp(a->inputs[i].name, b->inputs[i].name) != 0 || x->ndim != y->ndim ||
+            x->dtype.code != y->dtype.code || x->dtype.bits != y->dtype.bits ||
+            memcmp(x->shape, y->shape, (size_t)x->ndim * sizeof(int64_t)) != 0 ||
+            memcmp(x->data, y->data, (size_t)n * bt_dtype_size(x->dtype)) != 0)
+            return 0;
+    }
+    for (size_t i = 0; i < a->n_outputs; i++)
+        if (strcmp(a->outputs[i].name, b->outputs[i].name) != 0 ||
+            a->outputs[i].binary != b->outputs[i].binary)
+            return 0;
+    return 1;
+}
+
+/* The v2 parse with the fast path tried on every body, and without it. */
+static void compare_paths(const char *body, size_t len, long long header_len)
+{
+    bt_infer_request *fast = NULL, *slow = NULL;
+    bt_error err_fast = {BT_OK, ""}, err_slow = {BT_OK, ""};
+    bt_codec_set_fast_min_bytes(0);
+    int rc_fast = bt_codec_parse_v2(body, len, header_len, &fast, &err_fast);
+    bt_codec_set_fast_min_bytes(SIZE_MAX);
+    int rc_slow = bt_codec_parse_v2(body, len, header_len, &slow, &err_slow);
+    bt_codec_set_fast_min_bytes(BT_CODEC_FAST_MIN_BYTES);
+    if (!same_parse(rc_fast, fast, &err_fast, rc_slow, slow, &err_slow))
+        abort();
+    bt_infer_request_free(fast);
+    bt_infer_request_free(slow);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
@@ -99,11 +149,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bt_error err;
     int rc;
     if (mode == 0) {
+        compare_paths((const char *)data, size, -1);
         rc = bt_codec_parse_v2((const char *)data, size, -1, &req, &err);
     } else if (mode == 1) {
         if (size < 2)
             return 0;
         long long hlen = (long long)(data[0] | (data[1] << 8));
+        compare_paths((const char *)data + 2, size - 2, hlen);
         rc = bt_codec_parse_v2((const char *)data + 2, size - 2, hlen, &req, &err);
     } else {
         bt_v1_hint hints[2] = {{"a", 0, {kDLFloat, 32, 1}}, {"b", 1, {kDLInt, 64, 1}}};

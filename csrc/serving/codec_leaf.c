@@ -189,17 +189,9 @@ static int check_nested(const cJSON *list, const leaf_rule *r, int depth, int fl
 static inline int leaf_ok(const cJSON *c, const leaf_rule *r)
 {
     int type = c->type & 0xFF;
-    double d = c->valuedouble;
-    switch (r->cls) {
-    case LEAF_FLOAT:
-        return type == cJSON_Number && fabs(d) <= r->hi; /* false for inf */
-    case LEAF_INT:
-        /* in range first, so the cast is defined; the cast then tests integrality */
-        return type == cJSON_Number && d >= r->lo && d <= r->hi && d == (double)(int64_t)d;
-    default:
-        return type == cJSON_True || type == cJSON_False ||
-               (type == cJSON_Number && (d == 0 || d == 1));
-    }
+    if (type == cJSON_Number)
+        return bt_leaf_number_ok(c->valuedouble, r);
+    return r->cls == LEAF_BOOL && (type == cJSON_True || type == cJSON_False);
 }
 
 /* Checks the values of the sibling list starting at c (all at the given depth), adding

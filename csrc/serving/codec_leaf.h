@@ -9,6 +9,7 @@
 #ifndef BERTH_CODEC_LEAF_H
 #define BERTH_CODEC_LEAF_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,6 +66,52 @@ static inline cJSON bt_leaf_alone(const cJSON *v)
     one.next = NULL;
     return one;
 }
+
+/* Whether the number d may be a leaf of data under r (LEAF_INT and LEAF_FLOAT rules; a
+ * BOOL leaf may also be true or false). */
+static inline int bt_leaf_number_ok(double d, const leaf_rule *r)
+{
+    switch (r->cls) {
+    case LEAF_FLOAT:
+        return fabs(d) <= r->hi; /* false for inf and NaN */
+    case LEAF_INT:
+        /* in range first, so the cast is defined; the cast then tests integrality */
+        return d >= r->lo && d <= r->hi && d == (double)(int64_t)d;
+    default:
+        return d == 0 || d == 1;
+    }
+}
+
+/* ------------------------------------------------------------------ data from the text */
+
+/* Where the text of one value lies in the body. */
+typedef struct bt_text_span {
+    const char *at; /* NULL: none */
+    size_t len;
+} bt_text_span;
+
+/* Finds the text of inputs[k].data in the n bytes of a v2 body at s, for k < max, where
+ * that value is a list: spans[k] (cleared first; {NULL, 0} for the others). 1 when at
+ * least one was found; 0 when none was, or the body is not simple enough to tell (a
+ * duplicate "inputs" or "data", malformed text, more than max inputs). Nothing is
+ * validated here: the rest of the body goes through cJSON, the lists through
+ * bt_data_parse. */
+int bt_data_find(const char *s, size_t n, bt_text_span *spans, size_t max);
+
+/* Parses the n bytes at s, the text of a 'data' list (nested any way), into dst as r's
+ * dtype: 1 when it holds exactly numel numbers, each RFC 8259 text that passes r's
+ * checks; 0 otherwise, having written at most numel elements, and the caller takes the
+ * cJSON path, which accepts the same data (and a few more number forms, such as "01") with
+ * the same values, or gives the error. BOOL data is always 0. */
+int bt_data_parse(const char *s, size_t n, const leaf_rule *r, int64_t numel, void *dst);
+
+/* Bodies shorter than this take the cJSON path alone: for a few numbers the scan and the
+ * copy would cost more than they save. */
+#define BT_CODEC_FAST_MIN_BYTES 4096
+
+/* Sets the length from which bt_codec_parse_v2 tries the fast path (the fuzzer and the
+ * tests set 0 to try it on every body, SIZE_MAX never to). Not thread-safe. */
+void bt_codec_set_fast_min_bytes(size_t bytes);
 
 /* ------------------------------------------------------------------ parse helpers */
 

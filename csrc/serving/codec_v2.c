@@ -284,11 +284,36 @@ static int v2_input_from_binary(const cJSON *bsize, const v2_input_decl *d, cons
     return 0;
 }
 
-/* The tensor of an input sent in "data": every leaf is counted and checked before
- * anything is sized from the declared shape. */
-static int v2_input_from_json(const cJSON *data, const v2_input_decl *d, DLManagedTensor **out,
-                              bt_error *err)
+/* The tensor of an input whose "data" text is at *fast (codec_data.c), parsed straight
+ * into it. -1 when the text is not the simple case: the caller then parses the body the
+ * cJSON way. The shape is bounded by the text first: every number takes 2 bytes. */
+static int v2_input_from_text(const cJSON *data, const v2_input_decl *d, const bt_text_span *fast,
+                              DLManagedTensor **out, bt_error *err)
 {
+    leaf_rule rule;
+    bt_leaf_rule_init(&rule, d->dt, d->what);
+    if (bt_json_type(data) != cJSON_Array || data->child || d->bf16 || d->overflow ||
+        rule.cls == LEAF_BOOL || d->numel > (int64_t)(fast->len / 2))
+        return bt_error_set(err, BT_ERR_VALUE, "%s: not for the fast path", d->what);
+    DLManagedTensor *t = bt_tensor_new(d->dt, (int)d->ndim, d->shape, err);
+    if (!t)
+        return -1;
+    if (!bt_data_parse(fast->at, fast->len, &rule, d->numel, t->dl_tensor.data)) {
+        bt_codec_tensor_release(t);
+        return bt_error_set(err, BT_ERR_VALUE, "%s: not for the fast path", d->what);
+    }
+    *out = t;
+    return 0;
+}
+
+/* The tensor of an input sent in "data": every leaf is counted and checked before
+ * anything is sized from the declared shape. fast: the text of the data when the body
+ * was scanned for it (see v2_input_from_text), else NULL. */
+static int v2_input_from_json(const cJSON *data, const v2_input_decl *d, const bt_text_span *fast,
+                              DLManagedTensor **out, bt_error *err)
+{
+    if (fast && fast->at && data && !d->bf16)
+        return v2_input_from_text(data, d, fast, out, err);
     if (!data)
         return bt_error_set(err, BT_ERR_VALUE,
                             "%s has no 'data' (and no parameters.binary_data_size)", d->what);
@@ -317,9 +342,11 @@ static int v2_input_from_json(const cJSON *data, const v2_input_decl *d, DLManag
     return 0;
 }
 
-/* Parses one element of "inputs" into req->inputs[i]. *bin_off tracks the binary part. */
+/* Parses one element of "inputs" into req->inputs[i]. *bin_off tracks the binary part;
+ * fast: where its data's text is, or NULL (v2_input_from_json). */
 static int parse_v2_input(const cJSON *in, size_t i, const char *bin, size_t bin_len,
-                          size_t *bin_off, bt_infer_request *req, bt_error *err)
+                          size_t *bin_off, const bt_text_span *fast, bt_infer_request *req,
+                          bt_error *err)
 {
     char where[64];
     v2_input_decl d;
@@ -349,7 +376,7 @@ static int parse_v2_input(const cJSON *in, size_t i, const char *bin, size_t bin
 
     DLManagedTensor *t = NULL;
     if (bsize ? v2_input_from_binary(bsize, &d, bin, bin_len, bin_off, &t, err) != 0
-              : v2_input_from_json(data, &d, &t, err) != 0)
+              : v2_input_from_json(data, &d, fast, &t, err) != 0)
         return -1;
     req->inputs[i].name = bt_codec_dup_str(d.name, err);
     if (!req->inputs[i].name) {
@@ -362,9 +389,10 @@ static int parse_v2_input(const cJSON *in, size_t i, const char *bin, size_t bin
 }
 
 /* The "inputs" list (n entries) into req->inputs; bin: the bin_len bytes of binary tensor
- * data after the JSON header, which the inputs' binary_data_size must add up to. */
+ * data after the JSON header, which the inputs' binary_data_size must add up to. spans:
+ * where each input's data text is (bt_data_find), or NULL. */
 static int parse_v2_inputs(const cJSON *inputs, size_t n, const char *bin, size_t bin_len,
-                           bt_infer_request *req, bt_error *err)
+                           const bt_text_span *spans, bt_infer_request *req, bt_error *err)
 {
     req->inputs = calloc(n, sizeof *req->inputs);
     if (!req->inputs)
@@ -372,7 +400,7 @@ static int parse_v2_inputs(const cJSON *inputs, size_t n, const char *bin, size_
     size_t bin_off = 0;
     size_t i = 0;
     for (const cJSON *in = inputs->child; in; in = in->next, i++)
-        if (parse_v2_input(in, i, bin, bin_len, &bin_off, req, err) != 0)
+        if (parse_v2_input(in, i, bin, bin_len, &bin_off, spans ? &spans[i] : NULL, req, err) != 0)
             return -1;
     if (bin_off != bin_len)
         return bt_error_set(err, BT_ERR_VALUE,
@@ -400,20 +428,12 @@ static int parse_v2_id(const cJSON *root, bt_infer_request *req, bt_error *err)
     return req->id ? 0 : -1;
 }
 
-int bt_codec_parse_v2(const char *body, size_t len, long long header_len, bt_infer_request **out,
-                      bt_error *err)
+/* The request whose JSON is the json_len bytes at json, with the bin_len bytes of binary
+ * tensor data at bin; spans as parse_v2_inputs takes them. */
+static int parse_v2_request(const char *json, size_t json_len, const char *bin, size_t bin_len,
+                            const bt_text_span *spans, bt_infer_request **out, bt_error *err)
 {
-    *out = NULL;
-    size_t json_len = len;
-    if (header_len >= 0) {
-        if ((unsigned long long)header_len > len)
-            return bt_error_set(err, BT_ERR_VALUE,
-                                "Inference-Header-Content-Length is %lld but the body has only "
-                                "%zu bytes",
-                                header_len, len);
-        json_len = (size_t)header_len;
-    }
-    cJSON *root = bt_codec_parse_body(body, json_len, err);
+    cJSON *root = bt_codec_parse_body(json, json_len, err);
     if (!root)
         return -1;
     bt_infer_request *req = NULL;
@@ -439,7 +459,7 @@ int bt_codec_parse_v2(const char *body, size_t len, long long header_len, bt_inf
     }
     req = bt_codec_request_new(err);
     if (!req || parse_v2_id(root, req, err) != 0 ||
-        parse_v2_inputs(inputs, n, body + json_len, len - json_len, req, err) != 0 ||
+        parse_v2_inputs(inputs, n, bin, bin_len, spans, req, err) != 0 ||
         parse_v2_outputs(root, req, err) != 0)
         goto done;
     rc = 0;
@@ -449,6 +469,60 @@ done:
     bt_infer_request_free(req);
     bt_json_release(root);
     return rc;
+}
+
+static size_t fast_min_bytes = BT_CODEC_FAST_MIN_BYTES;
+
+void bt_codec_set_fast_min_bytes(size_t bytes) { fast_min_bytes = bytes; }
+
+/* The fast path (codec_data.c): the body's data lists are found in its text, the body
+ * without them (each list left as "[]") goes through cJSON, and each list is parsed
+ * straight into its tensor. 0 with *out set, or -1 for the cJSON path to take over, which
+ * gives every error (so the skeleton's positions never reach a message). */
+static int parse_v2_fast(const char *body, size_t json_len, const char *bin, size_t bin_len,
+                         bt_infer_request **out)
+{
+    bt_text_span spans[BT_CODEC_MAX_TENSORS];
+    if (json_len < fast_min_bytes || !bt_data_find(body, json_len, spans, BT_CODEC_MAX_TENSORS))
+        return -1;
+    char *skeleton = malloc(json_len);
+    if (!skeleton)
+        return -1;
+    const char *from = body;
+    size_t len = 0;
+    for (size_t k = 0; k < BT_CODEC_MAX_TENSORS; k++) {
+        if (!spans[k].at)
+            continue;
+        memcpy(skeleton + len, from, (size_t)(spans[k].at - from));
+        len += (size_t)(spans[k].at - from);
+        memcpy(skeleton + len, "[]", 2);
+        len += 2;
+        from = spans[k].at + spans[k].len;
+    }
+    memcpy(skeleton + len, from, (size_t)(body + json_len - from));
+    len += (size_t)(body + json_len - from);
+    bt_error ignored = {BT_OK, ""};
+    int rc = parse_v2_request(skeleton, len, bin, bin_len, spans, out, &ignored);
+    free(skeleton);
+    return rc;
+}
+
+int bt_codec_parse_v2(const char *body, size_t len, long long header_len, bt_infer_request **out,
+                      bt_error *err)
+{
+    *out = NULL;
+    size_t json_len = len;
+    if (header_len >= 0) {
+        if ((unsigned long long)header_len > len)
+            return bt_error_set(err, BT_ERR_VALUE,
+                                "Inference-Header-Content-Length is %lld but the body has only "
+                                "%zu bytes",
+                                header_len, len);
+        json_len = (size_t)header_len;
+    }
+    if (parse_v2_fast(body, json_len, body + json_len, len - json_len, out) == 0)
+        return 0;
+    return parse_v2_request(body, json_len, body + json_len, len - json_len, NULL, out, err);
 }
 
 /* ------------------------------------------------------------------ the response */

@@ -462,6 +462,102 @@ def test_a_resnet_sized_input_is_walked_in_linear_time(identity, nested):
     assert np.frombuffer(split_binary(headers, reply)[1], np.float32).tobytes() == x.tobytes()
 
 
+# Number texts at the edges of the text path's reader (codec_data.c): exponents, signed
+# zero, more digits than a double holds, subnormals, the largest finite values.
+NUMBER_TEXTS = {
+    "FP64": ["0", "-0", "0.1", "-0.000001234", "1e22", "1e23", "12345678901234567890",
+             "123456789012345678901234567890e-20", "1.7976931348623157e308", "4.9e-324",
+             "2.2250738585072014e-308", "9007199254740993", "0.30000000000000004", "1E+2",
+             "1e-7", "-2.5E-3", "100000000000000000000000e-2"],
+    "FP32": ["0", "-0", "0.1", "3.4028234663852886e38", "1.17549435e-38", "1e-45",
+             "16777217", "-1.0000001", "0.333333343267", "7e-46"],
+    "FP16": ["0", "-0", "65504", "0.0999755859375", "6e-8", "-1.5e-3", "2049", "0.1"],
+    "INT64": ["0", "-0", "9007199254740991", "-9007199254740991", "1e15", "-3e2", "2.0"],
+    "INT32": ["-2147483648", "2147483647", "1.0", "-3e2", "0", "-0"],
+    "INT16": ["-32768", "32767", "1e4"],
+    "INT8": ["-128", "127", "-0.0"],
+    "UINT8": ["0", "255", "2.55e2"],
+}
+NUMPY_TYPES = {"FP64": np.float64, "FP32": np.float32, "FP16": np.float16, "INT64": np.int64,
+               "INT32": np.int32, "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8}
+
+
+def decoded(service, datatype, texts, copies):
+    """The bytes the codec decodes from `copies` repetitions of texts (binary output)."""
+    n = len(texts) * copies
+    body = ('{"inputs": [{"name": "x", "shape": [%d], "datatype": "%s", "data": [%s]}], '
+            '"parameters": {"binary_data_output": true}}'
+            % (n, datatype, ", ".join(texts * copies))).encode()
+    status, headers, reply = infer(service, "identity", body)
+    assert status == 200, reply[:300]
+    return len(body), split_binary(headers, reply)[1]
+
+
+@pytest.mark.parametrize("datatype", list(NUMBER_TEXTS))
+def test_long_bodies_decode_the_numbers_short_bodies_do(identity, datatype):
+    """Bodies of 4 KiB and more have their data lists read from the text (codec_data.c),
+    shorter ones through cJSON nodes: the same numbers give the same bytes either way."""
+    texts = NUMBER_TEXTS[datatype]
+    short_len, short = decoded(identity, datatype, texts, 1)
+    long_len, long = decoded(identity, datatype, texts, 400)
+    assert short_len < 4096 <= long_len
+    assert long == short * 400
+    if datatype in ("FP64", "FP32"):
+        # what a correctly rounding reader gives (Python's float is one)
+        expected = np.array([float(t) for t in texts]).astype(NUMPY_TYPES[datatype])
+        assert long[:len(short)] == expected.tobytes()
+    # "01" is not RFC 8259 text: the reader leaves such a body to cJSON, which reads 1
+    assert decoded(identity, datatype, texts + ["01"], 400)[1][-len(short) // len(texts):] == \
+        np.ones(1, NUMPY_TYPES[datatype]).tobytes()
+
+
+def test_long_bodies_nest_data_any_way_the_cjson_path_does(identity):
+    x = np.random.default_rng(4).standard_normal((4, 3, 50)).astype(np.float32)
+    ragged = [x[0].tolist(), x[1:].ravel().tolist()]  # nested unevenly: only the count counts
+    for data in (x.tolist(), x.ravel().tolist(), ragged, [[], x.tolist(), [[]]]):
+        body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                       "data": data}],
+                           "parameters": {"binary_data_output": True}}).encode()
+        assert len(body) >= 4096
+        status, headers, reply = infer(identity, "identity", body)
+        assert status == 200, reply[:300]
+        assert split_binary(headers, reply)[1] == x.tobytes()
+
+
+@pytest.mark.parametrize("datatype, bad, words", [
+    ("FP32", '"7"', "input 'x': expected numbers for FP32 data, got a string"),
+    ("FP32", "null", "input 'x': expected numbers for FP32 data, got null"),
+    ("FP32", "1e999", "input 'x': a number in 'data' does not fit in a double"),
+    ("FP16", "65520", "input 'x': 65520 is out of range for FP16"),
+    ("INT32", "1.5", "input 'x': expected integers for INT32 data, got 1.5"),
+    ("INT8", "128", "input 'x': 128 is out of range for INT8"),
+    ("INT64", "9007199254740992", "input 'x': 9007199254740992 cannot be carried exactly"),
+    ("FP32", "{}", "input 'x': expected numbers for FP32 data, got an object"),
+])
+def test_long_bodies_refuse_bad_data_as_short_ones_do(identity, datatype, bad, words):
+    """A bad number deep in a long body: the error the cJSON path gives, word for word."""
+    for copies in (1, 2000):
+        data = ", ".join(["1"] * copies + [bad] + ["1"] * copies)
+        body = ('{"inputs": [{"name": "x", "shape": [%d], "datatype": "%s", "data": [%s]}]}'
+                % (2 * copies + 1, datatype, data)).encode()
+        status, _, reply = infer(identity, "identity", body)
+        assert status == 400, reply[:300]
+        assert words in json.loads(reply)["error"]
+
+
+def test_long_bodies_count_the_data_against_the_shape(identity):
+    data = ", ".join(["0.5"] * 3000)
+    for shape, words in (([3001], "shape (3001,) needs 3001 elements but 'data' holds 3000"),
+                         ([2999], "shape (2999,) needs 2999 elements but 'data' holds 3000"),
+                         ([1, 10 ** 12], "shape (1, 1000000000000) needs 1000000000000 elements "
+                                         "but 'data' holds 3000")):
+        body = ('{"inputs": [{"name": "x", "shape": %s, "datatype": "FP32", "data": [%s]}]}'
+                % (json.dumps(shape), data)).encode()
+        status, _, reply = infer(identity, "identity", body)
+        assert status == 400, reply[:300]
+        assert words in json.loads(reply)["error"]
+
+
 BAD_UTF8 = [b"\xff", b"\x80", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xf0\x80\x80\xaf",  # stray, overlong
             b"\xed\xa0\x80", b"\xed\xbf\xbf",  # surrogates U+D800, U+DFFF
             b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80",  # above U+10FFFF
