@@ -24,8 +24,8 @@ __all__ = [
     "BerthError", "InferenceError", "Model", "ModelLoadError", "Overloaded", "TensorSpec",
     "__version__", "load",
     # loaded on first use:
-    "Sequential", "layers", "callbacks", "optimizers", "losses", "metrics", "load_model", "utils", "deploy",
-    "export", "inspect", "sign",
+    "Sequential", "layers", "callbacks", "optimizers", "losses", "metrics", "load_model", "utils", "set_seed",
+    "deploy", "export", "inspect", "sign",
 ]
 
 # name -> (module, attribute or None for the module itself); imported on first access so
@@ -40,6 +40,7 @@ _LAZY = {
     "load_model": ("berth.train", "load_model"),
     "train": ("berth.train", None),
     "utils": ("berth.utils", None),
+    "set_seed": ("berth.seeding", "set_seed"),
     "deploy": ("berth.deployment", "deploy"),
     "export": ("berth.pt2", "export"),
     "inspect": ("berth.inspection", "inspect"),

@@ -34,7 +34,7 @@ def step(n, text):
 
 def train_and_save(out_dir, epochs):
     import berth
-    berth.utils.set_seed(0)
+    berth.set_seed(0)
     x, y = synthetic_regression(4000)
     model = berth.Sequential([
         berth.layers.Dense(128, activation="relu", input_shape=(10,)),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from berth.train import Sequential, callbacks, layers, optimizers
-from berth.utils import set_seed
+from berth import set_seed
 
 X = np.random.default_rng(0).standard_normal((20, 10)).astype(np.float32)
 Y = X[:, :1] * 2

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from berth.train import Sequential, callbacks, layers, load_model, optimizers
-from berth.utils import set_seed
+from berth import set_seed
 
 
 def _regression(n=512, features=10, seed=0):

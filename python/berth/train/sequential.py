@@ -1,7 +1,7 @@
 """The Keras-style :class:`Sequential` model: a stack of layers trained with compile/fit.
 
 >>> import numpy as np
->>> from berth.utils import set_seed
+>>> from berth import set_seed
 >>> from berth.train import layers
 >>> set_seed(0)
 >>> model = Sequential([layers.Dense(8, activation="relu", input_shape=(3,)), layers.Dense(1)])
