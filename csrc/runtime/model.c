@@ -10,11 +10,18 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "berth/dtypes.h"
 #include "runtime/clock.h"
 #include "runtime/json.h"
 #include "runtime/tensor.h"
 #include "runtime/threads.h"
 #include "runtime/torch_api.h"
+
+/* "bool, uint8, ..., float64": the dtype table's names, for messages. */
+#define BT_DTYPE_LISTED(NAME, DATATYPE, CODE, BITS, NPY, TORCH) ", " NAME
+
+/* The list above without its leading ", ". */
+#define DTYPE_NAMES (BERTH_DTYPES(BT_DTYPE_LISTED) + 2)
 
 static atomic_int threads_in_effect;
 
@@ -120,15 +127,13 @@ static int parse_spec(const cJSON *obj, const char *where, size_t index, bt_spec
     }
     if (dtype && !cJSON_IsNull(dtype)) {
         if (!cJSON_IsString(dtype) || bt_dtype_from_name(dtype->valuestring, &spec->dtype) != 0)
-            return bt_error_set(err, BT_ERR_LOAD,
-                                "%s: %s[%zu].dtype is not one of float16, "
-                                "float32, float64, int8, int16, int32, int64, uint8, bool",
-                                label, where, index);
+            return bt_error_set(err, BT_ERR_LOAD, "%s: %s[%zu].dtype is not one of %s", label,
+                                where, index, DTYPE_NAMES);
         spec->has_dtype = 1;
     }
     if (shape && !cJSON_IsNull(shape)) {
         size_t nd = cJSON_IsArray(shape) ? bt_json_size(shape) : 0;
-        if (!cJSON_IsArray(shape) || nd > 32)
+        if (!cJSON_IsArray(shape) || nd > BT_MAX_NDIM)
             return bt_error_set(err, BT_ERR_LOAD, "%s: %s[%zu].shape is not a list of integers",
                                 label, where, index);
         spec->shape = calloc(nd ? nd : 1, sizeof(int64_t));

@@ -22,7 +22,9 @@
 #define JSON_EXACT_LIMIT 9007199254740992.0 /* 2^53 */
 
 #define BT_DATATYPE_LISTED(NAME, DATATYPE, CODE, BITS, NPY, TORCH) DATATYPE ", "
-#define SUPPORTED_DATATYPES                                        BERTH_DTYPES(BT_DATATYPE_LISTED) "BF16 (binary data only)"
+
+/* "BOOL, UINT8, ..., FP64, BF16 (binary data only)", for messages. */
+#define SUPPORTED_DATATYPES BERTH_DTYPES(BT_DATATYPE_LISTED) "BF16 (binary data only)"
 
 #define BODY "the request body"
 

@@ -66,6 +66,30 @@ def test_more_outputs_than_berth_serves_is_a_load_error(tmp_path):
     assert len(berth.load(path).outputs) == 64
 
 
+def save_with_input(path, spec):
+    meta = {"inputs": [dict({"name": "x"}, **spec)],
+            "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 2]}]}
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path),
+                   _extra_files={"berth.json": json.dumps(meta)})
+    return path
+
+
+def test_a_signature_dtype_outside_the_table_is_named_with_the_table(tmp_path):
+    path = save_with_input(tmp_path / "c64.pt", {"dtype": "complex64", "shape": [-1, 2]})
+    with pytest.raises(berth.ModelLoadError,
+                       match=r"inputs\[0\]\.dtype is not one of bool, uint8, int8, int16, int32, "
+                             r"int64, float16, float32, float64$"):
+        berth.load(path)
+
+
+def test_a_signature_shape_may_have_as_many_dimensions_as_a_tensor(tmp_path):
+    # BT_MAX_NDIM (64), the core's one limit; the signature parser used to stop at 32
+    deep = berth.load(save_with_input(tmp_path / "deep.pt", {"dtype": "float32", "shape": [1] * 64}))
+    assert deep.inputs[0].shape == (1,) * 64
+    with pytest.raises(berth.ModelLoadError, match=r"inputs\[0\]\.shape is not a list of integers"):
+        berth.load(save_with_input(tmp_path / "deeper.pt", {"dtype": "float32", "shape": [1] * 65}))
+
+
 def test_wrong_number_of_inputs(seed_model_path):
     model = berth.load(seed_model_path)
     x = np.zeros((1, 10), np.float32)
