@@ -78,7 +78,8 @@ test-c:
 C_FILES = $(wildcard csrc/*/*.c csrc/*/*.h csrc/include/berth/*.h csrc/shim/*.cpp)
 lint: $(VENV)/.requirements
 	$(PY) -m ruff check --no-cache python tests benchmarks
-	clang-format --dry-run --Werror $(C_FILES)
+	@echo "clang-format --dry-run --Werror: $(words $(C_FILES)) C and C++ files"
+	@clang-format --dry-run --Werror $(C_FILES)
 
 # Rewrites the C and C++ in berth's style.
 format:
