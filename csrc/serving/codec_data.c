@@ -5,8 +5,8 @@
  * A 224x224x3 image is 150,528 numbers; through cJSON each one becomes a 64-byte node
  * parsed by strtod, then is checked and stored by walking the nodes. Here the body is
  * first scanned for the text of each inputs[i].data (bt_data_find), the rest of the body
- * (with those lists blanked) goes through cJSON as before, and each list is parsed by a
- * strict RFC 8259 number reader into the tensor (bt_data_parse).
+ * (each of those lists left as []) goes through cJSON as before, and each list is parsed
+ * by a strict RFC 8259 number reader into the tensor (bt_data_parse).
  *
  * The fast path only ever accepts what the cJSON path accepts, with the same values: it
  * declines (returns 0) on anything else, from a string in the data to a number strtod
