@@ -65,8 +65,8 @@ V2_URL = "/v2/models/m/infer"
 # (its requirements.txt) and the distribution whose version is reported.
 SYSTEMS = {
     "berth": {"label": "berth serve", "url": V2_URL, "body": "v2", "ready": "/v2/health/ready"},
-    # Not in the default run: berth without its warm-up's batch-limit tuning (which runs
-    # forwards at 1..64 rows before it says ready), to show what that costs at start.
+    # Not in the default run: berth without batch-limit tuning (batches fill up to
+    # --max-batch-size, and warm-up runs one batch of that size before it says ready).
     "berth-nt": {"label": "berth serve --no-batch-tuning", "url": V2_URL, "body": "v2",
                  "ready": "/v2/health/ready"},
     "floor": {"label": "HTTP floor (libmicrohttpd)", "url": V2_URL, "body": "v2"},
@@ -552,6 +552,10 @@ def main():
     parser.add_argument("--models", default="mlp,resnet18")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--duration", type=int, help="seconds per wrk window")
+    parser.add_argument("--rate-steps", type=int,
+                        help="points the max-rate search tries (quick: MLP 4, resnet18 3)")
+    parser.add_argument("--rate-duration", type=int,
+                        help="seconds per max-rate point (quick: MLP 3, resnet18 5)")
     parser.add_argument("--berth-python", default=sys.executable,
                         help="the python whose berth is measured (default: this one)")
     parser.add_argument("--venv-python", default=shutil.which("python3.11") or sys.executable,
@@ -568,8 +572,10 @@ def main():
                      "resnet18": args.duration or (4 if q else 30)}
     args.warmup = 1 if q else 3
     args.max_windows = 1 if q else 6
-    args.rate_steps = {"mlp": 4 if q else 7, "resnet18": 3 if q else 6}
-    args.rate_duration = {"mlp": 3 if q else 15, "resnet18": 5 if q else 30}
+    args.rate_steps = {"mlp": args.rate_steps or (4 if q else 7),
+                       "resnet18": args.rate_steps or (3 if q else 6)}
+    args.rate_duration = {"mlp": args.rate_duration or (3 if q else 15),
+                          "resnet18": args.rate_duration or (5 if q else 30)}
     args.connections = {"mlp": [1, 4, 16, 64], "resnet18": [1, 4, 16] if q else [1, 4, 16, 64]}
     systems = [s for s in ORDER if s in args.systems.split(",")]
     models = args.models.split(",")

@@ -391,10 +391,16 @@ static PyObject *Service_handle(ServiceObject *self, PyObject *args, PyObject *k
 
 static PyObject *Service_warmup(ServiceObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"rounds", "tune_batch", NULL};
+    static char *kwlist[] = {"rounds", "tune_batch", "tune_seconds", NULL};
     int rounds = 3, tune = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|ip:warmup", kwlist, &rounds, &tune))
+    double budget = BT_TUNE_READY_SECONDS;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|ipd:warmup", kwlist, &rounds, &tune, &budget))
         return NULL;
+    if (!(budget >= 0))
+        return PyErr_Format(PyExc_ValueError,
+                            "warmup: tune_seconds must be a number of seconds >= 0, got %R",
+                            PyTuple_Size(args) > 2 ? PyTuple_GET_ITEM(args, 2)
+                                                   : PyDict_GetItemString(kw, "tune_seconds"));
     bt_service *svc = bt_py_service_get(self);
     if (!svc)
         return NULL;
@@ -403,7 +409,7 @@ static PyObject *Service_warmup(ServiceObject *self, PyObject *args, PyObject *k
     int rc;
     self->active++;
     Py_BEGIN_ALLOW_THREADS
-        rc = bt_service_warmup(svc, rounds < 1 ? 1 : rounds, tune, &seconds, &err);
+        rc = bt_service_warmup(svc, rounds < 1 ? 1 : rounds, tune, budget, &seconds, &err);
     Py_END_ALLOW_THREADS
     bt_py_service_leave(self);
     if (rc < 0)
@@ -505,8 +511,9 @@ static PyObject *Service_get_batch_costs(ServiceObject *self, void *c)
     bt_service *svc = bt_py_service_get(self);
     if (!svc)
         return NULL;
-    const bt_batch_cost *costs;
-    size_t n = bt_service_tuning(svc, &costs);
+    bt_batch_cost costs[BT_TUNE_MAX_STEPS];
+    int done;
+    size_t n = bt_batcher_tuning(bt_service_batcher(svc), costs, BT_TUNE_MAX_STEPS, &done, NULL, 0);
     PyObject *list = PyList_New((Py_ssize_t)n);
     for (size_t i = 0; list && i < n; i++) {
         PyObject *pair = Py_BuildValue("(id)", costs[i].rows, costs[i].seconds_per_row);
@@ -519,6 +526,22 @@ static PyObject *Service_get_batch_costs(ServiceObject *self, void *c)
     return list;
 }
 
+static PyObject *Service_get_batch_tuning(ServiceObject *self, void *c)
+{
+    (void)c;
+    bt_service *svc = bt_py_service_get(self);
+    if (!svc)
+        return NULL;
+    bt_batch_cost costs[BT_TUNE_MAX_STEPS];
+    char text[512];
+    int done;
+    bt_batcher *b = bt_service_batcher(svc);
+    size_t n = bt_batcher_tuning(b, costs, BT_TUNE_MAX_STEPS, &done, text, sizeof text);
+    if (n == 0 && !bt_batcher_tuning_rows(b))
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(text);
+}
+
 static PyMethodDef Service_methods[] = {
     {"handle", (PyCFunction)(void (*)(void))Service_handle, METH_VARARGS | METH_KEYWORDS,
      "handle(method, path, body, content_type=None, authorization=None, header_length=None, "
@@ -527,11 +550,12 @@ static PyMethodDef Service_methods[] = {
      "deflate body is inflated up to max_body_bytes (413 past it); the response is gzipped "
      "when accept_encoding takes gzip. Returns (status, [(header, value), ...], body_bytes)."},
     {"warmup", (PyCFunction)(void (*)(void))Service_warmup, METH_VARARGS | METH_KEYWORDS,
-     "warmup(rounds=3, tune_batch=True)\n--\n\nRuns zero batches of the signature's shape; "
-     "returns the seconds spent, or None when the signature has no dtypes/shapes to warm up "
-     "with. When batching and tune_batch, times batches of 1, 2, 4, ... max_batch_size rows "
-     "and limits batches to the smallest size with about the cheapest rows (see batch_limit "
-     "and batch_costs)."},
+     "warmup(rounds=3, tune_batch=True, tune_seconds=0.25)\n--\n\nRuns zero batches of the "
+     "signature's shape; returns the seconds spent, or None when the signature has no "
+     "dtypes/shapes to warm up with. When batching and tune_batch, starts timing batches of 1, "
+     "2, 4, ... max_batch_size rows, to limit batches to the smallest size with about the "
+     "cheapest rows: zero batches for up to tune_seconds, then served batches of the size "
+     "being timed (see batch_limit, batch_costs and batch_tuning)."},
     {"set_ready", (PyCFunction)Service_set_ready, METH_O,
      "set_ready(flag)\n--\n\nTurns readiness on, or off for shutdown."},
     {"set_failed", (PyCFunction)Service_set_failed, METH_O,
@@ -550,9 +574,15 @@ static PyGetSetDef Service_getset[] = {
     {"ready", (getter)Service_get_ready, NULL, "Whether readiness probes succeed.", NULL},
     {"batching", (getter)Service_get_batching, NULL, "Whether requests are batched.", NULL},
     {"batch_limit", (getter)Service_get_batch_limit, NULL,
-     "Rows per forward in effect: max_batch_size, or less after warmup(tune_batch=True).", NULL},
+     "Rows per forward in effect: max_batch_size, or the tuning's after "
+     "warmup(tune_batch=True).",
+     NULL},
     {"batch_costs", (getter)Service_get_batch_costs, NULL,
-     "[(rows, seconds per row), ...] as timed by warmup(tune_batch=True); [] before.", NULL},
+     "[(rows, seconds per row), ...] timed so far since warmup(tune_batch=True); [] before.", NULL},
+    {"batch_tuning", (getter)Service_get_batch_tuning, NULL,
+     "The tuning's line, 'batch limit 8 rows; ms per row at 1/2/4/8/16 rows: ...' ('... rows "
+     "so far; ...' while sizes are still being timed), or None when it never started.",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -36,7 +36,7 @@ struct bt_batcher {
     bt_model *model;
     bt_batcher_params params;
     int batching;
-    _Atomic int limit; /* rows per forward in effect: max_batch_size, or less once tuned */
+    _Atomic int limit;             /* rows per forward in effect: max_batch_size, or the tuner's */
     _Atomic uint64_t forward_bits; /* moving average of a forward's seconds, as double bits */
 
     pthread_mutex_t mu;
@@ -53,6 +53,11 @@ struct bt_batcher {
     _Atomic uint64_t requests, batches, rows, errors, overloaded, timeouts, retries;
     bt_histogram batch_sizes, queue_seconds, compute_seconds;
     bt_infer_stats stats; /* the statistics extension's; reset when warm-up ends */
+
+    pthread_mutex_t tune_mu;
+    bt_tuner tuner;       /* under tune_mu */
+    _Atomic int climbing; /* 1 while the tuner times sizes: forwards are counted */
+    char tune_label[128]; /* names the model in the line logged when a climb ends */
 };
 
 bt_batcher_params bt_batcher_default_params(void)
@@ -72,6 +77,61 @@ void bt_batcher_set_batch_limit(bt_batcher *b, int rows)
         rows = b->params.max_batch_size;
     atomic_store(&b->limit, rows);
 }
+void bt_batcher_tune(bt_batcher *b, const char *label)
+{
+    pthread_mutex_lock(&b->tune_mu);
+    bt_tuner_start(&b->tuner, b->params.max_batch_size);
+    snprintf(b->tune_label, sizeof b->tune_label, "%s", label ? label : "");
+    atomic_store(&b->limit, b->tuner.limit);
+    atomic_store(&b->climbing, 1);
+    pthread_mutex_unlock(&b->tune_mu);
+}
+
+int bt_batcher_tuning_rows(bt_batcher *b)
+{
+    if (!atomic_load(&b->climbing))
+        return 0;
+    pthread_mutex_lock(&b->tune_mu);
+    int rows = b->tuner.measuring;
+    pthread_mutex_unlock(&b->tune_mu);
+    return rows;
+}
+
+size_t bt_batcher_tuning(bt_batcher *b, bt_batch_cost *costs, size_t cap, int *done, char *text,
+                         size_t text_cap)
+{
+    pthread_mutex_lock(&b->tune_mu);
+    size_t n = b->tuner.n_steps < cap ? b->tuner.n_steps : cap;
+    memcpy(costs, b->tuner.steps, n * sizeof *costs);
+    *done = bt_tuner_done(&b->tuner);
+    if (text)
+        bt_tuner_text(&b->tuner, text, text_cap);
+    pthread_mutex_unlock(&b->tune_mu);
+    return n;
+}
+
+/* Counts a successful forward towards a climb in progress; when the climb ends on served
+ * batches (warm-up's budget ran out before), logs the limit it chose. */
+static void observe_tuning(bt_batcher *b, int64_t rows, double seconds)
+{
+    if (!atomic_load(&b->climbing))
+        return;
+    char text[512];
+    int ended = 0;
+    pthread_mutex_lock(&b->tune_mu);
+    if (bt_tuner_observe(&b->tuner, rows, seconds)) {
+        atomic_store(&b->limit, b->tuner.limit);
+        ended = bt_tuner_done(&b->tuner);
+        if (ended) {
+            atomic_store(&b->climbing, 0);
+            bt_tuner_text(&b->tuner, text, sizeof text);
+        }
+    }
+    pthread_mutex_unlock(&b->tune_mu);
+    if (ended && b->tune_label[0])
+        fprintf(stderr, "berth: %s: %s\n", b->tune_label, text);
+}
+
 const bt_histogram *bt_batcher_batch_sizes(const bt_batcher *b) { return &b->batch_sizes; }
 const bt_histogram *bt_batcher_queue_seconds(const bt_batcher *b) { return &b->queue_seconds; }
 const bt_histogram *bt_batcher_compute_seconds(const bt_batcher *b) { return &b->compute_seconds; }
@@ -206,6 +266,7 @@ static void run_one(bt_batcher *b, bt_item *it, double start)
         it->done(it->ctx, -1, NULL, 0, 0, &err);
     } else {
         bt_stats_execution(&b->stats, rows, 1, 0, t, 0);
+        observe_tuning(b, rows, t);
         it->done(it->ctx, 0, outs, n_out, is_tuple, NULL);
     }
     free(it);
@@ -352,6 +413,7 @@ static void run_batch(bt_batcher *b, bt_item **items, size_t n, int64_t total_ro
     release_all(outs, n_out);
     bt_stats_execution(&b->stats, total_rows, n, stacked_at - start, forward_done - stacked_at,
                        output_s);
+    observe_tuning(b, total_rows, forward_done - start);
 }
 
 static void *worker_main(void *arg)
@@ -480,6 +542,7 @@ int bt_batcher_create(bt_model *model, const bt_batcher_params *params, bt_batch
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&b->mu, NULL);
+    pthread_mutex_init(&b->tune_mu, NULL);
     pthread_cond_init(&b->cv, &ca);
     pthread_condattr_destroy(&ca);
     for (int i = 0; i < p.workers; i++) {
@@ -508,6 +571,7 @@ void bt_batcher_free(bt_batcher *b)
         pthread_join(b->workers[i].thread, NULL);
     pthread_cond_destroy(&b->cv);
     pthread_mutex_destroy(&b->mu);
+    pthread_mutex_destroy(&b->tune_mu);
     for (int i = 0; i < b->params.workers; i++)
         free(b->workers[i].batch);
     free(b->workers);

@@ -20,6 +20,7 @@
 #include "runtime/histogram.h"
 #include "runtime/model.h"
 #include "runtime/stats.h"
+#include "runtime/tuner.h"
 
 #define BT_BATCH_MAX_INPUTS 16
 /* Ranges of bt_batcher_params (bt_batcher_create refuses values outside them). */
@@ -60,11 +61,25 @@ void bt_batcher_cancel_queued(bt_batcher *b, const char *why);
 /* 1 when requests are concatenated along the batch dimension. */
 int bt_batcher_is_batching(const bt_batcher *b);
 
-/* Rows per forward in effect: max_batch_size until set lower (warm-up measures the
- * batch size with the cheapest rows; bigger batches can cost more per row). A single
- * request with more rows still runs, alone. set clamps to 1..max_batch_size. */
+/* Rows per forward in effect: max_batch_size until set lower or tuned (bigger batches can
+ * cost more per row). A single request with more rows still runs, alone. set clamps to
+ * 1..max_batch_size. */
 int bt_batcher_batch_limit(const bt_batcher *b);
 void bt_batcher_set_batch_limit(bt_batcher *b, int rows);
+
+/* Starts a tuner climb (runtime/tuner.h): the limit drops to 1 and follows the climb, and
+ * every successful forward of the size being timed counts, whoever submitted it, until
+ * the climb ends. One that ends on served batches logs "berth: <label>: batch limit ..."
+ * to stderr (label copied; "" logs nothing). */
+void bt_batcher_tune(bt_batcher *b, const char *label);
+
+/* The rows the climb is timing now: 0 when none is in progress. */
+int bt_batcher_tuning_rows(bt_batcher *b);
+
+/* Copies up to cap of the sizes timed so far into costs and returns how many; *done is 1
+ * once a climb has ended. text (when not NULL) gets the tuner's line (bt_tuner_text). */
+size_t bt_batcher_tuning(bt_batcher *b, bt_batch_cost *costs, size_t cap, int *done, char *text,
+                         size_t text_cap);
 
 /* Queues one request. Takes ownership of inputs[0..n) on every path. Checks them
  * against the model's signature (casting where allowed) before queueing. timeout_ms <= 0:

@@ -43,10 +43,8 @@ struct bt_service {
     _Atomic int64_t pending;
     _Atomic uint64_t warmup_bits; /* seconds, as the bits of a double */
     char failure[1024];           /* why the model failed at start; written before STATE_FAILED */
-    bt_batch_cost tuned[BT_TUNE_MAX_STEPS]; /* written by warm-up, before readiness */
-    size_t n_tuned;
-    char version[24];  /* the decimal version, in paths and answers */
-    char *policy_json; /* Triton's version_policy object for /config */
+    char version[24];             /* the decimal version, in paths and answers */
+    char *policy_json;            /* Triton's version_policy object for /config */
     pthread_mutex_t versions_mu;
     char *versions_json; /* the model's versions the registry serves: "\"1\",\"2\"" */
     bt_traffic traffic;
@@ -293,66 +291,32 @@ static int warm_forward(bt_service *svc, size_t n, int rows, double *seconds, bt
     return 0;
 }
 
-/* Times batches of 1, 2, 4, ... max_batch_size rows (one untimed forward for the new
- * shape, then the best of BT_TUNE_TIMED) and sets the batcher's limit to the smallest
- * size whose cost per row is within BT_TUNE_SLACK of the cheapest. Bigger is not always
- * cheaper: a compute-bound model on few cores costs the same per row at any size, and
- * activations that outgrow glibc's per-thread heaps are mapped and faulted in on every
- * forward. The climb stops once rows cost BT_TUNE_STOP times the cheapest (timings on a
- * shared machine wander by a third), after BT_TUNE_FLAT_STEPS sizes in a row that did not
- * beat the cheapest by BT_TUNE_SLACK (bigger batches would only add latency), or before a
- * size whose forwards would take the warm-up past BT_TUNE_BUDGET_S seconds. */
-#define BT_TUNE_TIMED      3
-#define BT_TUNE_SLACK      1.15
-#define BT_TUNE_STOP       2.0
-#define BT_TUNE_FLAT_STEPS 2
-#define BT_TUNE_BUDGET_S   20.0
-
-static int tune_batch_limit(bt_service *svc, size_t n, bt_error *err)
+/* Starts the batcher's tuner climb with `rounds` forwards of 1 row (they count as the
+ * climb's first size), then runs the sizes it asks for while the next forward, predicted
+ * from the last one's cost per row, keeps the climb within budget_s seconds. The rest of
+ * the climb, if any, is timed on served batches after readiness. */
+static int tune_before_ready(bt_service *svc, size_t n, int rounds, double budget_s, bt_error *err)
 {
-    const int max = svc->bp.max_batch_size;
+    char label[256];
+    snprintf(label, sizeof label, "'%s' version %s", svc->name, svc->version);
+    bt_batcher_tune(svc->batcher, label);
+    double t, per_row = 0;
+    for (int r = 0; r < rounds; r++)
+        if (warm_forward(svc, n, 1, &t, err) != 0)
+            return -1;
     const double start = bt_now();
-    double best = HUGE_VAL;
-    int flat = 0;
-    svc->n_tuned = 0;
-    for (int rows = 1; svc->n_tuned < BT_TUNE_MAX_STEPS;) {
-        double t, cost = HUGE_VAL;
+    for (int rows; (rows = bt_batcher_tuning_rows(svc->batcher)) > 0;) {
+        if (bt_now() - start + per_row * rows > budget_s)
+            break;
         if (warm_forward(svc, n, rows, &t, err) != 0)
             return -1;
-        for (int r = 0; r < BT_TUNE_TIMED; r++) {
-            if (warm_forward(svc, n, rows, &t, err) != 0)
-                return -1;
-            if (t < cost)
-                cost = t;
-        }
-        const double forward = cost;
-        cost /= rows;
-        svc->tuned[svc->n_tuned].rows = rows;
-        svc->tuned[svc->n_tuned].seconds_per_row = cost;
-        svc->n_tuned++;
-        flat = svc->n_tuned > 1 && cost * BT_TUNE_SLACK > best ? flat + 1 : 0;
-        if (cost < best)
-            best = cost;
-        if (rows == max || cost > BT_TUNE_STOP * best || flat >= BT_TUNE_FLAT_STEPS)
-            break;
-        const int next = rows > max / 2 ? max : rows * 2;
-        const double ahead = forward * next / rows * (1 + BT_TUNE_TIMED);
-        if (bt_now() - start + ahead > BT_TUNE_BUDGET_S)
-            break;
-        rows = next;
+        per_row = t / rows;
     }
-    int limit = svc->tuned[svc->n_tuned - 1].rows;
-    for (size_t i = 0; i < svc->n_tuned; i++) {
-        if (svc->tuned[i].seconds_per_row <= BT_TUNE_SLACK * best) {
-            limit = svc->tuned[i].rows;
-            break;
-        }
-    }
-    bt_batcher_set_batch_limit(svc->batcher, limit);
     return 0;
 }
 
-int bt_service_warmup(bt_service *svc, int rounds, int tune, double *seconds, bt_error *err)
+int bt_service_warmup(bt_service *svc, int rounds, int tune, double budget_s, double *seconds,
+                      bt_error *err)
 {
     const bt_model *m = svc->model;
     double start = bt_now();
@@ -365,11 +329,15 @@ int bt_service_warmup(bt_service *svc, int rounds, int tune, double *seconds, bt
             return 0;
     double t;
     int rc = 0;
-    for (int r = 0; r < rounds && rc == 0; r++)
-        rc = warm_forward(svc, n, 1, &t, err);
     int max = bt_service_batching(svc) ? svc->bp.max_batch_size : 1;
-    if (rc == 0 && max > 1)
-        rc = tune ? tune_batch_limit(svc, n, err) : warm_forward(svc, n, max, &t, err);
+    if (max > 1 && tune) {
+        rc = tune_before_ready(svc, n, rounds, budget_s, err);
+    } else {
+        for (int r = 0; r < rounds && rc == 0; r++)
+            rc = warm_forward(svc, n, 1, &t, err);
+        if (rc == 0 && max > 1)
+            rc = warm_forward(svc, n, max, &t, err);
+    }
     if (rc != 0) {
         char msg[sizeof svc->failure];
         snprintf(msg, sizeof msg, "not ready: %.1000s", err->message);
@@ -380,12 +348,6 @@ int bt_service_warmup(bt_service *svc, int rounds, int tune, double *seconds, bt
     *seconds = bt_now() - start;
     atomic_store(&svc->warmup_bits, bt_double_bits(*seconds));
     return 1;
-}
-
-size_t bt_service_tuning(const bt_service *svc, const bt_batch_cost **costs)
-{
-    *costs = svc->tuned;
-    return svc->n_tuned;
 }
 
 static void spec_json(bt_buf *b, const bt_spec *s, const char *name)

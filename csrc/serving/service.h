@@ -65,24 +65,22 @@ void bt_service_set_failed(bt_service *svc, const char *message);
 
 /* Runs batches of the signature's shape through the batcher: batch 1 `rounds` times (the
  * TorchScript executor optimises a shape after a few calls), then, when batching, either
- * tunes the batch limit (tune = 1: times batches of 1, 2, 4, ... max_batch_size rows and
- * keeps the smallest with about the cheapest rows; see bt_service_tuning) or runs one
- * batch of max_batch_size rows. Returns 1 when it ran, 0 when the signature lacks dtypes
- * or shapes (nothing to warm up with), -1 with err set when forward failed (the service
- * is then marked failed: see bt_service_set_failed). *seconds gets the time. The
- * statistics extension's counters start when it returns. Call before readiness turns on,
- * from one thread. */
-int bt_service_warmup(bt_service *svc, int rounds, int tune, double *seconds, bt_error *err);
+ * tunes the batch limit (tune = 1: the batch-1 rounds start the batcher's climb,
+ * runtime/tuner.h, and the sizes it times next run while the climb stays within budget_s
+ * seconds; what is left of it is timed on served batches after readiness) or runs one
+ * batch of max_batch_size rows. Returns 1 when it ran, 0 when the signature lacks dtypes or shapes
+ * (nothing to warm up with), -1 with err set when forward failed (the service is then
+ * marked failed: see bt_service_set_failed). *seconds gets the time. The statistics
+ * extension's counters start when it returns. Call before readiness turns on, from one
+ * thread. */
+int bt_service_warmup(bt_service *svc, int rounds, int tune, double budget_s, double *seconds,
+                      bt_error *err);
 
-#define BT_TUNE_MAX_STEPS 24
-
-typedef struct bt_batch_cost {
-    int rows;
-    double seconds_per_row; /* best of the timed forwards, divided by rows */
-} bt_batch_cost;
-
-/* The batch sizes warm-up timed, in order (0 when it did not tune). */
-size_t bt_service_tuning(const bt_service *svc, const bt_batch_cost **costs);
+/* Seconds of batch tuning warm-up spends before readiness, by default: enough for the
+ * whole climb of a model whose forwards take microseconds (the seed MLP's takes a few
+ * milliseconds), while a resnet18 on one CPU (60 ms a row) is ready in about a second and
+ * climbs on served batches instead of 16 s of zero batches. */
+#define BT_TUNE_READY_SECONDS 0.25
 
 /* Answers a request the registry routed here: `ep` is one of the model endpoints
  * (bt_endpoint_is_model, or BT_EP_STATS for this model's). Returns 0 when *resp holds the

@@ -1,6 +1,7 @@
 /*
  * test_runtime.c - C unit tests of runtime pieces without a Python face: the dtype table
- * (names, casts, half floats), the cgroup CPU quota parser and the strict JSON parser.
+ * (names, casts, half floats), the cgroup CPU quota parser, the strict JSON parser and the
+ * batch tuner's climb.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "runtime/json.h"
 #include "runtime/tensor.h"
 #include "runtime/threads.h"
+#include "runtime/tuner.h"
 
 static void test_dtype_names_round_trip(void)
 {
@@ -143,6 +145,65 @@ static void test_strict_json(void)
     CHECK(bt_json_parse(nul, sizeof nul - 1, &e) == NULL);
 }
 
+/* Times every size the tuner asks for with forwards costing cost(rows) seconds (the first
+ * of each size at 10x: it must not count) until the climb ends; returns the sizes timed. */
+static size_t climb(bt_tuner *t, int max, double (*cost)(int rows), int *sizes)
+{
+    size_t n = 0;
+    bt_tuner_start(t, max);
+    CHECK(t->limit == 1 && !bt_tuner_done(t));
+    for (int guard = 0; !bt_tuner_done(t) && guard < 1000; guard++) {
+        int rows = t->measuring;
+        CHECK(t->limit == rows); /* batches of the size being timed can form */
+        CHECK(bt_tuner_observe(t, rows + 1, 1.0) == 0); /* other sizes do not count */
+        CHECK(bt_tuner_observe(t, rows, 10 * cost(rows)) == 0);
+        for (int i = 0; i < BT_TUNE_TIMED; i++) {
+            int ended = bt_tuner_observe(t, rows, cost(rows) * (i == 1 ? 1.0 : 1.1));
+            CHECK(ended == (i == BT_TUNE_TIMED - 1));
+        }
+        sizes[n++] = rows;
+    }
+    return n;
+}
+
+static double same_per_row(int rows) { return 0.05 * rows; }
+static double halving(int rows) { return 0.001 * (rows < 8 ? 8 : rows); } /* up to 8 rows */
+static double squared(int rows) { return 0.001 * rows * rows; }
+
+static void test_tuner_climbs(void)
+{
+    bt_tuner t;
+    int sizes[BT_TUNE_MAX_STEPS];
+    /* rows that cost the same: two flat steps end it, and 1 row is as cheap as any */
+    CHECK(climb(&t, 64, same_per_row, sizes) == 3 && sizes[2] == 4);
+    CHECK(t.limit == 1 && bt_tuner_done(&t));
+    CHECK(t.steps[0].rows == 1 && t.steps[0].seconds_per_row == 0.05); /* the best of 3 */
+    char text[256];
+    bt_tuner_text(&t, text, sizeof text);
+    CHECK_STR(text, "batch limit 1 rows; ms per row at 1/2/4 rows: 50/50/50");
+    /* a forward that costs the same whatever the batch up to 8 rows: the limit is 8, after
+     * two flat sizes (16 and 32) */
+    CHECK(climb(&t, 64, halving, sizes) == 6 && sizes[5] == 32 && t.limit == 8);
+    /* rows that cost ever more: at twice the cheapest the climb stops */
+    CHECK(climb(&t, 64, squared, sizes) == 3 && t.limit == 1);
+    /* a max that is not a power of two ends the ladder */
+    size_t n = climb(&t, 24, halving, sizes);
+    CHECK(n == 6 && sizes[4] == 16 && sizes[5] == 24 && t.limit == 8);
+    /* while it climbs, the text says what it is timing */
+    bt_tuner_start(&t, 64);
+    bt_tuner_text(&t, text, sizeof text);
+    CHECK_STR(text, "batch limit 1 rows for now, timing batches of 1 rows as they are served; no "
+                    "batch size timed yet");
+    for (int i = 0; i <= BT_TUNE_TIMED; i++)
+        bt_tuner_observe(&t, 1, 0.004);
+    bt_tuner_text(&t, text, sizeof text);
+    CHECK_STR(text, "batch limit 2 rows for now, timing batches of 2 rows as they are served; ms "
+                    "per row at 1 rows: 4");
+    bt_tuner_text(&t, text, 12); /* cut, still terminated */
+    CHECK_STR(text, "batch limit");
+    CHECK(bt_tuner_observe(&t, 1, 0.001) == 0); /* size 1 is done: no longer counted */
+}
+
 int main(void)
 {
     test_dtype_names_round_trip();
@@ -150,5 +211,6 @@ int main(void)
     test_half_floats();
     test_cgroup_quota();
     test_strict_json();
+    test_tuner_climbs();
     return check_report("test_runtime");
 }

@@ -1,5 +1,6 @@
-"""Warm-up tunes the batch limit: batches grow only while rows get cheaper, and the
-limit it picks is the one the batcher then keeps to."""
+"""Batch tuning: batches grow only while rows get cheaper, and the limit it picks is the
+one the batcher then keeps to. Warm-up times sizes for tune_seconds; the rest of the climb
+is timed on served batches."""
 import json
 
 import numpy as np
@@ -55,8 +56,8 @@ def linear_path(models_dir):
     return save_script(linear_model(), models_dir / "linear.pt", meta)
 
 
-def infer(service, name, x):
-    body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+def infer(service, name, x, input_name="x"):
+    body = json.dumps({"inputs": [{"name": input_name, "shape": list(x.shape), "datatype": "FP32",
                                    "data": x.ravel().tolist()}]}).encode()
     status, _, out = service.handle("POST", f"/v2/models/{name}/infer", body,
                                     content_type="application/json")
@@ -69,7 +70,7 @@ def test_rows_that_get_dearer_stop_the_climb_and_cap_batches(quadratic_path):
     service = _core.Service(berth.load(quadratic_path), "q", max_batch_size=64, max_delay_ms=20)
     try:
         assert service.batch_limit == 64 and service.batch_costs == []
-        assert service.warmup(rounds=1) > 0
+        assert service.warmup(rounds=1, tune_seconds=60) > 0
         costs = service.batch_costs
         rows = [r for r, _ in costs]
         assert rows[:2] == [1, 2] and len(rows) < 7  # stopped well before 64
@@ -93,7 +94,7 @@ def test_rows_that_cost_the_same_stop_the_climb_after_two_flat_steps(linear_path
     # 15% gain end the climb.
     service = _core.Service(berth.load(linear_path), "lin", max_batch_size=64)
     try:
-        service.warmup(rounds=1)
+        service.warmup(rounds=1, tune_seconds=60)
         costs = service.batch_costs
         rows = [r for r, _ in costs]
         # Replayed on the costs warm-up measured (this shared machine's timings wander by a
@@ -121,7 +122,7 @@ def test_rows_that_get_cheaper_keep_big_batches(slow_linear):
     # could stop the climb (the seed MLP's 10 us forwards were stopped by one preemption).
     service = _core.Service(berth.load(slow_linear[0]), "seed", max_batch_size=64)
     try:
-        service.warmup()
+        service.warmup(tune_seconds=60)
         rows = [r for r, _ in service.batch_costs]
         assert rows == [1, 2, 4, 8, 16, 32, 64]
         per_row = dict(service.batch_costs)
@@ -137,7 +138,7 @@ def test_tuning_can_be_turned_off_and_a_ladder_ends_at_max(slow_linear, seed_mod
     try:
         service.warmup(tune_batch=False)
         assert service.batch_costs == [] and service.batch_limit == 24
-        service.warmup()
+        service.warmup(tune_seconds=60)
         assert [r for r, _ in service.batch_costs] == [1, 2, 4, 8, 16, 24]
     finally:
         service.close()
@@ -147,3 +148,70 @@ def test_tuning_can_be_turned_off_and_a_ladder_ends_at_max(slow_linear, seed_mod
         assert unbatched.batch_costs == [] and unbatched.batch_limit == 1
     finally:
         unbatched.close()
+
+
+def test_the_climb_goes_on_with_served_batches(slow_linear, capfd):
+    # No time for it in warm-up: the limit starts at 1 row and each size is timed on the
+    # requests served (here each request is one batch of the size being timed), so a slow
+    # model is ready at once and still ends up batching.
+    path, module = slow_linear
+    service = _core.Service(berth.load(path), "seed", max_batch_size=64)
+    try:
+        service.warmup(rounds=1, tune_seconds=0)
+        assert service.batch_costs == [] and service.batch_limit == 1
+        assert service.batch_tuning == ("batch limit 1 rows for now, timing batches of 1 rows as "
+                                        "they are served; no batch size timed yet")
+        import torch
+        sizes = []
+        for i in range(100):
+            limit = service.batch_limit
+            if "for now" not in service.batch_tuning:
+                break
+            x = np.random.default_rng(i).standard_normal((limit, 10)).astype(np.float32)
+            with torch.no_grad():
+                want = module(torch.from_numpy(x)).numpy()
+            np.testing.assert_allclose(infer(service, "seed", x, "dense_input"), want, rtol=1e-5, atol=1e-6)
+            sizes.append(limit)
+        # each size got 1 untimed and 3 timed forwards, in the order of the ladder (warm-up's
+        # one round of 1 row was the first of size 1)
+        assert sizes == [1] * 3 + [r for r in (2, 4, 8, 16, 32, 64) for _ in range(4)]
+        assert [r for r, _ in service.batch_costs] == [1, 2, 4, 8, 16, 32, 64]
+        assert service.batch_limit >= 16
+        assert service.batch_tuning.startswith(f"batch limit {service.batch_limit} rows; ms per row at 1/2/4/8/16/32/64 rows: ")
+        # the line is logged once, when the climb ends on served batches
+        assert capfd.readouterr().err.count(f"berth: 'seed' version 1: {service.batch_tuning}\n") == 1
+        # a request of the old size is served as before; the limit stays
+        x = np.ones((2, 10), np.float32)
+        infer(service, "seed", x, "dense_input")
+        assert len(service.batch_costs) == 7 and service.batch_limit >= 16
+    finally:
+        service.close()
+
+
+def test_concurrent_single_rows_climb_past_one_row(slow_linear):
+    # Clients that each send one row: batches of the size being timed form from the queue.
+    path, _ = slow_linear
+    service = _core.Service(berth.load(path), "seed", max_batch_size=8, max_delay_ms=20)
+    try:
+        service.warmup(rounds=1, tune_seconds=0)
+        x = np.ones((1, 10), np.float32)
+        want = infer(service, "seed", x, "dense_input")
+        errors = run_threads(16, lambda i: [np.testing.assert_array_equal(infer(service, "seed", x, "dense_input"), want)
+                                            for _ in range(30)])
+        assert not errors
+        assert [r for r, _ in service.batch_costs][:3] == [1, 2, 4], service.batch_tuning
+    finally:
+        service.close()
+
+
+def test_tune_seconds_must_be_a_duration(seed_model_path):
+    service = _core.Service(berth.load(seed_model_path), "seed")
+    try:
+        for bad in (-1.0, float("nan")):
+            with pytest.raises(ValueError, match=r"warmup: tune_seconds must be a number of seconds >= 0, got -1.0|got nan"):
+                service.warmup(tune_seconds=bad)
+        assert service.batch_tuning is None
+        assert service.warmup(tune_seconds=0.0) > 0
+        assert service.batch_tuning is not None
+    finally:
+        service.close()

@@ -80,9 +80,10 @@ def build_parser():
                    help="serve the model as saved; by default it is frozen and optimized for "
                         "inference (berth.load(path, optimize=True)) when libtorch can")
     p.add_argument("--no-batch-tuning", action="store_true",
-                   help="fill batches up to --max-batch-size; by default warm-up times "
-                        "batches of 1, 2, 4, ... rows and keeps the smallest size with about "
-                        "the cheapest rows")
+                   help="fill batches up to --max-batch-size; by default batches of 1, 2, "
+                        "4, ... rows are timed (for a quarter second in warm-up, then on "
+                        "served batches) and the smallest size with about the cheapest rows "
+                        "is kept")
     p.add_argument("--workers", type=int, default=LIMITS["workers"],
                    help="forwards run concurrently (default %(default)d; try 2 with --threads 1 for "
                         "models that batching does not speed up)")
@@ -330,8 +331,8 @@ def describe(name, version, served):
     if served.warm_failure is None:
         log(f"warm-up skipped: {missing_signature_text(model)}" if served.warm_seconds is None
             else f"warmed up in {served.warm_seconds * 1000:.0f} ms")
-    if service.batch_costs:
-        log(tuning_text(service.batch_costs, service.batch_limit))
+    if service.batch_tuning is not None:
+        log(service.batch_tuning)
 
 
 def keeps_freed_memory(environ):
@@ -380,17 +381,6 @@ def missing_signature_text(model):
     return ("; ".join(what) or "the signature has no free leading (batch) dimension") + \
         ("; pass --input NAME:DATATYPE:SHAPE for each input and --output likewise for each output (or embed "
          "them with python -m berth sign) to batch, warm up and publish them" if what else "")
-
-
-def tuning_text(costs, limit):
-    """The startup line that says which batch size warm-up chose, and why.
-
-    >>> tuning_text([(1, 0.024), (2, 0.0173), (4, 0.0163), (8, 0.0171)], 4)
-    'batch limit 4 rows; ms per row at 1/2/4/8 rows: 24/17.3/16.3/17.1'
-    """
-    sizes = "/".join(str(rows) for rows, _ in costs)
-    per_row = "/".join(f"{seconds * 1000:.3g}" for _, seconds in costs)
-    return f"batch limit {limit} rows; ms per row at {sizes} rows: {per_row}"
 
 
 def main(argv):
