@@ -392,7 +392,7 @@ static PyObject *Service_handle(ServiceObject *self, PyObject *args, PyObject *k
 static PyObject *Service_warmup(ServiceObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"rounds", "tune_batch", "tune_seconds", NULL};
-    int rounds = 3, tune = 1;
+    int rounds = BT_WARMUP_ROUNDS, tune = 1;
     double budget = BT_TUNE_READY_SECONDS;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|ipd:warmup", kwlist, &rounds, &tune, &budget))
         return NULL;
@@ -542,6 +542,18 @@ static PyObject *Service_get_batch_tuning(ServiceObject *self, void *c)
     return PyUnicode_FromString(text);
 }
 
+static PyObject *Service_get_batch_tuned(ServiceObject *self, void *c)
+{
+    (void)c;
+    bt_service *svc = bt_py_service_get(self);
+    if (!svc)
+        return NULL;
+    bt_batch_cost costs[BT_TUNE_MAX_STEPS];
+    int done;
+    bt_batcher_tuning(bt_service_batcher(svc), costs, BT_TUNE_MAX_STEPS, &done, NULL, 0);
+    return PyBool_FromLong(done);
+}
+
 static PyMethodDef Service_methods[] = {
     {"handle", (PyCFunction)(void (*)(void))Service_handle, METH_VARARGS | METH_KEYWORDS,
      "handle(method, path, body, content_type=None, authorization=None, header_length=None, "
@@ -550,7 +562,7 @@ static PyMethodDef Service_methods[] = {
      "deflate body is inflated up to max_body_bytes (413 past it); the response is gzipped "
      "when accept_encoding takes gzip. Returns (status, [(header, value), ...], body_bytes)."},
     {"warmup", (PyCFunction)(void (*)(void))Service_warmup, METH_VARARGS | METH_KEYWORDS,
-     "warmup(rounds=3, tune_batch=True, tune_seconds=0.25)\n--\n\nRuns zero batches of the "
+     "warmup(rounds=2, tune_batch=True, tune_seconds=0.05)\n--\n\nRuns zero batches of the "
      "signature's shape; returns the seconds spent, or None when the signature has no "
      "dtypes/shapes to warm up with. When batching and tune_batch, starts timing batches of 1, "
      "2, 4, ... max_batch_size rows, to limit batches to the smallest size with about the "
@@ -580,8 +592,13 @@ static PyGetSetDef Service_getset[] = {
     {"batch_costs", (getter)Service_get_batch_costs, NULL,
      "[(rows, seconds per row), ...] timed so far since warmup(tune_batch=True); [] before.", NULL},
     {"batch_tuning", (getter)Service_get_batch_tuning, NULL,
-     "The tuning's line, 'batch limit 8 rows; ms per row at 1/2/4/8/16 rows: ...' ('... rows "
-     "so far; ...' while sizes are still being timed), or None when it never started.",
+     "The tuning's line, 'batch limit 8 rows; ms per row at 1/2/4/8/16 rows: ...' ('batch "
+     "limit 2 rows for now, timing batches of 2 rows as they are served; ...' while it "
+     "climbs), or None when it never started.",
+     NULL},
+    {"batch_tuned", (getter)Service_get_batch_tuned, NULL,
+     "True once the tuning's climb has ended: batch_limit is then final, and the batcher "
+     "has logged batch_tuning to stderr as \"berth: '<name>' version <v>: ...\".",
      NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -110,8 +110,8 @@ size_t bt_batcher_tuning(bt_batcher *b, bt_batch_cost *costs, size_t cap, int *d
     return n;
 }
 
-/* Counts a successful forward towards a climb in progress; when the climb ends on served
- * batches (warm-up's budget ran out before), logs the limit it chose. */
+/* Counts a successful forward towards a climb in progress; logs the limit the climb chose
+ * when it ends. */
 static void observe_tuning(bt_batcher *b, int64_t rows, double seconds)
 {
     if (!atomic_load(&b->climbing))

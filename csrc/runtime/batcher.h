@@ -69,8 +69,8 @@ void bt_batcher_set_batch_limit(bt_batcher *b, int rows);
 
 /* Starts a tuner climb (runtime/tuner.h): the limit drops to 1 and follows the climb, and
  * every successful forward of the size being timed counts, whoever submitted it, until
- * the climb ends. One that ends on served batches logs "berth: <label>: batch limit ..."
- * to stderr (label copied; "" logs nothing). */
+ * the climb ends, which logs "berth: <label>: batch limit ..." to stderr (label copied;
+ * "" logs nothing). */
 void bt_batcher_tune(bt_batcher *b, const char *label);
 
 /* The rows the climb is timing now: 0 when none is in progress. */

@@ -300,10 +300,11 @@ static int tune_before_ready(bt_service *svc, size_t n, int rounds, double budge
     char label[256];
     snprintf(label, sizeof label, "'%s' version %s", svc->name, svc->version);
     bt_batcher_tune(svc->batcher, label);
-    double t, per_row = 0;
+    double t = 0;
     for (int r = 0; r < rounds; r++)
         if (warm_forward(svc, n, 1, &t, err) != 0)
             return -1;
+    double per_row = t; /* the last round's, 1 row */
     const double start = bt_now();
     for (int rows; (rows = bt_batcher_tuning_rows(svc->batcher)) > 0;) {
         if (bt_now() - start + per_row * rows > budget_s)

@@ -63,8 +63,7 @@ int64_t bt_service_pending(const bt_service *svc);
  * endpoints say why (message copied). Call before readiness, from one thread. */
 void bt_service_set_failed(bt_service *svc, const char *message);
 
-/* Runs batches of the signature's shape through the batcher: batch 1 `rounds` times (the
- * TorchScript executor optimises a shape after a few calls), then, when batching, either
+/* Runs batches of the signature's shape through the batcher: batch 1 `rounds` times, then, when batching, either
  * tunes the batch limit (tune = 1: the batch-1 rounds start the batcher's climb,
  * runtime/tuner.h, and the sizes it times next run while the climb stays within budget_s
  * seconds; what is left of it is timed on served batches after readiness) or runs one
@@ -76,11 +75,16 @@ void bt_service_set_failed(bt_service *svc, const char *message);
 int bt_service_warmup(bt_service *svc, int rounds, int tune, double budget_s, double *seconds,
                       bt_error *err);
 
-/* Seconds of batch tuning warm-up spends before readiness, by default: enough for the
- * whole climb of a model whose forwards take microseconds (the seed MLP's takes a few
- * milliseconds), while a resnet18 on one CPU (60 ms a row) is ready in about a second and
- * climbs on served batches instead of 16 s of zero batches. */
-#define BT_TUNE_READY_SECONDS 0.25
+/* Warm-up's rounds of 1 row, by default: TorchScript's profiling executor profiles the
+ * first call and builds the optimized plan in the second, which every later call runs
+ * (resnet18 on one CPU: 93, 59, then 50 ms a forward). */
+#define BT_WARMUP_ROUNDS 2
+
+/* Seconds of batch tuning warm-up spends before readiness after its rounds, by default:
+ * ten times what the seed MLP's whole climb takes (28 forwards of microseconds), while a
+ * model whose rows take longer (resnet18 on one CPU: 50 ms) goes ready right after its
+ * rounds and climbs on served batches, instead of 16 s of zero batches. */
+#define BT_TUNE_READY_SECONDS 0.05
 
 /* Answers a request the registry routed here: `ep` is one of the model endpoints
  * (bt_endpoint_is_model, or BT_EP_STATS for this model's). Returns 0 when *resp holds the

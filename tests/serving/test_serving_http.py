@@ -133,13 +133,10 @@ def test_readiness_only_after_warm_up(seed_model_path):
             observed.append(status)
             if status == 200:
                 break
-        # the first time readiness is 200, warm-up ran the batch tuning's ladder (1 untimed
-        # + 3 timed forwards per size, 1 and 2 rows at least: the seed MLP's whole climb
-        # takes milliseconds, well inside the quarter second warm-up gives it)
+        # the first time readiness is 200, warm-up ran its 3 rounds of 1 row (then the
+        # batch tuning's climb for up to 50 ms: tests/serving/test_serving_tuning.py)
         text = server.metrics()
-        assert metric(text, "berth_compute_seconds_count{}") >= 8
-        assert metric(text, 'berth_batch_size_bucket{le="1"}') >= 4
-        assert metric(text, 'berth_batch_size_bucket{le="2"}') - metric(text, 'berth_batch_size_bucket{le="1"}') >= 4
+        assert metric(text, 'berth_batch_size_bucket{le="1"}') >= 3
         assert 1 <= metric(text, "berth_batch_limit") <= 32
         assert set(observed) <= {503, 200}
     finally:

@@ -81,7 +81,7 @@ def build_parser():
                         "inference (berth.load(path, optimize=True)) when libtorch can")
     p.add_argument("--no-batch-tuning", action="store_true",
                    help="fill batches up to --max-batch-size; by default batches of 1, 2, "
-                        "4, ... rows are timed (for a quarter second in warm-up, then on "
+                        "4, ... rows are timed (for up to 50 ms in warm-up, then on "
                         "served batches) and the smallest size with about the cheapest rows "
                         "is kept")
     p.add_argument("--workers", type=int, default=LIMITS["workers"],
@@ -331,8 +331,8 @@ def describe(name, version, served):
     if served.warm_failure is None:
         log(f"warm-up skipped: {missing_signature_text(model)}" if served.warm_seconds is None
             else f"warmed up in {served.warm_seconds * 1000:.0f} ms")
-    if service.batch_tuning is not None:
-        log(service.batch_tuning)
+    if service.batch_tuning is not None and not service.batch_tuned:
+        log(service.batch_tuning)  # the batcher logs the limit when the climb ends
 
 
 def keeps_freed_memory(environ):
