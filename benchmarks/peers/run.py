@@ -59,6 +59,9 @@ BUILD = os.path.join(ROOT, "build", "peers")
 PORT = 18480
 SERVER_CPU, CLIENT_CPU = "0", "1"
 SLO_MS = {"mlp": 5.0, "resnet18": 250.0}
+# Rate points for SLOs this long are sent by open_loop.py (Python, ~1 ms of client jitter
+# against 250 ms); the MLP's 5 ms SLO needs wrk's C client.
+OPEN_LOOP_SLO_MS = 100.0
 V2_URL = "/v2/models/m/infer"
 
 # name -> how to start it and what to send. "venv": the peer's folder under benchmarks/peers
@@ -69,11 +72,17 @@ SYSTEMS = {
     # --max-batch-size, and warm-up runs one batch of that size before it says ready).
     "berth-nt": {"label": "berth serve --no-batch-tuning", "url": V2_URL, "body": "v2",
                  "ready": "/v2/health/ready"},
+    # Not in the default run: the same servers sent the input with the binary tensor data
+    # extension (Triton's; KServe's Python server reads it too, MLServer does not).
+    "berth-binary": {"label": "berth serve, binary tensors", "serve_as": "berth", "url": V2_URL,
+                     "body": "binary", "ready": "/v2/health/ready"},
     "floor": {"label": "HTTP floor (libmicrohttpd)", "url": V2_URL, "body": "v2"},
     "mlserver": {"label": "MLServer", "venv": "mlserver", "url": V2_URL, "body": "v2",
                  "ready": "/v2/health/ready"},
     "kserve": {"label": "KServe (Python server)", "venv": "kserve", "url": V2_URL, "body": "v2",
                "ready": "/v2/health/ready"},
+    "kserve-binary": {"label": "KServe, binary tensors", "serve_as": "kserve", "venv": "kserve",
+                      "url": V2_URL, "body": "binary", "ready": "/v2/health/ready"},
     "litserve": {"label": "LitServe", "venv": "litserve", "url": "/predict", "body": "v2",
                  "ready": "/health"},
     "bentoml": {"label": "BentoML", "venv": "bentoml", "url": "/predict", "body": "bentoml",
@@ -83,7 +92,9 @@ SYSTEMS = {
     "rayserve": {"label": "Ray Serve", "venv": "rayserve", "url": "/predict", "body": "v2",
                  "dist": "ray", "ready": "/-/healthz"},
 }
-ORDER = ["berth", "berth-nt", "floor", "mlserver", "kserve", "litserve", "bentoml", "torchserve", "rayserve"]
+ORDER = ["berth", "berth-nt", "berth-binary", "floor", "mlserver", "kserve", "kserve-binary",
+         "litserve", "bentoml", "torchserve", "rayserve"]
+NOT_BY_DEFAULT = ("berth-nt", "berth-binary", "kserve-binary")
 
 
 def log(*a):
@@ -149,6 +160,7 @@ def version_of(py, dist):
 
 
 def server_command(name, py, model_path, port, floor_exe):
+    name = SYSTEMS[name].get("serve_as", name)
     if name in ("berth", "berth-nt"):
         return [py, "-m", "berth", "serve", model_path, "--host", "127.0.0.1", "--port", str(port),
                 "--name", "m"] + (["--no-batch-tuning"] if name == "berth-nt" else [])
@@ -160,7 +172,14 @@ def server_command(name, py, model_path, port, floor_exe):
 # ---------------------------------------------------------------- requests
 
 def write_body(kind, shape, path):
+    """Writes one request's body; returns the headers it is sent with."""
     x = bench_server.request_input(shape)
+    if kind == "binary":
+        body, header_length = bench_server.binary_request(shape)
+        with open(path, "wb") as f:
+            f.write(body)
+        return {"Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(header_length)}
     if kind == "bentoml":
         body = {"x": [[round(float(v), 6) for v in x.ravel()]]} if len(shape) == 1 else \
             {"x": [[[[round(float(v), 6) for v in r] for r in ch] for ch in x[0]]]}
@@ -169,14 +188,15 @@ def write_body(kind, shape, path):
                             "data": [round(float(v), 6) for v in x.ravel()]}]}
     with open(path, "w") as f:
         json.dump(body, f)
-    return path
+    return {"Content-Type": "application/json"}
 
 
-def poisson_script(path, body_file, mean_delay_ms):
+def poisson_script(path, body_file, headers, mean_delay_ms):
     """wrk script: POST body_file after an exponentially distributed wait (mean ms)."""
     with open(path, "w") as f:
-        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+        f.write('wrk.method = "POST"\n'
+                + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+                + f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
                 "local seeded = false\n"
                 "function delay()\n"
                 "  if not seeded then math.randomseed(os.time() + os.clock() * 1e6); seeded = true end\n"
@@ -223,9 +243,25 @@ def stable_wrk(script, url, connections, duration, max_windows):
             "windows": len(windows), "stable": stable}
 
 
-def rate_point(tmp, body_file, url, rate, slo_ms, duration):
+def open_loop(url, body_file, headers, rate, duration):
+    """open_loop.py on the client's CPU: true open-loop Poisson arrivals."""
+    cmd = ["taskset", "-c", CLIENT_CPU, sys.executable, os.path.join(HERE, "open_loop.py"), url,
+           body_file, str(rate), str(duration)] + [f"--header={k}:{v}" for k, v in headers.items()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    if out.returncode:
+        raise RuntimeError(f"open_loop.py failed: {out.stderr.strip()[-300:]}")
+    return json.loads(out.stdout)
+
+
+def rate_point(tmp, body_file, headers, url, rate, slo_ms, duration):
+    if slo_ms >= OPEN_LOOP_SLO_MS:
+        r = open_loop(url, body_file, headers, rate, duration)
+        r.update(target=rate, connections="open loop", ok=(
+            r["p99"] <= slo_ms and not r["non2xx"] and not r["errors"] and r["requests"]))
+        return r
     connections = max(8, min(512, math.ceil(rate * slo_ms / 1000 * 10)))
-    script = poisson_script(os.path.join(tmp, "poisson.lua"), body_file, 1000.0 * connections / rate)
+    script = poisson_script(os.path.join(tmp, "poisson.lua"), body_file, headers,
+                            1000.0 * connections / rate)
     r = wrk(script, url, connections, duration)
     # Keeping up is judged on the achieved rate only where the window holds enough
     # arrivals for it to mean something (100 expected; resnet18's slow rates have fewer).
@@ -236,7 +272,8 @@ def rate_point(tmp, body_file, url, rate, slo_ms, duration):
     return r
 
 
-def rate_search(tmp, body_file, url, closed_loop_max, slo_ms, steps, duration, settle_first):
+def rate_search(tmp, body_file, headers, url, closed_loop_max, slo_ms, steps, duration,
+                settle_first):
     """The highest asked rate that passes, searched from 0.6x the best closed-loop
     throughput: down by 4x while nothing has passed, then bisection between the highest
     pass and the lowest failure (1.2x the closed-loop best at first). Returns (the
@@ -248,7 +285,7 @@ def rate_search(tmp, body_file, url, closed_loop_max, slo_ms, steps, duration, s
         if rate < 0.5:
             break
         settle_first()
-        p = rate_point(tmp, body_file, url, rate, slo_ms, duration)
+        p = rate_point(tmp, body_file, headers, url, rate, slo_ms, duration)
         points.append(p)
         log(f"    rate {rate:9.1f}/s -> {p['rps']:9.1f}/s p99 {p['p99']:8.2f} ms "
             f"(c={p['connections']}) {'ok' if p['ok'] else 'over'}")
@@ -341,25 +378,25 @@ def stop(proc):
         pass
 
 
-def wait_ready(proc, ready_url, url, body, timeout):
+def wait_ready(proc, ready_url, url, body, headers, timeout):
     """Seconds from now until the server is ready: its readiness endpoint (ready_url, if
     it has one) answers 200 and then the real request does too (None if that never
     happens). Both, since a server may answer requests before it says it is ready (berth
     serve does, while it warms up) or say ready before its model has loaded."""
     start = time.time()
     for target, data in ([(ready_url, None)] if ready_url else []) + [(url, body)]:
-        if not poll_200(proc, target, data, timeout - (time.time() - start)):
+        if not poll_200(proc, target, data, headers, timeout - (time.time() - start)):
             return None
     return time.time() - start
 
 
-def poll_200(proc, url, body, timeout):
+def poll_200(proc, url, body, headers, timeout):
     start = time.time()
     while time.time() - start < timeout:
         if proc.poll() is not None:
             return False
         try:
-            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(url, data=body, headers=headers)
             with urllib.request.urlopen(req, timeout=30) as r:
                 if r.status == 200:
                     r.read()
@@ -370,9 +407,9 @@ def poll_200(proc, url, body, timeout):
     return False
 
 
-def one_request_ms(url, body):
+def one_request_ms(url, body, headers):
     start = time.time()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=body, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             r.read()
@@ -381,12 +418,12 @@ def one_request_ms(url, body):
     return 1000 * (time.time() - start)
 
 
-def settle(url, body, base_ms, limit_s=60):
+def settle(url, body, headers, base_ms, limit_s=60):
     """Waits until the server has worked off what the last run left queued (wrk closes its
     connections, but servers finish what they have read): until one request alone takes
     at most twice its idle time (+5 ms)."""
     deadline = time.time() + limit_s
-    while time.time() < deadline and one_request_ms(url, body) > 2 * base_ms + 5:
+    while time.time() < deadline and one_request_ms(url, body, headers) > 2 * base_ms + 5:
         pass
 
 
@@ -395,11 +432,12 @@ def settle(url, body, base_ms, limit_s=60):
 def measure(name, spec, py, model_name, model_path, tmp, args, floor_exe):
     port = PORT
     url = f"http://127.0.0.1:{port}{spec['url']}"
-    body_file = os.path.join(tmp, f"{model_name}-{spec['body']}.json")
+    body_file = os.path.join(tmp, f"{model_name}-{spec['body']}.body")
     with open(body_file, "rb") as f:
         body = f.read()
+    headers = args.headers[(model_name, spec["body"])]
     script = bench_server.wrk_script(os.path.join(tmp, f"{name}-{model_name}.lua"), body_file,
-                                     {"Content-Type": "application/json"})
+                                     headers)
     logfile = open(os.path.join(args.logs, f"{name}-{model_name}.log"), "a")
     cmd = ["taskset", "-c", SERVER_CPU] + server_command(name, py, model_path, port, floor_exe)
     t0 = time.time()
@@ -408,7 +446,7 @@ def measure(name, spec, py, model_name, model_path, tmp, args, floor_exe):
     result = {"system": name, "model": model_name}
     try:
         ready_url = f"http://127.0.0.1:{port}{spec['ready']}" if spec.get("ready") else None
-        ready = wait_ready(proc, ready_url, url, body, args.start_timeout)
+        ready = wait_ready(proc, ready_url, url, body, headers, args.start_timeout)
         if ready is None:
             result["error"] = (f"not ready (readiness, then a 200 from {spec['url']}) within "
                                f"{args.start_timeout} s "
@@ -416,19 +454,19 @@ def measure(name, spec, py, model_name, model_path, tmp, args, floor_exe):
             return result
         result["cold_start_s"] = time.time() - t0
         wrk(script, url, 4, args.warmup)
-        base_ms = min(one_request_ms(url, body) for _ in range(3))
+        base_ms = min(one_request_ms(url, body, headers) for _ in range(3))
         result["concurrency"] = {}
         for c in args.connections[model_name]:
-            settle(url, body, base_ms)
+            settle(url, body, headers, base_ms)
             r = stable_wrk(script, url, c, args.duration[model_name], args.max_windows)
             result["concurrency"][c] = r
             log(f"  {name:10} {model_name:8} c={c:<3} {r['rps']:9.1f} req/s  p50 {r['p50']:8.2f} ms  "
                 f"p99 {r['p99']:8.2f} ms  non-2xx {r['non2xx']} errors {r['errors']}"
                 + ("" if r["stable"] or args.max_windows == 1 else "  (not stable)"))
         best_closed = max(r["rps"] for r in result["concurrency"].values())
-        best, points = rate_search(tmp, body_file, url, best_closed, SLO_MS[model_name],
+        best, points = rate_search(tmp, body_file, headers, url, best_closed, SLO_MS[model_name],
                                    args.rate_steps[model_name], args.rate_duration[model_name],
-                                   lambda: settle(url, body, base_ms))
+                                   lambda: settle(url, body, headers, base_ms))
         result["max_rate"], result["rate_points"] = best, points
         result["peak_rss_mb"] = tree_peak_rss_mb(tree(proc.pid))
         result["processes"] = len(tree(proc.pid))
@@ -513,7 +551,8 @@ def report(results, systems, models, args, versions, failures):
 def ratio_lines(results, systems, model):
     def figure(name, key):
         return med(r[key] for r in results if r["system"] == name and r["model"] == model and key in r)
-    peers = [n for n in systems if n not in ("berth", "berth-nt", "floor")
+    # the peers sent the same JSON as berth (the binary rows are compared with each other)
+    peers = [n for n in systems if n not in ("berth", "floor") + NOT_BY_DEFAULT
              and not math.isnan(figure(n, "max_rate"))]
     if "berth" not in systems or math.isnan(figure("berth", "max_rate")):
         return []
@@ -532,6 +571,10 @@ def ratio_lines(results, systems, model):
                      f"{figure('berth', 'cold_start_s') / figure(fastest, 'cold_start_s'):.2f}x")
         lines.append(f"- peak RSS: berth / leanest peer ({SYSTEMS[leanest]['label']}) = "
                      f"{figure('berth', 'peak_rss_mb') / figure(leanest, 'peak_rss_mb'):.2f}x")
+    b, k = figure("berth-binary", "max_rate"), figure("kserve-binary", "max_rate")
+    if not (math.isnan(b) or math.isnan(k)):
+        lines.append(f"- binary tensors, max rate at SLO: berth {b:,.1f}/s, KServe {k:,.1f}/s"
+                     + (f" ({b / k:.2f}x)" if k > 0 else ""))
     if "floor" in systems and model == "mlp":
         for c in (16, 64):
             b = med(r["concurrency"][c]["rps"] for r in results
@@ -548,7 +591,7 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="1 round, 2 s windows, no stability rule, 4 bisection steps "
                              "(a few minutes; the full run takes far longer)")
-    parser.add_argument("--systems", default=",".join(s for s in ORDER if s != "berth-nt"))
+    parser.add_argument("--systems", default=",".join(s for s in ORDER if s not in NOT_BY_DEFAULT))
     parser.add_argument("--models", default="mlp,resnet18")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--duration", type=int, help="seconds per wrk window")
@@ -590,7 +633,7 @@ def main():
         try:
             if spec.get("apt"):
                 apt_install(spec["apt"])
-            if name in ("berth", "berth-nt"):
+            if spec.get("serve_as", name) in ("berth", "berth-nt"):
                 pythons[name] = args.berth_python
                 versions["berth"] = version_of(args.berth_python, "berth")
                 versions["torch"] = version_of(args.berth_python, "torch")
@@ -600,19 +643,21 @@ def main():
                     ["pkg-config", "--modversion", "libmicrohttpd"], capture_output=True, text=True).stdout.strip()
             else:
                 pythons[name] = ensure_venv(spec["venv"], args.venv_python)
-                versions[name] = version_of(pythons[name], spec.get("dist", name))
+                dist = spec.get("dist", spec["venv"])
+                versions[dist] = version_of(pythons[name], dist)
         except (RuntimeError, subprocess.CalledProcessError) as e:
             failures[name] = str(e)
             log(f"{name}: not measured: {e}")
     systems = [s for s in systems if s not in failures]
 
-    results = []
+    results, args.headers = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         paths = bench_server.make_models(tmp)
         for model_name in models:
             path, shape = paths[model_name]
-            for kind in ("v2", "bentoml"):
-                write_body(kind, shape, os.path.join(tmp, f"{model_name}-{kind}.json"))
+            for kind in ("v2", "bentoml", "binary"):
+                args.headers[(model_name, kind)] = write_body(
+                    kind, shape, os.path.join(tmp, f"{model_name}-{kind}.body"))
             for rnd in range(args.rounds):
                 order = systems[rnd % len(systems):] + systems[:rnd % len(systems)]
                 log(f"{model_name} round {rnd + 1}/{args.rounds}: {', '.join(order)}")
