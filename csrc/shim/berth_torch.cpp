@@ -20,6 +20,7 @@
 #endif
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -509,16 +510,53 @@ std::string signature_from_wrapper(caffe2::serialize::PyTorchStreamReader &reade
 
 // --- loading ------------------------------------------------------------------------------
 
+// Loads `name` from the folder libtorch_cpu.so was loaded from, once, and returns why it
+// failed ("" if it loaded, or if that folder has no such file). The shim links only
+// libtorch_cpu and libc10, so two of libtorch's libraries come here, when first needed:
+//  - libtorch.so, before the first .pt2: AOTInductor's model libraries need it by name and
+//    carry no path to find it, so without it loaded the system's libtorch.so (Debian's
+//    1.13, say) would be taken. In a CUDA build it brings libtorch_cuda too.
+//  - libtorch_cuda.so, a CUDA build's CUDA half, before the first model for a CUDA device,
+//    and before the shim asks libtorch about CUDA, since libtorch keeps its first answer.
+//    A process serving TorchScript on the CPU never loads it (about 270 MB of RSS and the
+//    load time of cuDNN, cuBLAS and the rest).
+// Both are loaded already where Python's torch was imported.
+const std::string &load_beside_libtorch(const char *name)
+{
+    static std::mutex mutex;
+    static std::map<std::string, std::string> tried;
+    std::lock_guard<std::mutex> lock(mutex);
+    auto found = tried.find(name);
+    if (found != tried.end())
+        return found->second;
+    std::string &why = tried[name];
+    Dl_info info{};
+    if (!dladdr(reinterpret_cast<void *>(&at::set_num_threads), &info) || !info.dli_fname)
+        return why;
+    std::string path = info.dli_fname;
+    size_t slash = path.rfind('/');
+    path = (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) + name;
+    if (access(path.c_str(), F_OK) == 0 && !dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL)) {
+        const char *error = dlerror();
+        why = error ? error : "unknown error";
+    }
+    return why;
+}
+
 c10::Device parse_device(const char *text)
 {
     if (!text || !text[0])
         return c10::Device(at::kCPU);
     c10::Device device{std::string(text)};
+    if (device.is_cuda() && !load_beside_libtorch("libtorch_cuda.so").empty())
+        throw std::invalid_argument(std::string("device='") + text +
+                                    "' needs libtorch's CUDA library, which did not load: " +
+                                    load_beside_libtorch("libtorch_cuda.so"));
     if (device.is_cuda() && !at::hasCUDA())
         throw std::invalid_argument(std::string("device='") + text +
                                     "' needs a CUDA build of libtorch with a visible "
                                     "GPU; this libtorch (" TORCH_VERSION
-                                    ") has none: use device='cpu'");
+                                    ") has no CUDA or sees no GPU: use device='cpu'");
     if (!device.is_cpu() && !device.is_cuda())
         throw std::invalid_argument(std::string("device='") + text +
                                     "' is not supported: use 'cpu' or 'cuda[:N]'");
@@ -594,6 +632,10 @@ void load_pt2(berth_torch_model &model, const char *path,
 {
 #if BERTH_HAVE_AOTI
     model.pt2 = true;
+    const std::string &why = load_beside_libtorch("libtorch.so");
+    if (!why.empty())
+        throw std::runtime_error("AOTInductor packages need libtorch.so, which did not load: " +
+                                 why);
     c10::DeviceIndex index = model.device.is_cuda() ? model.device.index() : -1;
     model.package = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
         path, "model", false, concurrency ? concurrency : 1, index);

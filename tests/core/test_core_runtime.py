@@ -66,6 +66,41 @@ print(sorted(k for k in sys.modules if k == "torch" or k.startswith("torch.")))
     assert result.stdout.strip() == "[]"
 
 
+def _torch_lib_dir():
+    import importlib.util
+    spec = importlib.util.find_spec("torch")
+    return os.path.join(os.path.dirname(spec.origin), "lib") if spec and spec.origin else ""
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(_torch_lib_dir(), "libtorch_cuda.so")),
+                    reason="this torch is a CPU build (no libtorch_cuda.so)")
+def test_a_cuda_torch_serving_on_the_cpu_leaves_its_cuda_half_unloaded(seed_model_path):
+    """A CUDA wheel's libtorch_cuda (and cuDNN, cuBLAS, ...) is loaded only for
+    device='cuda'; without a GPU that request is refused with the reason."""
+    code = f"""
+import numpy as np, berth
+m = berth.load({seed_model_path!r})
+m.predict(np.zeros((2, 10), np.float32))
+print(sorted({{line.split("/")[-1].strip() for line in open("/proc/self/maps") if "libtorch" in line}}))
+try:
+    berth.load({seed_model_path!r}, device="cuda")
+    print("loaded on cuda")
+except ValueError as error:
+    print(error)
+print("libtorch_cuda.so" in open("/proc/self/maps").read())
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    libraries, refusal, loaded_after = result.stdout.strip().splitlines()
+    assert libraries == "['libtorch_cpu.so']"
+    import torch
+    if torch.cuda.is_available():
+        assert refusal == "loaded on cuda"
+    else:
+        assert "device='cuda' needs a CUDA build of libtorch with a visible GPU" in refusal
+    assert loaded_after == "True"
+
+
 def test_berth_num_threads_sets_intra_op_threads(seed_model_path):
     code = f"import berth; berth.load({seed_model_path!r}); print(berth._core.num_threads())"
     result = run_python(code, env={"BERTH_NUM_THREADS": "1"})
