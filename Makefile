@@ -20,7 +20,7 @@ SOURCES := $(wildcard csrc/*/*.c csrc/*/*.h csrc/include/berth/*.h csrc/shim/*.c
 STAMP := $(VENV)/.berth-built
 DEB_STAMP := $(DEB_VENV)/.berth-built
 
-.PHONY: all build build-debian demo demo-debian format lint test test-c test-pypi test-debian test-core test-serving sanitize fuzz bench bench-server bench-peers clean validate-tools deploy-reference image-test
+.PHONY: all build build-debian demo demo-debian format lint test test-c test-pypi test-debian test-core test-serving sanitize test-cuda fuzz bench bench-server bench-peers clean validate-tools deploy-reference image-test
 
 all: build
 
@@ -107,6 +107,7 @@ test-serving: build
 sanitize: $(VENV)/.requirements
 	rm -rf $(ASAN_DIR)/berth && mkdir -p $(ASAN_DIR) && cp -r python/berth $(ASAN_DIR)/berth
 	find $(ASAN_DIR)/berth -name '*.so' -delete
+	find build/asan-obj -name '*.so' -delete 2>/dev/null || true  # relinked, so copied again
 	cmake -S . -B build/asan-obj -DPython_EXECUTABLE=$(abspath $(PY)) -DCMAKE_BUILD_TYPE=Release \
 	    -DBERTH_SANITIZE=ON -DBERTH_WERROR=ON -DBERTH_TESTS=ON \
 	    -DBERTH_INPLACE_DIR=$(abspath $(ASAN_DIR))/berth >/dev/null
@@ -118,6 +119,20 @@ sanitize: $(VENV)/.requirements
 	PYTHONPATH=$(ASAN_DIR) $(PY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS)
 
 SANITIZE_TESTS ?= tests/core $(SERVING_TESTS)
+
+# The core and .pt2 tests on a GPU machine, against the CUDA torch that $(CUDA_PY) imports
+# (tests/core/test_cuda.py runs only where torch sees a GPU). The package is built in place
+# by the root CMake project into a copy, as for sanitize, so no venv is made or changed.
+CUDA_PY ?= python3
+CUDA_DIR := build/cuda
+test-cuda:
+	rm -rf $(CUDA_DIR)/berth && mkdir -p $(CUDA_DIR) && cp -r python/berth $(CUDA_DIR)/berth
+	find $(CUDA_DIR)/berth -name '*.so' -delete
+	find build/cuda-obj -name '*.so' -delete 2>/dev/null || true  # relinked, so copied again
+	cmake -S . -B build/cuda-obj -DPython_EXECUTABLE="$$(command -v $(CUDA_PY))" \
+	    -DCMAKE_BUILD_TYPE=Release -DBERTH_INPLACE_DIR=$(abspath $(CUDA_DIR))/berth >/dev/null
+	cmake --build build/cuda-obj -j$$(nproc)
+	PYTHONPATH=$(abspath $(CUDA_DIR)) $(CUDA_PY) -m pytest -q -p no:cacheprovider -rs tests/core
 
 # libFuzzer (clang, ASan/UBSan) on the protocol codec for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 60
