@@ -513,9 +513,10 @@ std::string signature_from_wrapper(caffe2::serialize::PyTorchStreamReader &reade
 // Loads `name` from the folder libtorch_cpu.so was loaded from, once, and returns why it
 // failed ("" if it loaded, or if that folder has no such file). The shim links only
 // libtorch_cpu and libc10, so two of libtorch's libraries come here, when first needed:
-//  - libtorch.so, before the first .pt2: AOTInductor's model libraries need it by name and
-//    carry no path to find it, so without it loaded the system's libtorch.so (Debian's
-//    1.13, say) would be taken. In a CUDA build it brings libtorch_cuda too.
+//  - libtorch.so, before the first .pt2 or operator library: AOTInductor's model libraries
+//    and libraries built with torch's cpp_extension need it by name and carry no path to
+//    find it, so without it loaded the system's libtorch.so (Debian's 1.13, say) would be
+//    taken. In a CUDA build it brings libtorch_cuda too.
 //  - libtorch_cuda.so, a CUDA build's CUDA half, before the first model for a CUDA device,
 //    and before the shim asks libtorch about CUDA, since libtorch keeps its first answer.
 //    A process serving TorchScript on the CPU never loads it (about 270 MB of RSS and the
@@ -719,6 +720,12 @@ berth_status *load_library(const char *path)
     FIREWALL_BEGIN
     if (!path)
         return make_status(BERTH_E_INVALID_ARGUMENT, "path must not be NULL");
+    // Operator libraries built against torch (cpp_extension) need libtorch.so by name.
+    const std::string &libtorch = load_beside_libtorch("libtorch.so");
+    if (!libtorch.empty())
+        return make_status(BERTH_E_LOAD,
+                           std::string("cannot load the operator library '") + path +
+                               "': it needs libtorch.so, which did not load: " + libtorch);
     if (!dlopen(path, RTLD_NOW | RTLD_GLOBAL)) {
         const char *why = dlerror();
         return make_status(BERTH_E_LOAD, std::string("cannot load the operator library '") + path +
