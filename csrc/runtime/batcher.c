@@ -69,14 +69,6 @@ bt_batcher_params bt_batcher_default_params(void)
 int bt_batcher_is_batching(const bt_batcher *b) { return b->batching; }
 int bt_batcher_batch_limit(const bt_batcher *b) { return atomic_load(&b->limit); }
 
-void bt_batcher_set_batch_limit(bt_batcher *b, int rows)
-{
-    if (rows < 1)
-        rows = 1;
-    if (rows > b->params.max_batch_size)
-        rows = b->params.max_batch_size;
-    atomic_store(&b->limit, rows);
-}
 void bt_batcher_tune(bt_batcher *b, const char *label)
 {
     pthread_mutex_lock(&b->tune_mu);

@@ -61,11 +61,9 @@ void bt_batcher_cancel_queued(bt_batcher *b, const char *why);
 /* 1 when requests are concatenated along the batch dimension. */
 int bt_batcher_is_batching(const bt_batcher *b);
 
-/* Rows per forward in effect: max_batch_size until set lower or tuned (bigger batches can
- * cost more per row). A single request with more rows still runs, alone. set clamps to
- * 1..max_batch_size. */
+/* Rows per forward in effect: max_batch_size until tuned (bigger batches can cost more per
+ * row). A single request with more rows still runs, alone. */
 int bt_batcher_batch_limit(const bt_batcher *b);
-void bt_batcher_set_batch_limit(bt_batcher *b, int rows);
 
 /* Starts a tuner climb (runtime/tuner.h): the limit drops to 1 and follows the climb, and
  * every successful forward of the size being timed counts, whoever submitted it, until
