@@ -25,8 +25,10 @@ ROOT = os.path.dirname(HERE)
 PORT = 18470
 
 
-def make_models(directory):
-    """Saves the seed MLP and resnet18 (random weights) with berth.json signatures."""
+def make_models(directory, pt2=False):
+    """Saves the seed MLP and resnet18 (random weights) with berth.json signatures:
+    name -> (path, shape of one row). With ``pt2``, also "<name>.pt2" -> the same module
+    exported by berth.export (torch.export + AOTInductor; tens of seconds each)."""
     import torch
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
@@ -43,6 +45,11 @@ def make_models(directory):
         path = os.path.join(directory, f"{name}.pt")
         torch.jit.save(torch.jit.script(module), path, _extra_files={"berth.json": json.dumps(meta)})
         models[name] = (path, shape)
+        if pt2:
+            import berth
+            example = torch.zeros([2] + shape)
+            models[name + ".pt2"] = (berth.export(module, example, os.path.join(directory, f"{name}.pt2"),
+                                                  input_names=["x"], output_names=["y"]), shape)
     return models
 
 

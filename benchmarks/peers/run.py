@@ -76,6 +76,10 @@ SYSTEMS = {
     # extension (Triton's; KServe's Python server reads it too, MLServer does not).
     "berth-binary": {"label": "berth serve, binary tensors", "serve_as": "berth", "url": V2_URL,
                      "body": "binary", "ready": "/v2/health/ready"},
+    # Not in the default run: berth serving the same modules exported as .pt2 packages
+    # (torch.export + AOTInductor, berth.export; compiled once per run). No peer loads one.
+    "berth-pt2": {"label": "berth serve, .pt2", "serve_as": "berth", "file": "pt2", "url": V2_URL,
+                  "body": "v2", "ready": "/v2/health/ready"},
     "floor": {"label": "HTTP floor (libmicrohttpd)", "url": V2_URL, "body": "v2"},
     "mlserver": {"label": "MLServer", "venv": "mlserver", "url": V2_URL, "body": "v2",
                  "ready": "/v2/health/ready"},
@@ -92,9 +96,9 @@ SYSTEMS = {
     "rayserve": {"label": "Ray Serve", "venv": "rayserve", "url": "/predict", "body": "v2",
                  "dist": "ray", "ready": "/-/healthz"},
 }
-ORDER = ["berth", "berth-nt", "berth-binary", "floor", "mlserver", "kserve", "kserve-binary",
+ORDER = ["berth", "berth-nt", "berth-binary", "berth-pt2", "floor", "mlserver", "kserve", "kserve-binary",
          "litserve", "bentoml", "torchserve", "rayserve"]
-NOT_BY_DEFAULT = ("berth-nt", "berth-binary", "kserve-binary")
+NOT_BY_DEFAULT = ("berth-nt", "berth-binary", "berth-pt2", "kserve-binary")
 
 
 def log(*a):
@@ -652,7 +656,7 @@ def main():
 
     results, args.headers = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = bench_server.make_models(tmp)
+        paths = bench_server.make_models(tmp, pt2=any(SYSTEMS[s].get("file") == "pt2" for s in systems))
         for model_name in models:
             path, shape = paths[model_name]
             for kind in ("v2", "bentoml", "binary"):
@@ -662,7 +666,8 @@ def main():
                 order = systems[rnd % len(systems):] + systems[:rnd % len(systems)]
                 log(f"{model_name} round {rnd + 1}/{args.rounds}: {', '.join(order)}")
                 for name in order:
-                    r = measure(name, SYSTEMS[name], pythons[name], model_name, path, tmp, args,
+                    file = paths[model_name + ".pt2"][0] if SYSTEMS[name].get("file") == "pt2" else path
+                    r = measure(name, SYSTEMS[name], pythons[name], model_name, file, tmp, args,
                                 pythons["floor"] if name == "floor" else None)
                     r["round"] = rnd + 1
                     if "error" in r:
