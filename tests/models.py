@@ -130,6 +130,22 @@ def mobilenet_v3_small(num_classes=1000):
     return MobileNetV3Small(num_classes)
 
 
+class ConvNet(nn.Module):
+    """Conv, batch norm, pooling, linear: the operators of an image classifier, small
+    enough to export and compile as a .pt2 in seconds (input 3xHxW, 5 outputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, image):
+        return self.head(torch.flatten(self.features(image), 1))
+
+
 class SlowLinear(nn.Module):
     """A 10 -> 1 linear layer whose every forward also does a fixed chain of matmuls.
 

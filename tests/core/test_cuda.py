@@ -15,28 +15,13 @@ import pytest
 
 import berth
 from conftest import berth_pythonpath, save_script, seed_metadata, seed_mlp
-from models import resnet18
+from models import ConvNet, resnet18
 
 torch = pytest.importorskip("torch")
 TORCH = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA torch and a visible GPU")
 needs_export = pytest.mark.skipif(TORCH < (2, 6), reason=f"torch.export/AOTInductor packages need torch >= 2.6, "
                                                          f"this is {torch.__version__}")
-
-
-class ConvNet(torch.nn.Module):
-    """Conv, batch norm, pooling, linear."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-            torch.nn.MaxPool2d(2), torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1))
-        self.head = torch.nn.Linear(16, 5)
-
-    def forward(self, image):
-        return self.head(torch.flatten(self.features(image), 1))
 
 
 def on_gpu(module, *arrays):
