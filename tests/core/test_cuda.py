@@ -5,16 +5,13 @@ never imports torch.
 Skipped without a CUDA torch and a visible GPU (the project's CI machines have none; a
 machine with one runs them with the rest of tests/core). Without a GPU the refusal is
 tested in test_pt2.py (test_device_cuda_is_refused_clearly_without_a_gpu)."""
-import os
-import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
 
 import berth
-from conftest import berth_pythonpath, save_script, seed_metadata, seed_mlp
+from conftest import berth_pythonpath, run_python, save_script, seed_metadata, seed_mlp
 from models import ConvNet, resnet18
 
 torch = pytest.importorskip("torch")
@@ -67,8 +64,7 @@ def cuda_package(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("cuda_pt2") / "conv.pt2")
     berth.export(module, torch.randn(3, 3, 16, 16, device="cuda"), path, max_batch=64)
     code = f"import numpy as np, berth; berth.load({path!r}, device='cuda').predict(np.zeros((2, 3, 16, 16), np.float32))"
-    env = dict(os.environ, PYTHONPATH=berth_pythonpath())
-    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    probe = run_python(code, env={"PYTHONPATH": berth_pythonpath()}, timeout=300)
     if probe.returncode != 0:
         pytest.fail(f"loading and running the CUDA package in a child process failed (exit "
                     f"{probe.returncode}): {probe.stderr[-3000:]}")
@@ -155,8 +151,7 @@ np.save({str(tmp_path / 'ts.npy')!r}, berth.load({ts_path!r}, device="cuda").pre
 np.save({str(tmp_path / 'pt2.npy')!r}, berth.load({pt2_path!r}, device="cuda").predict(image))
 print("torch imported:", "torch" in sys.modules)
 """
-    env = dict(os.environ, PYTHONPATH=berth_pythonpath())
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = run_python(code, env={"PYTHONPATH": berth_pythonpath()}, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "torch imported: False" in out.stdout
     assert_close(np.load(tmp_path / "ts.npy"), on_gpu(module, x), 1e-5)
