@@ -161,8 +161,6 @@ static int add_dtypes(PyObject *m)
 PyMODINIT_FUNC PyInit__core(void)
 {
     bt_json_init();
-    if (bt_py_import_numpy() != 0)
-        return NULL;
     if (PyType_Ready(&bt_ModelType) != 0)
         return NULL;
     PyObject *m = PyModule_Create(&core_module);

@@ -14,9 +14,17 @@
 
 PyObject *bt_BerthError, *bt_ModelLoadError, *bt_InferenceError, *bt_Overloaded;
 
-int bt_py_import_numpy(void)
+/* NumPy's C API, loaded on first use rather than at import: `berth serve` and models fed
+ * buffers never make an ndarray, and importing NumPy costs ~50 ms of a cold start.
+ * Called with the GIL held, which guards the flag. 0 on success, else -1 with a Python
+ * exception set. */
+static int numpy_ready(void)
 {
-    import_array1(-1);
+    static int ready;
+    if (!ready) {
+        import_array1(-1);
+        ready = 1;
+    }
     return 0;
 }
 
@@ -208,6 +216,12 @@ int bt_py_to_tensor(PyObject *obj, const bt_model *m, size_t index, DLManagedTen
                                 "input '%s' must be a NumPy array, a buffer or a list of "
                                 "numbers; got %s",
                                 name, Py_TYPE(obj)->tp_name);
+        if (numpy_ready() != 0) {
+            PyErr_Clear();
+            return bt_error_set(err, BT_ERR_TYPE,
+                                "input '%s': reading a %s needs NumPy, which did not import",
+                                name, Py_TYPE(obj)->tp_name);
+        }
         holder = PyArray_FromAny(obj, NULL, 0, 0, NPY_ARRAY_DEFAULT, NULL);
         if (!holder) {
             PyErr_Clear();
@@ -324,6 +338,11 @@ static int typenum_of(DLDataType t)
 PyObject *bt_py_from_tensor(DLManagedTensor *m)
 {
     DLTensor *t = &m->dl_tensor;
+    if (numpy_ready() != 0) {
+        if (m->deleter)
+            m->deleter(m);
+        return NULL;
+    }
     int typenum = typenum_of(t->dtype);
     if (typenum < 0 || t->ndim > NPY_MAXDIMS) {
         if (m->deleter)

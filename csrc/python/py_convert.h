@@ -61,7 +61,4 @@ int bt_py_to_tensors(PyObject *const *args, size_t n, const bt_model *m, DLManag
  * (is_tuple 2). Steals every output on every path; NULL with an exception on failure. */
 PyObject *bt_py_outputs(const bt_model *m, DLManagedTensor **out, size_t n_out, int is_tuple);
 
-/* Initialises NumPy's C API for this translation unit set; 0 on success. */
-int bt_py_import_numpy(void);
-
 #endif /* BERTH_PY_CONVERT_H */

@@ -66,6 +66,21 @@ print(sorted(k for k in sys.modules if k == "torch" or k.startswith("torch.")))
     assert result.stdout.strip() == "[]"
 
 
+def test_numpy_is_imported_when_an_array_is_first_made(seed_model_path):
+    """`import berth` and loading leave NumPy unimported (``berth serve`` never needs it);
+    a list input or the first output array imports it."""
+    code = f"""
+import sys, berth
+m = berth.load({seed_model_path!r})
+print("numpy" in sys.modules)
+y = m.predict([[0.5] * 10, [1.0] * 10])
+print("numpy" in sys.modules, type(y).__name__, y.dtype, y.shape)
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["False", "True ndarray float32 (2, 1)"]
+
+
 def _torch_lib_dir():
     import importlib.util
     spec = importlib.util.find_spec("torch")
