@@ -566,7 +566,8 @@ static PyMethodDef Service_methods[] = {
      "signature's shape; returns the seconds spent, or None when the signature has no "
      "dtypes/shapes to warm up with. When batching and tune_batch, starts timing batches of 1, "
      "2, 4, ... max_batch_size rows, to limit batches to the smallest size with about the "
-     "cheapest rows: zero batches for up to tune_seconds, then served batches of the size "
+     "cheapest rows: zero batches for up to tune_seconds (none when the forwards the climb "
+     "needs would exceed it even at one row's cost), then served batches of the size "
      "being timed (see batch_limit, batch_costs and batch_tuning)."},
     {"set_ready", (PyCFunction)Service_set_ready, METH_O,
      "set_ready(flag)\n--\n\nTurns readiness on, or off for shutdown."},

@@ -89,6 +89,16 @@ int bt_batcher_tuning_rows(bt_batcher *b)
     return rows;
 }
 
+int bt_batcher_tuning_forwards_left(bt_batcher *b)
+{
+    if (!atomic_load(&b->climbing))
+        return 0;
+    pthread_mutex_lock(&b->tune_mu);
+    int forwards = bt_tuner_forwards_left(&b->tuner);
+    pthread_mutex_unlock(&b->tune_mu);
+    return forwards;
+}
+
 size_t bt_batcher_tuning(bt_batcher *b, bt_batch_cost *costs, size_t cap, int *done, char *text,
                          size_t text_cap)
 {

@@ -74,6 +74,9 @@ void bt_batcher_tune(bt_batcher *b, const char *label);
 /* The rows the climb is timing now: 0 when none is in progress. */
 int bt_batcher_tuning_rows(bt_batcher *b);
 
+/* bt_tuner_forwards_left of the climb in progress: 0 when none is. */
+int bt_batcher_tuning_forwards_left(bt_batcher *b);
+
 /* Copies up to cap of the sizes timed so far into costs and returns how many; *done is 1
  * once a climb has ended. text (when not NULL) gets the tuner's line (bt_tuner_text). */
 size_t bt_batcher_tuning(bt_batcher *b, bt_batch_cost *costs, size_t cap, int *done, char *text,

@@ -19,6 +19,22 @@ void bt_tuner_start(bt_tuner *t, int max_batch_size)
 
 int bt_tuner_done(const bt_tuner *t) { return t->measuring == 0 && t->n_steps > 0; }
 
+/* The size timed after `size`: double it, capped at max; 0 after max. */
+static int next_size(const bt_tuner *t, int size)
+{
+    return size == t->max ? 0 : size > t->max / 2 ? t->max : size * 2;
+}
+
+int bt_tuner_forwards_left(const bt_tuner *t)
+{
+    if (t->measuring == 0)
+        return 0;
+    int forwards = -t->seen;
+    for (int size = t->measuring; size > 0; size = next_size(t, size))
+        forwards += BT_TUNE_TIMED + 1;
+    return forwards;
+}
+
 /* The smallest size timed whose rows cost within BT_TUNE_SLACK of the cheapest. */
 static int settled_limit(const bt_tuner *t)
 {
@@ -53,7 +69,7 @@ int bt_tuner_observe(bt_tuner *t, int64_t rows, double seconds)
         t->limit = settled_limit(t);
         return 1;
     }
-    t->measuring = size > t->max / 2 ? t->max : size * 2;
+    t->measuring = next_size(t, size);
     t->seen = 0;
     t->cost = HUGE_VAL;
     t->limit = t->measuring;

@@ -51,6 +51,10 @@ void bt_tuner_start(bt_tuner *t, int max_batch_size);
  * (t->limit may have changed), 0 otherwise. */
 int bt_tuner_observe(bt_tuner *t, int64_t rows, double seconds);
 
+/* The forwards the climb still needs if it runs to max_batch_size: an upper bound, since
+ * it may end sooner (0 once it ended). */
+int bt_tuner_forwards_left(const bt_tuner *t);
+
 /* 1 once a started climb has ended (t->limit is then final). */
 int bt_tuner_done(const bt_tuner *t);
 

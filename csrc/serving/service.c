@@ -293,8 +293,11 @@ static int warm_forward(bt_service *svc, size_t n, int rows, double *seconds, bt
 
 /* Starts the batcher's tuner climb with `rounds` forwards of 1 row (they count as the
  * climb's first size), then runs the sizes it asks for while the next forward, predicted
- * from the last one's cost per row, keeps the climb within budget_s seconds. The rest of
- * the climb, if any, is timed on served batches after readiness. */
+ * from the last one's cost per row, keeps the climb within budget_s seconds. A climb that
+ * could not finish within budget_s even if every forward it needs cost no more than the
+ * last round does not start: such a model goes ready after its rounds, since timing part
+ * of the climb would only delay readiness for forwards that served batches time as well.
+ * The rest of the climb, if any, is timed on served batches after readiness. */
 static int tune_before_ready(bt_service *svc, size_t n, int rounds, double budget_s, bt_error *err)
 {
     char label[256];
@@ -305,6 +308,8 @@ static int tune_before_ready(bt_service *svc, size_t n, int rounds, double budge
         if (warm_forward(svc, n, 1, &t, err) != 0)
             return -1;
     double per_row = t; /* the last round's, 1 row */
+    if (t * bt_batcher_tuning_forwards_left(svc->batcher) > budget_s)
+        return 0;
     const double start = bt_now();
     for (int rows; (rows = bt_batcher_tuning_rows(svc->batcher)) > 0;) {
         if (bt_now() - start + per_row * rows > budget_s)

@@ -65,8 +65,9 @@ void bt_service_set_failed(bt_service *svc, const char *message);
 
 /* Runs batches of the signature's shape through the batcher: batch 1 `rounds` times, then, when batching, either
  * tunes the batch limit (tune = 1: the batch-1 rounds start the batcher's climb,
- * runtime/tuner.h, and the sizes it times next run while the climb stays within budget_s
- * seconds; what is left of it is timed on served batches after readiness) or runs one
+ * runtime/tuner.h, and unless the forwards left in the climb at the last round's cost
+ * alone exceed budget_s seconds, the sizes it times next run while it stays within
+ * budget_s; what is left of it is timed on served batches after readiness) or runs one
  * batch of max_batch_size rows. Returns 1 when it ran, 0 when the signature lacks dtypes or shapes
  * (nothing to warm up with), -1 with err set when forward failed (the service is then
  * marked failed: see bt_service_set_failed). *seconds gets the time. The statistics
@@ -77,13 +78,14 @@ int bt_service_warmup(bt_service *svc, int rounds, int tune, double budget_s, do
 
 /* Warm-up's rounds of 1 row, by default: TorchScript's profiling executor profiles the
  * first call and builds the optimized plan in the second, which every later call runs
- * (resnet18 on one CPU: 93, 59, then 50 ms a forward). */
+ * (resnet18 optimized, on one CPU: 60, 27, then 23 ms a forward). */
 #define BT_WARMUP_ROUNDS 2
 
 /* Seconds of batch tuning warm-up spends before readiness after its rounds, by default:
  * ten times what the seed MLP's whole climb takes (28 forwards of microseconds), while a
- * model whose rows take longer (resnet18 on one CPU: 50 ms) goes ready right after its
- * rounds and climbs on served batches, instead of 16 s of zero batches. */
+ * model whose climb would take longer (resnet18 on one CPU: 23 ms a row, seconds to
+ * climb) goes ready right after its rounds and climbs on served batches, instead of 16 s
+ * of zero batches. */
 #define BT_TUNE_READY_SECONDS 0.05
 
 /* Answers a request the registry routed here: `ep` is one of the model endpoints

@@ -189,8 +189,13 @@ static void test_tuner_climbs(void)
     /* a max that is not a power of two ends the ladder */
     size_t n = climb(&t, 24, halving, sizes);
     CHECK(n == 6 && sizes[4] == 16 && sizes[5] == 24 && t.limit == 8);
+    CHECK(bt_tuner_forwards_left(&t) == 0); /* ended */
+    /* the forwards still to run, BT_TUNE_TIMED + 1 of each size: 1, 2, 4, ... 16, 24 */
+    bt_tuner_start(&t, 24);
+    CHECK(bt_tuner_forwards_left(&t) == (BT_TUNE_TIMED + 1) * 6);
     /* while it climbs, the text says what it is timing */
     bt_tuner_start(&t, 64);
+    CHECK(bt_tuner_forwards_left(&t) == (BT_TUNE_TIMED + 1) * 7);
     bt_tuner_text(&t, text, sizeof text);
     CHECK_STR(text, "batch limit 1 rows for now, timing batches of 1 rows as they are served; no "
                     "batch size timed yet");
@@ -199,6 +204,8 @@ static void test_tuner_climbs(void)
     bt_tuner_text(&t, text, sizeof text);
     CHECK_STR(text, "batch limit 2 rows for now, timing batches of 2 rows as they are served; ms "
                     "per row at 1 rows: 4");
+    bt_tuner_observe(&t, 2, 0.004); /* the untimed first of size 2 */
+    CHECK(bt_tuner_forwards_left(&t) == BT_TUNE_TIMED + (BT_TUNE_TIMED + 1) * 5);
     bt_tuner_text(&t, text, 12); /* cut, still terminated */
     CHECK_STR(text, "batch limit");
     CHECK(bt_tuner_observe(&t, 1, 0.001) == 0); /* size 1 is done: no longer counted */

@@ -2,6 +2,7 @@
 one the batcher then keeps to. Warm-up times sizes for tune_seconds; the rest of the climb
 is timed on served batches."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -186,6 +187,39 @@ def test_the_climb_goes_on_with_served_batches(slow_linear, capfd):
         assert len(service.batch_costs) == 7 and service.batch_limit >= 16
     finally:
         service.close()
+
+
+def test_a_climb_that_cannot_finish_in_warm_up_waits_for_served_batches(slow_linear):
+    # Budget for 8 forwards, and the climb needs 26 more after the 2 rounds (4 of each of
+    # 7 sizes): even at one row's cost it could not finish, so readiness comes right after
+    # the rounds (resnet18 on one CPU: 46 ms sooner) and every size is timed when served.
+    path, _ = slow_linear
+    model = berth.load(path)
+    x = np.ones((1, 10), np.float32)
+    model.predict(x)
+    forward = min(timed(model.predict, x) for _ in range(5))
+    service = _core.Service(model, "seed", max_batch_size=64)
+    try:
+        service.warmup(rounds=2, tune_seconds=8 * forward)
+        assert service.batch_costs == [] and service.batch_limit == 1
+        assert service.batch_tuning.endswith("timing batches of 1 rows as they are served; "
+                                             "no batch size timed yet")
+        assert service.stats()["batches"] == 2  # the rounds, and nothing more
+    finally:
+        service.close()
+    # with time for the whole climb, warm-up runs it
+    service = _core.Service(model, "seed", max_batch_size=64)
+    try:
+        service.warmup(rounds=2, tune_seconds=60)
+        assert [r for r, _ in service.batch_costs] == [1, 2, 4, 8, 16, 32, 64]
+    finally:
+        service.close()
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
 
 
 def test_concurrent_single_rows_climb_past_one_row(slow_linear):
