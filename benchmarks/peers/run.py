@@ -407,7 +407,7 @@ def poll_200(proc, url, body, headers, timeout):
                     return True
         except (OSError, urllib.error.HTTPError):
             pass
-        time.sleep(0.05)
+        time.sleep(0.01)  # the cold start's resolution: berth's is ~0.5 s
     return False
 
 
