@@ -58,6 +58,24 @@ static PyObject *core_keep_freed_memory(PyObject *self, PyObject *unused)
     Py_RETURN_FALSE;
 }
 
+/* With freed memory kept, what loading a model freed (the file's bytes, the module before
+ * freezing, the optimizing passes' graphs: resnet18, 4x its weights) would stay resident
+ * for good. Handing it back once a model is loaded leaves the heap to grow to what its
+ * forwards need, which it then keeps. */
+static PyObject *core_release_freed_memory(PyObject *self, PyObject *unused)
+{
+    (void)self, (void)unused;
+#ifdef __GLIBC__
+    int released;
+    Py_BEGIN_ALLOW_THREADS
+        released = malloc_trim(0);
+    Py_END_ALLOW_THREADS
+    if (released)
+        Py_RETURN_TRUE;
+#endif
+    Py_RETURN_FALSE;
+}
+
 static PyObject *core_load_library(PyObject *self, PyObject *arg)
 {
     (void)self;
@@ -105,6 +123,9 @@ static PyMethodDef core_methods[] = {
     {"keep_freed_memory", core_keep_freed_memory, METH_NOARGS,
      "keep_freed_memory()\n--\n\nglibc only: serve every allocation from the heap and keep freed memory "
      "for reuse instead of returning it to the kernel. True if applied."},
+    {"release_freed_memory", core_release_freed_memory, METH_NOARGS,
+     "release_freed_memory()\n--\n\nglibc only: hand the heap's free memory back to the kernel "
+     "(malloc_trim). True if any was."},
     {"cgroup_cpu_limit", core_cgroup_cpu_limit, METH_VARARGS,
      "cgroup_cpu_limit(root, path)\n--\n\nCPUs allowed by the cgroup quota at root/path (0 = no limit)."},
     {"default_num_threads", core_default_num_threads, METH_NOARGS,

@@ -183,6 +183,7 @@ class Controller:
             if expected:
                 data = verified_model_bytes(path, expected)
                 model, unoptimized = load_verified(data, optimize, inputs, outputs, on_probe=log)
+                del data
             else:
                 from .._model import load_for_serving
                 model, unoptimized = load_for_serving(str(path), optimize=optimize, inputs=inputs,
@@ -191,6 +192,9 @@ class Controller:
             raise
         except (_core.BerthError, ValueError, OSError) as e:
             raise LoadFailure(str(e)) from None
+        # what loading freed (resnet18: 4x its weights) would stay resident with freed
+        # memory kept; warm-up and serving then grow the heap to what forwards need
+        _core.release_freed_memory()
         problem = compiled_for_problem(model, self.libtorch)
         if problem:
             raise LoadFailure(problem)
