@@ -219,8 +219,8 @@ int bt_py_to_tensor(PyObject *obj, const bt_model *m, size_t index, DLManagedTen
         if (numpy_ready() != 0) {
             PyErr_Clear();
             return bt_error_set(err, BT_ERR_TYPE,
-                                "input '%s': reading a %s needs NumPy, which did not import",
-                                name, Py_TYPE(obj)->tp_name);
+                                "input '%s': reading a %s needs NumPy, which did not import", name,
+                                Py_TYPE(obj)->tp_name);
         }
         holder = PyArray_FromAny(obj, NULL, 0, 0, NPY_ARRAY_DEFAULT, NULL);
         if (!holder) {

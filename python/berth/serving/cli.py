@@ -82,8 +82,8 @@ def build_parser():
     p.add_argument("--no-batch-tuning", action="store_true",
                    help="fill batches up to --max-batch-size; by default batches of 1, 2, "
                         "4, ... rows are timed (in warm-up for up to 50 ms when the "
-                        "climb can fit, then on served batches) and the smallest size with about the cheapest rows "
-                        "is kept")
+                        "climb can fit, then on served batches) and the smallest size "
+                        "with about the cheapest rows is kept")
     p.add_argument("--workers", type=int, default=LIMITS["workers"],
                    help="forwards run concurrently (default %(default)d; try 2 with --threads 1 for "
                         "models that batching does not speed up)")
