@@ -137,10 +137,10 @@ def test_readiness_only_after_warm_up(seed_model_path):
             if status == 200:
                 break
         # the first time readiness is 200, warm-up ran its 2 rounds of 1 row, which begin
-        # the batch tuning's climb, and the climb's further forwards of 1 row (the seed
-        # finishes its climb in warm-up: tests/serving/test_serving_tuning.py)
+        # the batch tuning's climb (the seed's climb then runs in warm-up where it fits in
+        # 50 ms, not under the sanitizers: tests/serving/test_serving_tuning.py)
         text = server.metrics()
-        assert metric(text, 'berth_batch_size_bucket{le="1"}') >= 3
+        assert metric(text, 'berth_batch_size_bucket{le="1"}') >= 2
         assert 1 <= metric(text, "berth_batch_limit") <= 32
         assert set(observed) <= {503, 200}
     finally:
