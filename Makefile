@@ -20,7 +20,7 @@ SOURCES := $(wildcard csrc/*/*.c csrc/*/*.h csrc/include/berth/*.h csrc/shim/*.c
 STAMP := $(VENV)/.berth-built
 DEB_STAMP := $(DEB_VENV)/.berth-built
 
-.PHONY: all build build-debian demo demo-debian format lint test test-c test-pypi test-debian test-core test-serving sanitize test-cuda fuzz bench bench-server bench-peers clean validate-tools deploy-reference image-test
+.PHONY: all build build-debian demo demo-debian format lint test test-c test-pypi test-debian test-core test-serving sanitize test-cuda fuzz bench bench-server bench-peers perf-analyzer clean validate-tools deploy-reference image-test
 
 all: build
 
@@ -85,18 +85,18 @@ lint: $(VENV)/.requirements
 format:
 	clang-format -i $(C_FILES)
 
-test-pypi: build
+test-pypi: build perf-analyzer
 	$(PY) -m pytest -q --doctest-modules tests python/berth
 
 # Run from build/ so that `import berth` finds the installed copy, not python/berth.
-test-debian: build-debian
+test-debian: build-debian perf-analyzer
 	cd build && ../$(DEB_PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml ../tests
 
 test-core: build
 	$(PY) -m pytest -q tests/core
 
 SERVING_TESTS := tests/serving
-test-serving: build
+test-serving: build perf-analyzer
 	$(PY) -m pytest -q $(SERVING_TESTS) --doctest-modules python/berth/serving
 
 # The C core and the shim built with AddressSanitizer + UBSan (and -Werror) by the root CMake
@@ -154,6 +154,22 @@ bench-server: build
 PEERS_ARGS ?=
 bench-peers: build
 	$(PY) benchmarks/peers/run.py $(PEERS_ARGS)
+
+# Triton's perf_analyzer in its own venv (requirements/perf-analyzer.txt says why this
+# way), run through build/perf-analyzer/perf_analyzer, which puts the CUDA runtime it links
+# on the library path.
+PA_VENV := build/perf-analyzer
+perf-analyzer: $(PA_VENV)/.requirements
+$(PA_VENV)/.requirements: requirements/perf-analyzer.txt
+	test -x $(PA_VENV)/bin/python || $(PYTHON_PYPI) -m venv $(PA_VENV)
+	$(PA_VENV)/bin/python -m pip install -q --no-deps -r requirements/perf-analyzer.txt
+	cd $(PA_VENV) && ln -sfn $$(echo lib/python3*/site-packages/nvidia/cuda_runtime/lib) cudart
+	printf '%s\n' '#!/bin/sh' 'here=$$(dirname "$$(readlink -f "$$0")")' \
+	  'LD_LIBRARY_PATH="$$here/cudart$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" exec "$$here/bin/perf_analyzer" "$$@"' \
+	  > $(PA_VENV)/perf_analyzer
+	chmod +x $(PA_VENV)/perf_analyzer
+	$(PA_VENV)/perf_analyzer --version
+	cp requirements/perf-analyzer.txt $@
 
 # Node tools that validate emitted manifests and Dockerfiles (npm ci, once).
 validate-tools:

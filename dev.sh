@@ -20,7 +20,7 @@ PACKAGES=(
   libcjson-dev libmicrohttpd-dev libgnutls28-dev zlib1g-dev
   python3-nbclient python3-ipykernel python3-matplotlib
   python3-fastapi python3-uvicorn python3-flask python3-httpx python3-prometheus-client
-  wrk openssl curl clang libclang-rt-14-dev clang-format
+  wrk libb64-0d openssl curl clang libclang-rt-14-dev clang-format
   nodejs npm podman buildah runc debootstrap uidmap slirp4netns fuse-overlayfs
 )
 
