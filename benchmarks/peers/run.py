@@ -40,6 +40,7 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -56,6 +57,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import bench_server  # noqa: E402  (make_models, request_input, wrk_script, to_ms)
 
 BUILD = os.path.join(ROOT, "build", "peers")
+PERF_ANALYZER = os.path.join(ROOT, "build", "perf-analyzer", "perf_analyzer")  # make perf-analyzer
 PORT = 18480
 SERVER_CPU, CLIENT_CPU = "0", "1"
 SLO_MS = {"mlp": 5.0, "resnet18": 250.0}
@@ -99,6 +101,13 @@ SYSTEMS = {
 ORDER = ["berth", "berth-nt", "berth-binary", "berth-pt2", "floor", "mlserver", "kserve", "kserve-binary",
          "litserve", "bentoml", "torchserve", "rayserve"]
 NOT_BY_DEFAULT = ("berth-nt", "berth-binary", "berth-pt2", "kserve-binary")
+# What --load perf_analyzer drives: the Open Inference Protocol servers, sent JSON tensors,
+# or binary ones where the system's body is "binary" (perf_analyzer's default format).
+PERF_ANALYZER_SYSTEMS = ("berth", "berth-nt", "berth-binary", "berth-pt2", "mlserver", "kserve-binary")
+PERF_ANALYZER_CANNOT = {
+    "kserve": "perf_analyzer 2.40 cannot read KServe's JSON answers: each output has "
+              '"parameters": null, and its HTTP client then looks for binary_data_size in it '
+              "(kserve-binary is measured instead)"}
 
 
 def log(*a):
@@ -163,14 +172,17 @@ def version_of(py, dist):
                           capture_output=True, text=True).stdout.strip() or "?"
 
 
-def server_command(name, py, model_path, port, floor_exe):
+def server_command(name, py, model_path, port, floor_exe, config=None):
+    """config: the file of triton_config(), which the MLServer and KServe adapters serve
+    when they are given it (perf_analyzer's load only)."""
     name = SYSTEMS[name].get("serve_as", name)
     if name in ("berth", "berth-nt"):
         return [py, "-m", "berth", "serve", model_path, "--host", "127.0.0.1", "--port", str(port),
                 "--name", "m"] + (["--no-batch-tuning"] if name == "berth-nt" else [])
     if name == "floor":
         return [floor_exe, str(port), "2"]  # 2 threads: as many as berth's HTTP threads here
-    return [py, os.path.join(HERE, name, "server.py"), model_path, str(port)]
+    return [py, os.path.join(HERE, name, "server.py"), model_path, str(port)] + \
+        ([config] if config and name in ("mlserver", "kserve") else [])
 
 
 # ---------------------------------------------------------------- requests
@@ -276,20 +288,96 @@ def rate_point(tmp, body_file, headers, url, rate, slo_ms, duration):
     return r
 
 
-def rate_search(tmp, body_file, headers, url, closed_loop_max, slo_ms, steps, duration,
-                settle_first):
+# ---------------------------------------------------------------- perf_analyzer
+
+def perf_analyzer_data(shape, path):
+    """perf_analyzer's --input-data file: the same one row every other load sends."""
+    x = bench_server.request_input(shape)
+    with open(path, "w") as f:
+        json.dump({"data": [{"x": {"content": [round(float(v), 6) for v in x.ravel()],
+                                   "shape": list(shape)}}]}, f)
+    return path
+
+
+def triton_config(shape, path):
+    """What perf_analyzer reads before it sends anything: the model's metadata (its inputs'
+    names, types and shapes) and Triton's model configuration (GET /v2/models/m/config).
+    berth serves both itself; the MLServer and KServe adapters are given this file to serve
+    them (neither server has Triton's model-configuration extension)."""
+    with open(path, "w") as f:
+        json.dump({"metadata": {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1] + shape}],
+                                "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, -1]}]},
+                   "config": {"name": "m", "max_batch_size": 64,
+                              "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": shape}],
+                              "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [-1]}]}}, f)
+    return path
+
+
+def perf_analyzer(port, data, binary, mode, window_s, max_windows):
+    """One perf_analyzer run on the client's CPU over HTTP, with JSON tensors both ways (the
+    body every system gets from wrk) or binary ones, mode being --concurrency-range N or a
+    Poisson --request-rate-range.
+    Its own stability rule: windows of window_s until the last 3 have throughput and p99
+    within 10% (at least 3 windows, at most max_windows). Returns its figures over those
+    windows, or, where they never settled, the median of the last 3 windows (p50 unknown)."""
+    cmd = ["taskset", "-c", CLIENT_CPU, PERF_ANALYZER, "-m", "m", "-u", f"127.0.0.1:{port}",
+           "-i", "http", "--input-data", data]
+    cmd += [] if binary else ["--input-tensor-format", "json", "--output-tensor-format", "json"]
+    cmd += ["--measurement-interval", str(int(window_s * 1000)),
+           "--max-trials", str(max(3, max_windows)), "--stability-percentage", "10",
+           "--percentile", "99", "--max-threads", "16", "-v", *mode]
+    try:  # capped at 4 GiB: a run whose windows never close keeps every timestamp
+        done = subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=60 + 3 * window_s * max(3, max_windows),
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)))
+        out = done.stdout + done.stderr
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace") \
+            + f"\nerror: perf_analyzer did not finish within {e.timeout:.0f} s"
+    passes = [(float(t), int(us) / 1000) for t, us in
+              re.findall(r"Pass \[\d+\] throughput: ([0-9.]+) infer/sec\. p99 latency: (\d+) usec", out)]
+    errors = re.findall(r"(?:Thread \[\d+\] had error|error): .*", out)
+    failed = len(errors)
+    stable = "Failed to obtain stable measurement" not in out
+    final = re.search(r"Client: \n    Request count: (\d+)\n    Throughput: ([0-9.]+) infer/sec\n"
+                      r"(?:.*\n)*?    p50 latency: (\d+) usec\n(?:.*\n)*?    p99 latency: (\d+) usec", out)
+    if stable and final and not failed:
+        r = {"rps": float(final.group(2)), "requests": int(final.group(1)),
+             "p50": int(final.group(3)) / 1000, "p99": int(final.group(4)) / 1000}
+    else:
+        last = passes[-3:]
+        r = {"rps": statistics.median(t for t, _ in last) if last else 0.0,
+             "p99": statistics.median(p for _, p in last) if last else float("inf"),
+             "p50": float("nan"), "requests": 0}
+    r.update(non2xx=0, errors=failed or (0 if passes else 1), windows=len(passes), stable=stable,
+             kept_up="Failed to maintain requested inference load" not in out)
+    if errors or not passes:
+        r["why"] = sorted(set(errors))[:3] or out.strip()[-300:]
+    return r
+
+
+def perf_analyzer_rate_point(port, data, binary, rate, slo_ms, window_s, max_windows):
+    r = perf_analyzer(port, data, binary, ["--request-rate-range", f"{rate:.1f}", "--request-distribution",
+                                   "poisson"], window_s, max_windows)
+    keeps_up = r["kept_up"] and (r["rps"] >= 0.85 * rate or rate * window_s < 100)
+    r.update(target=rate, connections="perf_analyzer",
+             ok=bool(r["p99"] <= slo_ms and not r["errors"] and r["windows"] and keeps_up))
+    return r
+
+
+def rate_search(point, closed_loop_max, steps, settle_first):
     """The highest asked rate that passes, searched from 0.6x the best closed-loop
     throughput: down by 4x while nothing has passed, then bisection between the highest
-    pass and the lowest failure (1.2x the closed-loop best at first). Returns (the
-    asked rate of the best pass, as perf_analyzer's request-rate mode reports it, or 0
-    when none passed; every point tried, with the rate achieved)."""
+    pass and the lowest failure (1.2x the closed-loop best at first). point(rate) measures
+    one rate. Returns (the asked rate of the best pass, as perf_analyzer's request-rate
+    mode reports it, or 0 when none passed; every point tried, with the rate achieved)."""
     lo, hi, best, points = 0.0, 1.2 * closed_loop_max, 0.0, []
     rate = 0.6 * closed_loop_max
     for _ in range(steps):
         if rate < 0.5:
             break
         settle_first()
-        p = rate_point(tmp, body_file, headers, url, rate, slo_ms, duration)
+        p = point(rate)
         points.append(p)
         log(f"    rate {rate:9.1f}/s -> {p['rps']:9.1f}/s p99 {p['p99']:8.2f} ms "
             f"(c={p['connections']}) {'ok' if p['ok'] else 'over'}")
@@ -443,7 +531,8 @@ def measure(name, spec, py, model_name, model_path, tmp, args, floor_exe):
     script = bench_server.wrk_script(os.path.join(tmp, f"{name}-{model_name}.lua"), body_file,
                                      headers)
     logfile = open(os.path.join(args.logs, f"{name}-{model_name}.log"), "a")
-    cmd = ["taskset", "-c", SERVER_CPU] + server_command(name, py, model_path, port, floor_exe)
+    config = os.path.join(tmp, f"{model_name}-triton.json") if args.load == "perf_analyzer" else None
+    cmd = ["taskset", "-c", SERVER_CPU] + server_command(name, py, model_path, port, floor_exe, config)
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=logfile, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -459,17 +548,35 @@ def measure(name, spec, py, model_name, model_path, tmp, args, floor_exe):
         result["cold_start_s"] = time.time() - t0
         wrk(script, url, 4, args.warmup)
         base_ms = min(one_request_ms(url, body, headers) for _ in range(3))
+        window, rate_window = args.duration[model_name], args.rate_duration[model_name]
+        slo = SLO_MS[model_name]
+        if args.load == "perf_analyzer":
+            data = os.path.join(tmp, f"{model_name}-perf_analyzer.json")
+            binary = spec["body"] == "binary"
+
+            def closed(c):
+                return perf_analyzer(port, data, binary, ["--concurrency-range", str(c)], window,
+                                     args.max_windows)
+
+            def point(rate):
+                return perf_analyzer_rate_point(port, data, binary, rate, slo, rate_window,
+                                                args.max_windows)
+        else:
+            def closed(c):
+                return stable_wrk(script, url, c, window, args.max_windows)
+
+            def point(rate):
+                return rate_point(tmp, body_file, headers, url, rate, slo, rate_window)
         result["concurrency"] = {}
         for c in args.connections[model_name]:
             settle(url, body, headers, base_ms)
-            r = stable_wrk(script, url, c, args.duration[model_name], args.max_windows)
+            r = closed(c)
             result["concurrency"][c] = r
             log(f"  {name:10} {model_name:8} c={c:<3} {r['rps']:9.1f} req/s  p50 {r['p50']:8.2f} ms  "
                 f"p99 {r['p99']:8.2f} ms  non-2xx {r['non2xx']} errors {r['errors']}"
                 + ("" if r["stable"] or args.max_windows == 1 else "  (not stable)"))
         best_closed = max(r["rps"] for r in result["concurrency"].values())
-        best, points = rate_search(tmp, body_file, headers, url, best_closed, SLO_MS[model_name],
-                                   args.rate_steps[model_name], args.rate_duration[model_name],
+        best, points = rate_search(point, best_closed, args.rate_steps[model_name],
                                    lambda: settle(url, body, headers, base_ms))
         result["max_rate"], result["rate_points"] = best, points
         result["peak_rss_mb"] = tree_peak_rss_mb(tree(proc.pid))
@@ -504,9 +611,10 @@ def med(xs):
 def report(results, systems, models, args, versions, failures):
     lines = []
     out = lines.append
-    out(f"mode: {'quick' if args.quick else 'full'}, {args.rounds} round(s); seconds per window "
-        f"{args.duration}, per rate point {args.rate_duration}; connections {args.connections}; "
-        f"server on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}")
+    out(f"mode: {'quick' if args.quick else 'full'}, {args.rounds} round(s); load: {args.load}; "
+        f"seconds per window {args.duration}, per rate point "
+        f"{args.rate_duration}{' (per window)' if args.load == 'perf_analyzer' else ''}; "
+        f"connections {args.connections}; server on CPU {SERVER_CPU}, {args.load} on CPU {CLIENT_CPU}")
     out("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     threads = {}
     for r in results:
@@ -597,6 +705,10 @@ def main():
                              "(a few minutes; the full run takes far longer)")
     parser.add_argument("--systems", default=",".join(s for s in ORDER if s not in NOT_BY_DEFAULT))
     parser.add_argument("--models", default="mlp,resnet18")
+    parser.add_argument("--load", choices=("wrk", "perf_analyzer"), default="wrk",
+                        help="wrk for every system (default), or Triton's perf_analyzer, for "
+                             "these Open Inference Protocol systems: "
+                             + ", ".join(PERF_ANALYZER_SYSTEMS) + " (make perf-analyzer)")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--duration", type=int, help="seconds per wrk window")
     parser.add_argument("--rate-steps", type=int,
@@ -624,6 +736,11 @@ def main():
     args.rate_duration = {"mlp": args.rate_duration or (3 if q else 15),
                           "resnet18": args.rate_duration or (5 if q else 30)}
     args.connections = {"mlp": [1, 4, 16, 64], "resnet18": [1, 4, 16] if q else [1, 4, 16, 64]}
+    if args.load == "perf_analyzer":
+        # In synchronous mode perf_analyzer runs a thread per concurrent request; 64 of them on
+        # its one CPU starve the thread that closes its windows, and none closes (its
+        # asynchronous HTTP mode fails with "Unexpected error: received CURLMsg").
+        args.connections = {m: [c for c in cs if c <= 16] for m, cs in args.connections.items()}
     systems = [s for s in ORDER if s in args.systems.split(",")]
     models = args.models.split(",")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -632,7 +749,16 @@ def main():
 
     pythons, versions, failures = {}, {}, {}
     versions["wrk"] = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(" [")[0]
-    for name in systems:
+    if args.load == "perf_analyzer":
+        if not os.path.exists(PERF_ANALYZER):
+            parser.error(f"--load perf_analyzer: {PERF_ANALYZER} is missing (run make perf-analyzer)")
+        versions["perf_analyzer"] = subprocess.run([PERF_ANALYZER, "--version"], capture_output=True,
+                                                   text=True).stderr.split("Version ")[-1].split()[0]
+        for name in systems:
+            if name not in PERF_ANALYZER_SYSTEMS:
+                failures[name] = PERF_ANALYZER_CANNOT.get(name, "--load perf_analyzer drives only "
+                                                          + ", ".join(PERF_ANALYZER_SYSTEMS))
+    for name in [s for s in systems if s not in failures]:
         spec = SYSTEMS[name]
         try:
             if spec.get("apt"):
@@ -662,6 +788,8 @@ def main():
             for kind in ("v2", "bentoml", "binary"):
                 args.headers[(model_name, kind)] = write_body(
                     kind, shape, os.path.join(tmp, f"{model_name}-{kind}.body"))
+            perf_analyzer_data(shape, os.path.join(tmp, f"{model_name}-perf_analyzer.json"))
+            triton_config(shape, os.path.join(tmp, f"{model_name}-triton.json"))
             for rnd in range(args.rounds):
                 order = systems[rnd % len(systems):] + systems[:rnd % len(systems)]
                 log(f"{model_name} round {rnd + 1}/{args.rounds}: {', '.join(order)}")

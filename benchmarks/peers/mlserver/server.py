@@ -7,7 +7,10 @@ moves it to a worker process, which on the single CPU the server is pinned to on
 the IPC between the two; debug off (no per-request log lines). gRPC and metrics ports are
 moved off the way (they cannot be turned off).
 
-    python server.py MODEL.pt PORT
+    python server.py MODEL.pt PORT [TRITON.json]
+
+TRITON.json (run.py's triton_config, for perf_analyzer only): the model's inputs and
+outputs, declared in its settings, and Triton's model configuration, served by runtime.py.
 """
 import json
 import os
@@ -16,6 +19,7 @@ import sys
 import tempfile
 
 path, port = os.path.abspath(sys.argv[1]), int(sys.argv[2])
+triton = os.path.abspath(sys.argv[3]) if len(sys.argv) > 3 else None
 root = tempfile.mkdtemp(prefix="mlserver-", dir=os.getcwd())  # the runner's scratch dir
 shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime.py"), root)
 with open(os.path.join(root, "settings.json"), "w") as f:
@@ -23,8 +27,13 @@ with open(os.path.join(root, "settings.json"), "w") as f:
                "grpc_port": port + 1, "metrics_port": port + 2,
                "metrics_dir": os.path.join(root, ".metrics")}, f)
 with open(os.path.join(root, "model-settings.json"), "w") as f:
-    json.dump({"name": "m", "implementation": "runtime.TorchScriptModel",
-               "parameters": {"uri": path}, "max_batch_size": 64, "max_batch_time": 0.002}, f)
+    settings = {"name": "m", "implementation": "runtime.TorchScriptModel",
+                "parameters": {"uri": path}, "max_batch_size": 64, "max_batch_time": 0.002}
+    if triton:
+        with open(triton) as t:
+            settings.update(json.load(t)["metadata"])
+        settings["parameters"]["extra"] = {"triton_config": triton}
+    json.dump(settings, f)
 mlserver = os.path.join(os.path.dirname(sys.executable), "mlserver")
 os.chdir(root)
 os.execv(mlserver, [mlserver, "start", root])
