@@ -104,7 +104,7 @@ test-serving: build perf-analyzer
 # start inherit the instrumented build).
 # Python itself is not instrumented, so the runtime is preloaded and leak checking is off
 # (CPython keeps its interned objects until exit).
-sanitize: $(VENV)/.requirements
+sanitize: $(VENV)/.requirements perf-analyzer
 	rm -rf $(ASAN_DIR)/berth && mkdir -p $(ASAN_DIR) && cp -r python/berth $(ASAN_DIR)/berth
 	find $(ASAN_DIR)/berth -name '*.so' -delete
 	find build/asan-obj -name '*.so' -delete 2>/dev/null || true  # relinked, so copied again
@@ -152,7 +152,7 @@ bench-server: build
 # HTTP floor (benchmarks/peers/): each peer in its own venv under build/peers/, made on
 # demand, never a berth dependency; not part of CI. ./dev.sh bench-peers PEERS_ARGS=--quick
 PEERS_ARGS ?=
-bench-peers: build
+bench-peers: build perf-analyzer
 	$(PY) benchmarks/peers/run.py $(PEERS_ARGS)
 
 # Triton's perf_analyzer in its own venv (requirements/perf-analyzer.txt says why this

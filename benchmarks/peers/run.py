@@ -21,7 +21,7 @@ real inference request gets 200: cold start), warm up, then
   - concurrency mode: wrk (-t1) at 1/4/16/64 connections: req/s, p50, p99;
   - request-rate mode: the highest rate of Poisson-like arrivals whose p99 stays under the
     SLO (seed MLP 5 ms, resnet18 250 ms), by bisection; the rate reported is the one asked. wrk has no open-loop Poisson
-    mode (perf_analyzer's PyPI wheels need glibc 2.38; Debian 12 has 2.36), so arrivals
+    mode (--load perf_analyzer has one, for the Open Inference Protocol servers), so arrivals
     come from many wrk connections each waiting an exponentially distributed time before
     each request (wrk's delay() hook): with think times far above the latency the
     superposition is close to a Poisson process. A point passes when p99 <= SLO, no
@@ -33,7 +33,14 @@ Medians over rounds are reported, with every round's figure. In full mode each
 concurrency figure follows perf_analyzer's stability rule: windows are repeated until the
 last 3 have req/s within 10% of their mean (at most 6), and the last 3 are reported.
 
+With --load perf_analyzer, Triton's own client (make perf-analyzer) replaces wrk and
+open_loop.py for the systems that speak the Open Inference Protocol: its concurrency mode
+(1/4/16) and its request-rate mode with Poisson arrivals for the same bisection, each
+figure under its own stability rule (the last 3 windows' throughput and p99 within 10%).
+It sends the same row, as JSON tensors, or binary ones for the *-binary systems.
+
     .venv/bin/python benchmarks/peers/run.py --quick [--systems berth,floor,mlserver]
+    .venv/bin/python benchmarks/peers/run.py --load perf_analyzer --systems berth,mlserver,kserve-binary
 """
 import argparse
 import json

@@ -16,6 +16,9 @@ from serve_process import ServeProcess
 
 pytestmark = pytest.mark.slow
 
+# perf_analyzer is not the code under test: under `make sanitize` it runs without the
+# sanitizer runtimes preloaded into the server it drives.
+CLIENT_ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.environ.get("PERF_ANALYZER") or os.path.join(ROOT, "build", "perf-analyzer", "perf_analyzer")
 
@@ -23,7 +26,7 @@ BINARY = os.environ.get("PERF_ANALYZER") or os.path.join(ROOT, "build", "perf-an
 @pytest.fixture(scope="module")
 def perf_analyzer():
     assert os.path.isfile(BINARY), f"{BINARY} is missing: run `make perf-analyzer` (./dev.sh perf-analyzer)"
-    done = subprocess.run([BINARY, "--version"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([BINARY, "--version"], capture_output=True, text=True, timeout=60, env=CLIENT_ENV)
     assert done.returncode == 0 and "Perf Analyzer Version" in done.stdout + done.stderr, done.stderr
     return BINARY
 
@@ -36,7 +39,7 @@ def run(binary, port, model, *mode):
     done = subprocess.run([binary, "-m", model, "-u", f"127.0.0.1:{port}", "-i", "http",
                            "--measurement-mode", "count_windows", "--measurement-request-count", "300",
                            "--stability-percentage", "100", "--max-trials", "10", *mode],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=CLIENT_ENV)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     assert not re.search(r"(?i)\berror\b", out), out
@@ -87,7 +90,7 @@ def test_poisson_request_rate_on_a_plain_file_with_a_signature(perf_analyzer, pl
         # them, naming the input and the way that carries them.
         done = subprocess.run([perf_analyzer, "-m", "ids", "-u", f"127.0.0.1:{server.port}",
                                "--concurrency-range", "1", "--input-tensor-format", "json"],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, env=CLIENT_ENV)
         assert done.returncode != 0
         assert "input 'ids': " in done.stderr and "binary tensor data extension" in done.stderr, done.stderr
     finally:
