@@ -276,6 +276,12 @@ def open_loop(url, body_file, headers, rate, duration):
     return json.loads(out.stdout)
 
 
+def kept_rate(achieved, rate, window_s):
+    """>= 85% of the asked rate achieved, judged only where the window holds enough
+    arrivals for it to mean something (100 expected; resnet18's slow rates have fewer)."""
+    return achieved >= 0.85 * rate or rate * window_s < 100
+
+
 def rate_point(tmp, body_file, headers, url, rate, slo_ms, duration):
     if slo_ms >= OPEN_LOOP_SLO_MS:
         r = open_loop(url, body_file, headers, rate, duration)
@@ -286,9 +292,7 @@ def rate_point(tmp, body_file, headers, url, rate, slo_ms, duration):
     script = poisson_script(os.path.join(tmp, "poisson.lua"), body_file, headers,
                             1000.0 * connections / rate)
     r = wrk(script, url, connections, duration)
-    # Keeping up is judged on the achieved rate only where the window holds enough
-    # arrivals for it to mean something (100 expected; resnet18's slow rates have fewer).
-    keeps_up = r["rps"] >= 0.85 * rate or rate * duration < 100
+    keeps_up = kept_rate(r["rps"], rate, duration)
     r.update(target=rate, connections=connections,
              ok=(r["p99"] <= slo_ms and not r["non2xx"] and not r["errors"] and r["requests"]
                  and keeps_up))
@@ -369,7 +373,7 @@ def perf_analyzer_rate_point(port, data, binary, rate, slo_ms, window_s, max_win
     expected). Windows that never settled are judged on the median of the last 3."""
     mode = ["--request-rate-range", f"{rate:.1f}", "--request-distribution", "poisson"]
     r = perf_analyzer(port, data, binary, mode, window_s, max_windows)
-    keeps_up = r["kept_up"] and (r["rps"] >= 0.85 * rate or rate * window_s < 100)
+    keeps_up = r["kept_up"] and kept_rate(r["rps"], rate, window_s)
     r.update(target=rate, connections="perf_analyzer",
              ok=bool(r["p99"] <= slo_ms and not r["errors"] and r["windows"] and keeps_up))
     return r
